@@ -1,0 +1,59 @@
+"""Parameter budgets and their semantics.
+
+A budget is a number of parameters plus a *mode* saying what the number limits:
+
+- ``total`` (the suite-wide default): total unique trainable parameters of the whole model,
+  shared storage counted once, every ensemble member included. The suite checks every built model
+  against it and refuses an overrun (``BudgetError``) -- a method can never silently exceed it.
+- a method's official knob (e.g. SSN's ``max_params``, the size of its parameter banks), offered by
+  the method through ``Method.budget_modes`` so published numbers can be reproduced exactly. The
+  resulting total is reported, not enforced, because that is what the official code does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import BudgetError
+
+_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000, "b": 1_000_000_000}
+_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgb]?)\s*$", re.IGNORECASE)
+
+
+def parse_count(text: str | int | float, field: str = "budget") -> int:
+    """``"36.5M"`` -> 36_500_000, ``"500k"`` -> 500_000, ``"1e6"`` -> 1_000_000, ``1234`` -> 1234."""
+    if isinstance(text, bool):
+        raise BudgetError(f"{field}: expected a parameter count such as 1000000, 1.5M or 500k, got {text!r}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = _RE.match(str(text).replace("_", "").replace(",", ""))
+        if not m:
+            raise BudgetError(f"{field}: expected a parameter count such as 1000000, 1.5M or 500k, got {text!r}")
+        value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
+    if value <= 0 or value != value or value == float("inf"):
+        raise BudgetError(f"{field}: a parameter budget must be a positive number, got {text!r}")
+    return int(round(value))
+
+
+@dataclass(frozen=True)
+class Budget:
+    params: int
+    mode: str = "total"
+
+    def __post_init__(self) -> None:
+        if self.params <= 0:
+            raise BudgetError(f"budget: must be positive, got {self.params}")
+
+    @classmethod
+    def parse(cls, value: str | int | None, mode: str = "total") -> "Budget | None":
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "full")):
+            return None
+        return cls(parse_count(value), mode)
+
+    def to_dict(self) -> dict:
+        return {"params": self.params, "mode": self.mode}
+
+    def __str__(self) -> str:
+        return f"{self.params:,} ({self.mode})"

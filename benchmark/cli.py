@@ -1,0 +1,207 @@
+"""``npas``: the command line.
+
+    npas methods                      list methods (in-tree and plugins) with their options
+    npas archs                        list architectures
+    npas params --method M --arch A --dataset D --budget B [--opt k=v] [--json]
+    npas train  --method M --arch A --dataset D --budget B --epochs E --out DIR [section.key=value ...]
+    npas train  --config exp.toml [section.key=value ...]
+    npas demo                         every method on the synthetic data set, comparison table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from .errors import NPASError
+
+
+def _add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--method", required=required, help="method name (see `npas methods`)")
+    p.add_argument("--arch", required=required, help="architecture, e.g. wrn-28-10, resnet50 (see `npas archs`)")
+    p.add_argument("--dataset", default=None if not required else "cifar100",
+                   help="cifar10 | cifar100 | synthetic | imagenet")
+    p.add_argument("--budget", default=None, help="parameter budget, e.g. 1000000, 1.5M, 500k (default: none)")
+    p.add_argument("--budget-mode", default=None, help="total (default: unique trainable params) or a method's knob")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="npas", description="Neural Parameter Allocation Search benchmark suite")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("methods", help="list registered methods and their options")
+    m.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("archs", help="list registered architectures")
+    a.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("params", help="parameter and FLOP report without training")
+    _add_model_args(p, required=True)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster for big models)")
+
+    t = sub.add_parser("train", help="run one training run")
+    t.add_argument("--config", default=None, help="TOML experiment config")
+    _add_model_args(t, required=False)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--out", default=None, help="run folder (config, metrics.jsonl, checkpoints, result.json)")
+    t.add_argument("--data-root", default=None, help="folder holding cifar-100-python/ (or cifar-10-batches-py/)")
+    t.add_argument("--download", action="store_true", help="download CIFAR with torchvision if missing")
+    t.add_argument("--resume", default=None, help="auto (default) | never | path to a checkpoint")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted config overrides")
+
+    d = sub.add_parser("demo", help="every method on the synthetic data set; prints a comparison table")
+    d.add_argument("--out", default="results/demo")
+    d.add_argument("--arch", default="wrn-16-1")
+    d.add_argument("--budget", default="100k")
+    d.add_argument("--epochs", type=int, default=3)
+    d.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("overrides", nargs="*", metavar="section.key=value")
+    return parser
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .options import describe_options
+    from .plugins import METHODS
+
+    rows = []
+    for e in METHODS.entries():
+        cls = e.obj
+        rows.append({"name": e.name, "source": e.source, "summary": cls.summary, "reference": cls.reference,
+                     "budget_modes": list(cls.budget_modes), "options": describe_options(cls.Options)})
+    broken = [{"name": b.name, "source": b.source, "error": b.error} for b in METHODS.broken]
+    if args.json:
+        print(json.dumps({"methods": rows, "broken": broken}, indent=2, default=str))
+        return 0
+    for r in rows:
+        print(f"{r['name']}  [{r['source']}]  budget modes: {', '.join(r['budget_modes'])}")
+        if r["summary"]:
+            print(f"    {r['summary']}")
+        for o in r["options"]:
+            print(f"    --opt {o['name']}=<{o['type']}>  (default {o['default']!r})  {o['help']}")
+    for b in broken:
+        print(f"BROKEN plugin {b['name']}  [{b['source']}]: {b['error']}", file=sys.stderr)
+    return 0
+
+
+def cmd_archs(args: argparse.Namespace) -> int:
+    from .models.registry import ARCHITECTURES
+
+    rows = [{"name": e.name, "family": e.obj.family, "domain": e.obj.domain, **e.obj.hyper} for e in ARCHITECTURES.entries()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']:12s} {r['family']:7s} {r['domain']:9s} depth={r['depth']} width={r['width']}")
+        print("(any wrn-D-K with D = 6n+4 and width K > 0 also works, e.g. wrn-16-1.5)")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from .budget import Budget
+    from .factory import create_model
+    from .options import parse_kv
+
+    budget = Budget.parse(args.budget, args.budget_mode or "total")
+    built = create_model(args.method, args.arch, args.dataset, budget, parse_kv(args.opt))
+    report = built.report(flops=not args.no_flops).to_dict()
+    out = {"method": args.method, "arch": args.arch, "dataset": args.dataset, "options": built.method.options_dict(),
+           **report}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{args.method} {args.arch} on {args.dataset}: {report['total']:,} unique trainable parameters")
+        for k, v in report["breakdown"].items():
+            print(f"  {k:13s} {v:>14,}")
+        if report["budget"]:
+            print(f"  budget        {report['budget']['params']:>14,} ({report['budget']['mode']}), "
+                  f"utilisation {100 * report['budget_utilisation']:.2f}%")
+        if report["flops"]:
+            for mem in report["members"]:
+                print(f"  FLOPs {mem['name']}: {mem['flops'] / 1e9:.3f} G (1 image)")
+    return 0
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from .options import parse_kv
+
+    o: dict[str, Any] = {}
+    if args.method:
+        o["method.name"] = args.method
+    if args.arch:
+        o["model.arch"] = args.arch
+    if args.dataset:
+        o["data.name"] = args.dataset
+    if args.budget is not None:
+        o["model.budget"] = args.budget
+    if args.budget_mode:
+        o["model.budget_mode"] = args.budget_mode
+    for k, v in parse_kv(args.opt).items():
+        o[f"method.options.{k}"] = v
+    if args.epochs is not None:
+        o["train.epochs"] = args.epochs
+    if args.out:
+        o["run.out"] = args.out
+    if args.data_root:
+        o["data.root"] = args.data_root
+    if args.download:
+        o["data.download"] = True
+    if args.resume:
+        o["run.resume"] = args.resume
+    if args.seed is not None:
+        o["train.seed"] = args.seed
+    if args.no_progress:
+        o["run.progress"] = False
+    o.update(parse_kv(args.overrides, field="override"))
+    return o
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .trainer import train
+
+    cfg = load_config(args.config, train_overrides(args))
+    result = train(cfg)
+    m = result.record.get("metrics") or {}
+    if result.status == "completed":
+        print(f"{result.status}: top1 {m.get('top1', float('nan')):.2f} top5 {m.get('top5', float('nan')):.2f} "
+              f"({result.run_dir / 'result.json'})")
+    else:
+        print(f"{result.status}: {result.run_dir / 'result.json'}")
+    return result.exit_code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    from .options import parse_kv
+
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    text = run_demo(args.out, arch=args.arch, budget=args.budget, epochs=args.epochs, methods=methods,
+                    progress=not args.no_progress, extra=parse_kv(args.overrides, field="override"))
+    print(text)
+    print(f"written to {args.out}/summary.md")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"methods": cmd_methods, "archs": cmd_archs, "params": cmd_params, "train": cmd_train,
+               "demo": cmd_demo}[args.command]
+    try:
+        return handler(args)
+    except NPASError as exc:
+        print(f"npas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

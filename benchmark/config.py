@@ -1,0 +1,193 @@
+"""Experiment configuration: typed sections, TOML files, dotted ``section.key=value`` overrides.
+
+One config file per experiment (ffcv-imagenet style); the run folder keeps the resolved config and
+its hash. The hash covers everything that can change results and nothing that cannot (output
+folder, resume policy, progress bars), so a resumed or re-submitted run can prove it is the same
+experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from .data.config import DataConfig
+from .errors import ConfigError
+from .options import build_dataclass, coerce, to_dict
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = "unshared"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "wrn-16-1"
+    budget: str | None = None  # e.g. "1.5M", "500k", 1000000; None = the method's natural size
+    budget_mode: str = "total"  # "total" (unique trainable params) or a method's official knob
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    milestones: tuple[float, ...] = (60, 120, 160)  # epochs (or fractions of training, see milestones_unit)
+    gammas: tuple[float, ...] = (0.2, 0.2, 0.2)
+    milestones_unit: Literal["epoch", "fraction"] = "epoch"
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.1
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    no_decay_roles: tuple[str, ...] = ()  # extra roles exempt from weight decay (the method adds its own)
+
+    def __post_init__(self) -> None:
+        if self.schedule == "step" and len(self.milestones) != len(self.gammas):
+            raise ConfigError(
+                f"optim.gammas: need one gamma per milestone ({len(self.milestones)} milestones, "
+                f"{len(self.gammas)} gammas)."
+            )
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
+            raise ConfigError(f"optim.milestones: must be strictly increasing, got {list(self.milestones)}.")
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr: must be positive, got {self.lr}.")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"optim.label_smoothing: must be in [0, 1), got {self.label_smoothing}.")
+        from .accounting import ROLES
+
+        bad = [r for r in self.no_decay_roles if r not in ROLES]
+        if bad:
+            raise ConfigError(f"optim.no_decay_roles: unknown role(s) {bad}; roles are {', '.join(ROLES)}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    amp: bool = False  # autocast (bf16 by default) on CPU and GPU
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    channels_last: bool = False
+    compile: bool = False
+    drop_last: bool = True
+    max_steps_per_epoch: int = 0  # 0 = full epochs; > 0 truncates each epoch (quick runs, tests)
+    eval_every: int = 1
+    threads: int = 0  # intra-op threads; 0 = leave torch's default
+    deterministic: bool = False  # torch.use_deterministic_algorithms (GPU); CPU runs are reproducible anyway
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name}: must be a positive integer, got {getattr(self, name)}.")
+        if self.max_steps_per_epoch < 0:
+            raise ConfigError("train.max_steps_per_epoch: must be >= 0 (0 = full epochs).")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str = "runs/default"
+    resume: str = "auto"  # "auto" (newest valid checkpoint), "never", or a checkpoint path
+    progress: bool = True
+    keep_checkpoints: int = 2
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    method: MethodConfig = field(default_factory=MethodConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    # -- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def hash_dict(self) -> dict[str, Any]:
+        """What determines results: everything but the run section."""
+        d = self.to_dict()
+        d.pop("run")
+        return d
+
+    def hash(self) -> str:
+        blob = json.dumps(self.hash_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        def clean(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items() if x is not None}
+            if isinstance(v, list):
+                return [clean(x) for x in v]
+            return v
+
+        return tomli_w.dumps(clean(self.to_dict()))
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if parts[0] not in SECTIONS:
+        raise ConfigError(f"unknown config section in {key!r}; sections are {', '.join(SECTIONS)}.")
+    if len(parts) < 2:
+        raise ConfigError(f"override {key!r}: use section.key=value, e.g. train.epochs=10.")
+    node = tree.setdefault(parts[0], {})
+    if parts[0] == "method" and parts[1] == "options" and len(parts) > 2:
+        node.setdefault("options", {})[".".join(parts[2:])] = value
+        return
+    for p in parts[1:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+def build_config(tree: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Config from a nested mapping (a parsed TOML file) plus dotted overrides (strings are coerced)."""
+    merged: dict[str, Any] = json.loads(json.dumps(dict(tree or {}), default=list))
+    unknown = sorted(set(merged) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; sections are {', '.join(SECTIONS)}.")
+    for key, value in (overrides or {}).items():
+        _set_dotted(merged, key, value)
+    sections = {}
+    for name in SECTIONS:
+        cls = {"method": MethodConfig, "model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
+               "train": TrainConfig, "run": RunConfig}[name]
+        raw = merged.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config section {name!r} must be a table, got {raw!r}.")
+        sections[name] = build_dataclass(cls, raw, prefix=name)
+    return Config(**sections)
+
+
+def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--config: no such file {str(p)!r}.")
+        try:
+            tree = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config: {p} is not valid TOML: {exc}") from None
+    return build_config(tree, overrides)
+
+
+__all__ = ["Config", "MethodConfig", "ModelConfig", "OptimConfig", "TrainConfig", "RunConfig", "DataConfig",
+           "build_config", "load_config", "coerce"]

@@ -1,0 +1,162 @@
+"""The method contract: what every NPAS method and baseline implements.
+
+A *method* turns a request -- architecture(s), number of classes, parameter budget, typed options,
+artifacts of earlier phases -- into an ``NPASModel``. The common trainer does everything else. The
+contract covers:
+
+- ``build``: the model. Weight layers get their weights from providers the method attaches, so a
+  method never copies an architecture. Multi-member models (ensembles) return every member's logits.
+- ``phases``: optional phases run before training (e.g. a search phase). Each returns an artifact
+  (a JSON-able dict) that is saved in the run folder and handed to ``build`` under its phase name.
+- ``extra_state`` / ``load_extra_state``: method state outside the module's ``state_dict`` that must
+  survive checkpoints (e.g. learned clusters that change the model during training). On resume it is
+  restored *before* the weights, so a model whose structure changed can be rebuilt first.
+- hooks: ``on_epoch_start``, ``on_epoch_end`` (may change the parameter set: return True and the
+  trainer rebuilds its optimizer, keeping the state of parameters that still exist) and
+  ``after_backward`` (sees gradients; called only when a method overrides it).
+- ``no_weight_decay_roles``: parameters exempt from weight decay, by *role* (see
+  ``accounting.ROLES``), never by name matching.
+- ``budget_modes``: ``total`` (suite-wide) plus any official knob the method offers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+
+import torch
+import torch.nn as nn
+
+from .budget import Budget
+from .errors import BudgetError
+from .models.layers import WeightedLayer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer.phase import PhaseContext
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Base class of every method's typed options (subclass it as a frozen dataclass)."""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    arch: str
+    num_classes: int
+    budget: Budget | None = None
+    dataset: str = "synthetic"
+    image_size: int = 32
+    artifacts: dict[str, Any] = field(default_factory=dict)  # phase name -> artifact
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A step before training; ``run`` returns a JSON-able artifact dict."""
+
+    name: str
+    description: str
+    run: Callable[["PhaseContext"], dict]
+
+
+class NPASModel(nn.Module):
+    """One or more member networks plus the storage they share.
+
+    ``forward`` returns logits of shape (members, batch, classes), also for a single member, so the
+    trainer treats plain networks and ensembles alike. ``shared`` holds storage used by several
+    layers or members (banks); it appears once in ``parameters()`` and ``state_dict()``.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], member_names: Sequence[str] | None = None,
+                 shared: dict[str, nn.Module] | None = None) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an NPASModel needs at least one member network")
+        self.members = nn.ModuleList(members)
+        self.member_names = list(member_names or [f"member{i}" for i in range(len(members))])
+        self.shared = nn.ModuleDict(shared or {})
+
+    @property
+    def num_members(self) -> int:
+        return len(self.members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.members) == 1:
+            return self.members[0](x).unsqueeze(0)
+        return torch.stack([m(x) for m in self.members])
+
+    def forward_member(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.members[index](x)
+
+    def weight_layers(self, member: int | None = None) -> list[WeightedLayer]:
+        """Weight layers in reference order (per member, stem first, classifier last)."""
+        members = self.members if member is None else [self.members[member]]
+        out: list[WeightedLayer] = []
+        for m in members:
+            out.extend(sorted((l for l in m.modules() if isinstance(l, WeightedLayer)), key=lambda l: l.spec.index))
+        return out
+
+
+class Method(ABC):
+    """Base class of every method and baseline. Subclass, set the class attributes, register."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
+    summary: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    budget_modes: ClassVar[tuple[str, ...]] = ("total",)
+
+    def __init__(self, options: MethodOptions | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+        if not isinstance(self.options, self.Options):
+            raise TypeError(f"{type(self).__name__} expects options of type {self.Options.__name__}")
+
+    # -- required -------------------------------------------------------------------------
+    @abstractmethod
+    def build(self, request: BuildRequest) -> NPASModel:
+        """Build the model for the request. Raise ``BudgetError`` for an impossible budget."""
+
+    # -- optional -------------------------------------------------------------------------
+    def phases(self, request: BuildRequest) -> list[Phase]:
+        return []
+
+    def no_weight_decay_roles(self) -> frozenset[str]:
+        return frozenset()
+
+    def extra_state(self, model: NPASModel) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, model: NPASModel, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"method {self.name!r} got extra state {sorted(state)} but defines no load_extra_state")
+
+    def on_epoch_start(self, model: NPASModel, epoch: int) -> bool:
+        return False
+
+    def on_epoch_end(self, model: NPASModel, epoch: int, metrics: dict[str, float]) -> bool:
+        return False
+
+    def after_backward(self, model: NPASModel, step: int) -> None:  # pragma: no cover - default unused
+        return None
+
+    # -- helpers --------------------------------------------------------------------------
+    @classmethod
+    def wants_after_backward(cls) -> bool:
+        return cls.after_backward is not Method.after_backward
+
+    def check_budget_mode(self, budget: Budget | None) -> None:
+        if budget is not None and budget.mode not in self.budget_modes:
+            raise BudgetError(
+                f"budget_mode: method {self.name!r} supports {', '.join(self.budget_modes)}, not {budget.mode!r}."
+            )
+
+    def options_dict(self) -> dict[str, Any]:
+        from .options import to_dict
+
+        return to_dict(self.options)
+
+
+def replace_options(options: MethodOptions, **changes: Any) -> MethodOptions:
+    return dataclasses.replace(options, **changes)

@@ -1,0 +1,67 @@
+"""``create_model``: method name + architecture + data set + budget -> a checked model.
+
+This is the one place where the suite-wide budget rule is enforced: in ``total`` mode the built
+model's unique trainable parameters must not exceed the budget, whatever the method did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .accounting import ParamReport, param_report
+from .budget import Budget
+from .contract import BuildRequest, Method, MethodOptions, NPASModel
+from .data.info import dataset_info
+from .errors import BudgetError
+from .models.registry import get_arch
+from .plugins import create_method
+
+
+@dataclass
+class BuiltModel:
+    model: NPASModel
+    method: Method
+    request: BuildRequest
+
+    def report(self, flops: bool = True) -> ParamReport:
+        shape = (3, self.request.image_size, self.request.image_size) if flops else None
+        return param_report(self.model, shape, self.request.budget)
+
+
+def make_request(arch: str, dataset: str, budget: Budget | None = None, artifacts: dict | None = None,
+                 num_classes: int | None = None, image_size: int | None = None) -> BuildRequest:
+    get_arch(arch)  # unknown architecture -> clear RegistryError before anything else
+    info = dataset_info(dataset, num_classes, image_size)
+    return BuildRequest(arch=arch, num_classes=info.num_classes, budget=budget, dataset=dataset,
+                        image_size=info.image_size, artifacts=dict(artifacts or {}))
+
+
+def build_checked(method: Method, request: BuildRequest) -> NPASModel:
+    method.check_budget_mode(request.budget)
+    model = method.build(request)
+    if not isinstance(model, NPASModel):
+        raise TypeError(f"method {method.name!r}.build returned {type(model).__name__}, expected NPASModel")
+    for layer in model.weight_layers():
+        if layer.provider is None:
+            raise RuntimeError(f"method {method.name!r} left layer {layer.spec.name!r} without a weight provider")
+    budget = request.budget
+    if budget is not None and budget.mode == "total":
+        total = param_report(model, None).total
+        if total > budget.params:
+            raise BudgetError(
+                f"budget: method {method.name!r} built {total:,} unique trainable parameters for "
+                f"{request.arch}, over the budget of {budget.params:,}. This is a bug in the method: "
+                "it must raise BudgetError itself when it cannot fit."
+            )
+    return model
+
+
+def create_model(method: str | Method, arch: str, dataset: str = "synthetic", budget: Budget | int | str | None = None,
+                 options: Mapping[str, Any] | MethodOptions | None = None, artifacts: dict | None = None,
+                 num_classes: int | None = None) -> BuiltModel:
+    if not isinstance(budget, Budget):
+        budget = Budget.parse(budget)
+    m = method if isinstance(method, Method) else create_method(method, options)
+    request = make_request(arch, dataset, budget, artifacts, num_classes)
+    return BuiltModel(build_checked(m, request), m, request)

@@ -1,0 +1,155 @@
+"""Weight layers whose weights come from the method, not from the layer.
+
+Every convolution and linear layer of every architecture is a ``WeightedLayer``: it knows its
+``LayerSpec`` (shape, role, position) and asks its *weight provider* for the weight on each
+forward. The plain network gives each layer an ``OwnedWeight``; sharing methods hand out providers
+that generate the weight from shared storage. So sharing methods need no copy of an architecture.
+
+Contract for providers: an ``nn.Module`` whose ``forward()`` returns a tensor of exactly
+``spec.shape``. Storage shared between layers must live in the model's ``shared`` container, and a
+provider must keep its reference to it *outside* the module tree (e.g. in a plain attribute set with
+``object.__setattr__``), so that a shared bank appears once in ``state_dict`` and ``parameters()``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LayerKind = Literal["conv", "linear"]
+LayerRole = Literal["stem", "body", "shortcut", "head"]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What a sharing method needs to know about one weight layer."""
+
+    name: str  # module path inside its network, e.g. "stage_1.0.conv1"
+    kind: LayerKind
+    shape: tuple[int, ...]  # weight shape: (out, in, kh, kw) for conv, (out, in) for linear
+    index: int = -1  # weight-layer order within the network (stem first, classifier last)
+    role: LayerRole = "body"
+    stage: int = 0  # 0 = stem, 1.. = stages, last+1 = head
+    block: int = -1  # block index within the stage (-1 outside blocks)
+    stride: int = 1
+    padding: int = 0
+    member: int = 0  # ensemble member index (set when a model holds several networks)
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def kernel_size(self) -> int:
+        return self.shape[2] if self.kind == "conv" else 1
+
+    @property
+    def fan_in(self) -> int:
+        return math.prod(self.shape[1:])
+
+    def with_member(self, member: int) -> "LayerSpec":
+        return replace(self, member=member)
+
+
+def kaiming_normal_(weight: torch.Tensor) -> torch.Tensor:
+    """``init.kaiming_normal_`` (fan_in, ReLU gain), the init the reference WRN/ResNet code uses."""
+    return nn.init.kaiming_normal_(weight)
+
+
+class OwnedWeight(nn.Module):
+    """A layer's own, unshared weight tensor: the plain network's provider."""
+
+    npas_roles = {"weight": "weights"}
+
+    def __init__(self, spec: LayerSpec, head: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(spec.shape))
+        kaiming_normal_(self.weight.data)
+        if head:
+            self.npas_roles = {"weight": "head"}
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
+
+
+class WeightedLayer(nn.Module):
+    """Base of ``Conv`` and ``Linear``: holds a spec and a provider slot."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.provider: nn.Module | None = None
+
+    def set_provider(self, provider: nn.Module) -> None:
+        self.provider = provider
+
+    def weight(self) -> torch.Tensor:
+        if self.provider is None:
+            raise RuntimeError(
+                f"layer {self.spec.name!r} has no weight provider: build networks through a method "
+                "(npasbench.create_model), which attaches one to every weight layer"
+            )
+        return self.provider()
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.spec.shape)}, role={self.spec.role}, index={self.spec.index}"
+
+
+class Conv(WeightedLayer):
+    def __init__(self, spec: LayerSpec) -> None:
+        assert spec.kind == "conv"
+        super().__init__(spec)
+        self.stride = spec.stride
+        self.padding = spec.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight(), None, self.stride, self.padding)
+
+
+class Linear(WeightedLayer):
+    """Linear layer; the bias (if any) belongs to the layer, not the provider."""
+
+    npas_roles = {"bias": "head"}
+
+    def __init__(self, spec: LayerSpec, bias: bool = True) -> None:
+        assert spec.kind == "linear"
+        super().__init__(spec)
+        self.bias = nn.Parameter(torch.zeros(spec.shape[0])) if bias else None
+
+    def drop_bias(self) -> None:
+        """Methods whose reference code has no classifier bias (e.g. SSN's SLinear) call this."""
+        self.bias = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight(), self.bias)
+
+
+class LayerFactory:
+    """Used by architecture builders: creates weight layers and numbers them in build order.
+
+    Build order is the reference code's weight-layer order (stem, then per block conv1, conv2,
+    shortcut, classifier last), so ``index`` is comparable with the official implementations.
+    """
+
+    def __init__(self) -> None:
+        self.specs: list[LayerSpec] = []
+
+    def conv(self, name: str, cin: int, cout: int, k: int, stride: int = 1, padding: int | None = None,
+             *, role: LayerRole = "body", stage: int = 0, block: int = -1) -> Conv:
+        spec = LayerSpec(
+            name=name, kind="conv", shape=(cout, cin, k, k), index=len(self.specs), role=role,
+            stage=stage, block=block, stride=stride, padding=(k // 2 if padding is None else padding),
+        )
+        self.specs.append(spec)
+        return Conv(spec)
+
+    def linear(self, name: str, cin: int, cout: int, *, stage: int, bias: bool = True) -> Linear:
+        spec = LayerSpec(name=name, kind="linear", shape=(cout, cin), index=len(self.specs), role="head", stage=stage)
+        self.specs.append(spec)
+        return Linear(spec, bias=bias)

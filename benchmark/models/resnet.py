@@ -1,0 +1,81 @@
+"""ImageNet bottleneck ResNets (v1.5: the stride sits on the 3x3 conv), ResNet-50 and WRN-50-2.
+
+Layout and parameter counts equal torchvision's ``resnet50`` (25,557,032) and ``wide_resnet50_2``
+(68,883,240). The last BN of every residual branch starts at zero, as in the SSN reference code's
+ImageNet ResNet (``zero_init_residual``). Weight-layer order: stem, then per block conv1, conv2,
+conv3, shortcut (torchvision's module order), classifier last.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .layers import LayerFactory
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, f: LayerFactory, prefix: str, cin: int, planes: int, stride: int, width_per_group: int,
+                 stage: int, block: int) -> None:
+        super().__init__()
+        mid = int(planes * (width_per_group / 64.0))
+        cout = planes * self.expansion
+        self.conv1 = f.conv(f"{prefix}.conv1", cin, mid, 1, 1, 0, stage=stage, block=block)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = f.conv(f"{prefix}.conv2", mid, mid, 3, stride, 1, stage=stage, block=block)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = f.conv(f"{prefix}.conv3", mid, cout, 1, 1, 0, stage=stage, block=block)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                f.conv(f"{prefix}.shortcut.0", cin, cout, 1, stride, 0, role="shortcut", stage=stage, block=block),
+                nn.BatchNorm2d(cout),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class BottleneckResNet(nn.Module):
+    def __init__(self, layers: tuple[int, ...], num_classes: int, width_per_group: int = 64,
+                 zero_init_residual: bool = True) -> None:
+        super().__init__()
+        f = LayerFactory()
+        self.num_classes = num_classes
+        self.conv1 = f.conv("conv1", 3, 64, 7, 2, 3, role="stem", stage=0)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        cin = 64
+        for s, (n, planes) in enumerate(zip(layers, (64, 128, 256, 512))):
+            blocks = []
+            for b in range(n):
+                stride = 2 if (s > 0 and b == 0) else 1
+                blk = Bottleneck(f, f"layer{s + 1}.{b}", cin, planes, stride, width_per_group, s + 1, b)
+                blocks.append(blk)
+                cin = planes * Bottleneck.expansion
+            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = f.linear("fc", cin, num_classes, stage=len(layers) + 1)
+        self.layer_specs = tuple(f.specs)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.avgpool(x).flatten(1))

@@ -1,0 +1,405 @@
+"""The common trainer: every method trains through this one loop.
+
+Hot path per step: forward (all members), one cross-entropy over members, backward, optional clip,
+SGD step, a learning rate computed from progress. Everything else (evaluation, checkpoints, logs)
+happens at epoch boundaries or on a preemption request, so the loop adds almost nothing to a bare
+PyTorch loop (``npasbench.perf.trainer_overhead`` measures it).
+
+Guarantees:
+- a seeded CPU run is reproducible, and a run killed at any point and resumed from its newest
+  checkpoint ends with the same weights and metrics as an uninterrupted run (data order and
+  augmentation are functions of (seed, epoch, batch); RNG states are checkpointed);
+- SIGTERM/SIGUSR1 -> checkpoint at the next step boundary, exit code ``EXIT_PREEMPTED``;
+- a non-finite loss stops the run with status ``diverged`` (exit code ``EXIT_DIVERGED``);
+- every run leaves ``result.json`` (schema in ``record.py``), ``metrics.jsonl`` and its resolved
+  config in the run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..atomic import write_json, write_text
+from ..budget import Budget
+from ..config import Config
+from ..contract import Method, NPASModel
+from ..data import BatchLoader, DataBundle, load_data, make_loader
+from ..errors import ConfigError
+from ..factory import build_checked, make_request
+from ..accounting import param_report
+from ..plugins import create_method
+from . import checkpoint as ckpt
+from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup, init_distributed
+from .metrics import JsonLines, TopK
+from .optim import build_optimizer, rebuild_optimizer, set_lr
+from .phase import PhaseContext, run_phases
+from .record import build_record, peak_memory_mb
+from .schedule import LRSchedule
+from .signals import PreemptionFlag
+
+EXIT_OK = 0
+EXIT_DIVERGED = 4
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again" -- the launcher requeues the run
+
+
+@dataclass
+class RunResult:
+    status: str  # "completed" | "diverged" | "preempted"
+    exit_code: int
+    run_dir: Path
+    record: dict[str, Any]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: CUDA was requested but no GPU is available here; use train.device=cpu or auto.")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, preemption: PreemptionFlag | None = None) -> None:
+        self.cfg = cfg
+        self.config_hash = cfg.hash()
+        self.run_dir = Path(cfg.run.out)
+        self.preemption = preemption or PreemptionFlag()
+        self.status = "running"
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self) -> None:
+        cfg = self.cfg
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = resolve_device(cfg.train.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.dist: DistInfo = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.is_main = self.dist.is_main
+        self.progress = cfg.run.progress and self.is_main
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.toml", cfg.to_toml())
+            write_json(self.run_dir / "config.json", {"config": cfg.to_dict(), "config_hash": self.config_hash})
+        barrier(self.dist)
+        self.log = JsonLines(self.run_dir / "metrics.jsonl", enabled=self.is_main)
+        amp_dtype = torch.bfloat16 if cfg.train.amp_dtype == "bfloat16" else torch.float16
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if cfg.train.amp else contextlib.nullcontext
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp and amp_dtype == torch.float16)
+
+    def _setup_data(self) -> None:
+        cfg = self.cfg
+        self.data: DataBundle = load_data(cfg.data)
+        common = dict(device=self.device, channels_last=cfg.train.channels_last, rank=self.dist.rank,
+                      world_size=self.dist.world_size)
+        self.train_loader: BatchLoader = make_loader(self.data, "train", cfg.train.batch_size, cfg.data, seed=cfg.train.seed,
+                                                     drop_last=cfg.train.drop_last, **common)
+        self.eval_loader: BatchLoader = make_loader(self.data, "eval", cfg.train.eval_batch_size, **common)
+        self.test_loader: BatchLoader = make_loader(self.data, "test", cfg.train.eval_batch_size, **common)
+        if len(self.train_loader) == 0:
+            raise ConfigError(
+                f"train.batch_size: {cfg.train.batch_size} is larger than the training set of this rank "
+                f"({self.train_loader.num_examples} examples) with drop_last; lower it or set train.drop_last=false."
+            )
+        n = len(self.train_loader)
+        self.steps_per_epoch = min(n, cfg.train.max_steps_per_epoch) if cfg.train.max_steps_per_epoch else n
+
+    def _setup_model(self) -> None:
+        cfg = self.cfg
+        self.method: Method = create_method(cfg.method.name, cfg.method.options)
+        budget = Budget.parse(cfg.model.budget, cfg.model.budget_mode)
+        request = make_request(cfg.model.arch, cfg.data.name, budget, num_classes=self.data.num_classes,
+                               image_size=self.data.input_shape[1])
+        ctx = PhaseContext(cfg=cfg, data=self.data, device=self.device, run_dir=self.run_dir, request=request,
+                           config_hash=self.config_hash, progress=self.progress)
+        artifacts = run_phases(self.method, request, ctx, self.dist)
+        self.request = dataclasses.replace(request, artifacts=artifacts)
+        seed_everything(cfg.train.seed)  # model init independent of what the phases consumed
+        model = build_checked(self.method, self.request)
+        self.report = param_report(model, tuple(self.data.input_shape), budget)
+        self.model: NPASModel = model.to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.exempt = self.method.no_weight_decay_roles()
+        self.schedule = LRSchedule.from_config(cfg.optim, cfg.train.epochs, self.steps_per_epoch)
+        self.wants_after_backward = type(self.method).wants_after_backward()
+
+    def _wrap(self) -> None:
+        """(Re)build the optimizer view of the model: DDP and torch.compile wrappers."""
+        net: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        if self.cfg.train.compile:
+            net = torch.compile(net)
+        self.net = net
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self, epoch: int, batch: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "batch": batch,
+            "step": self.step,
+            "rng": ckpt.rng_state(),
+            "extra": self.method.extra_state(self.model),
+            "config_hash": self.config_hash,
+            "metrics_lines": self.log.lines,
+            "best": dict(self.best),
+            "epoch_acc": {"loss_sum": self.loss_sum, "seen": self.seen},
+            "timing": dict(self.timing, wall_s_before=self.wall_before + time.perf_counter() - self.t_start),
+        }
+
+    def save_checkpoint(self, epoch: int, batch: int) -> Path | None:
+        path = None
+        if self.is_main:
+            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self._state(epoch, batch), self.cfg.run.keep_checkpoints)
+        barrier(self.dist)
+        return path
+
+    def _restore(self) -> tuple[int, int]:
+        """Load the checkpoint chosen by run.resume; return (epoch, batch) to continue at."""
+        mode = self.cfg.run.resume
+        found = None
+        if mode == "auto":
+            found = ckpt.find_latest(self.run_dir / "checkpoints", self.config_hash)
+        elif mode != "never":
+            path = Path(mode)
+            found = (path, ckpt.load_checkpoint(path, self.config_hash))
+        if found is None:
+            self.optimizer = build_optimizer(self.model, self.cfg.optim, self.exempt)
+            self.log.truncate(0)
+            return 0, 0
+        path, state = found
+        self.method.load_extra_state(self.model, state["extra"])
+        self.model.load_state_dict(state["model"])
+        self.model.to(self.device)
+        self.optimizer = build_optimizer(self.model, self.cfg.optim, self.exempt)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best = dict(state["best"])
+        self.loss_sum = float(state["epoch_acc"]["loss_sum"])
+        self.seen = int(state["epoch_acc"]["seen"])
+        self.timing.update(state["timing"])
+        self.wall_before = float(state["timing"]["wall_s_before"])
+        self.log.truncate(int(state["metrics_lines"]))
+        self.resumed_from = str(path)
+        if self.progress:
+            tqdm.write(f"resumed from {path} (epoch {state['epoch']}, batch {state['batch']})")
+        return int(state["epoch"]), int(state["batch"])
+
+    # ------------------------------------------------------------------ steps
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        m = logits.shape[0]
+        target = y if m == 1 else y.repeat(m)
+        # mean over examples, summed over members (every member is trained on every batch)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target,
+                               label_smoothing=self.cfg.optim.label_smoothing) * m
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            logits = self.net(x)
+        loss = self._loss(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.wants_after_backward:
+            self.method.after_backward(self.model, self.step)
+        if self.cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+    @torch.no_grad()
+    def evaluate(self, loader: BatchLoader) -> dict[str, Any]:
+        self.model.eval()
+        meter = TopK(self.model.num_members, self.device)
+        t0 = time.perf_counter()
+        for x, y in loader.epoch(0):
+            with self.autocast():
+                logits = self.net(x)
+            meter.update(logits, y)
+        elapsed = time.perf_counter() - t0
+        self.model.train()
+        out = meter.compute(self.dist, self.model.member_names)
+        self.timing["eval_s"] += elapsed
+        self.timing["eval_images"] += out["examples"]
+        return out
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> RunResult:
+        t_start = self.t_start = time.perf_counter()
+        self.wall_before = 0.0
+        self.timing = {"train_s": 0.0, "train_images": 0, "eval_s": 0.0, "eval_images": 0}
+        self.best = {"top1": -1.0, "epoch": -1}
+        self.step, self.loss_sum, self.seen = 0, 0.0, 0
+        self.resumed_from = None
+        self.last_eval: tuple[int, dict[str, Any]] | None = None
+        self._setup()
+        try:
+            self._setup_data()
+            self._setup_model()
+            start_epoch, start_batch = self._restore()
+            self._wrap()
+            self.preemption.install()
+            try:
+                status = self._loop(start_epoch, start_batch)
+            finally:
+                self.preemption.uninstall()
+            return self._finish(status, t_start)
+        finally:
+            cleanup(self.dist)
+
+    def _loop(self, start_epoch: int, start_batch: int) -> str:
+        cfg = self.cfg
+        epochs = range(start_epoch, cfg.train.epochs)
+        ebar = tqdm(total=cfg.train.epochs, initial=start_epoch, desc="epochs", unit="ep", disable=not self.progress,
+                    dynamic_ncols=True, leave=True)
+        self.model.train()
+        try:
+            for epoch in epochs:
+                if self.method.on_epoch_start(self.model, epoch):
+                    self._rebuild()
+                batch0 = start_batch if epoch == start_epoch else 0
+                if batch0 == 0:
+                    self.loss_sum, self.seen = 0.0, 0
+                sbar = tqdm(total=self.steps_per_epoch, initial=batch0, desc=f"epoch {epoch + 1}", unit="step",
+                            disable=not self.progress, leave=False, dynamic_ncols=True)
+                t0 = time.perf_counter()
+                images = 0
+                b = batch0
+                for b, (x, y) in enumerate(self.train_loader.epoch(epoch, batch0), start=batch0):
+                    if b >= self.steps_per_epoch:
+                        break
+                    set_lr(self.optimizer, self.schedule.lr(epoch, b))
+                    loss = self._train_step(x, y)
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        sbar.close()
+                        self.diverged_at = {"epoch": epoch, "batch": b, "step": self.step, "loss": str(value)}
+                        return "diverged"
+                    self.loss_sum += value * y.shape[0]
+                    self.seen += y.shape[0]
+                    images += y.shape[0]
+                    self.step += 1
+                    sbar.update(1)
+                    if self.step % 20 == 0:
+                        sbar.set_postfix(loss=f"{value:.3f}", refresh=False)
+                    if self.preemption:
+                        self.timing["train_s"] += time.perf_counter() - t0
+                        self.timing["train_images"] += images * self.dist.world_size
+                        sbar.close()
+                        self.save_checkpoint(epoch, b + 1)
+                        return "preempted"
+                sbar.close()
+                self.timing["train_s"] += time.perf_counter() - t0
+                self.timing["train_images"] += images * self.dist.world_size
+                self._end_epoch(epoch)
+                ebar.update(1)
+        finally:
+            ebar.close()
+        return "completed"
+
+    def _end_epoch(self, epoch: int) -> None:
+        cfg = self.cfg
+        sums = all_reduce_sum(torch.tensor([self.loss_sum, float(self.seen)], dtype=torch.float64), self.dist)
+        train = {"kind": "train", "epoch": epoch + 1, "step": self.step,
+                 "loss": (sums[0] / max(sums[1], 1)).item(), "lr": self.schedule.lr(epoch, self.steps_per_epoch - 1)}
+        self.log.write(train)
+        metrics: dict[str, float] = {"train_loss": train["loss"]}
+        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
+            ev = self.evaluate(self.eval_loader)
+            self.last_eval = (epoch + 1, ev)
+            self.log.write({"kind": "eval", "epoch": epoch + 1, "step": self.step, "split": self.data.eval_split, **ev})
+            metrics.update(eval_top1=ev["top1"], eval_loss=ev["loss"])
+            if self.progress:
+                tqdm.write(f"epoch {epoch + 1}: train loss {train['loss']:.4f}  {self.data.eval_split} top1 "
+                           f"{ev['top1']:.2f}  top5 {ev['top5']:.2f}")
+            if self.data.eval_split == "val" and ev["top1"] > self.best["top1"]:
+                self.best = {"top1": ev["top1"], "epoch": epoch + 1}
+                if self.is_main:
+                    ckpt.save_atomic(self.run_dir / "best.pt", {
+                        "model": self.model.state_dict(), "extra": self.method.extra_state(self.model),
+                        "epoch": epoch + 1, "config_hash": self.config_hash})
+        if self.method.on_epoch_end(self.model, epoch, metrics):
+            self._rebuild()
+        self.loss_sum, self.seen = 0.0, 0
+        self.save_checkpoint(epoch + 1, 0)
+
+    def _rebuild(self) -> None:
+        """The method changed the parameter set: new optimizer (keeping momenta), re-wrap."""
+        self.model.to(self.device)
+        self.optimizer = rebuild_optimizer(self.optimizer, self.model, self.cfg.optim, self.exempt)
+        self._wrap()
+
+    # ------------------------------------------------------------------ the record
+    def _finish(self, status: str, t_start: float) -> RunResult:
+        final: dict[str, Any] = {}
+        selection: dict[str, Any]
+        if status == "completed":
+            if self.data.eval_split == "val" and self.best["epoch"] > 0:
+                best = torch.load(self.run_dir / "best.pt", map_location="cpu", weights_only=True) if self.is_main else None
+                best = broadcast_object(best, self.dist)
+                self.method.load_extra_state(self.model, best["extra"])
+                self.model.load_state_dict(best["model"])
+                self.model.to(self.device)
+                self._wrap()
+                selection = {"split": "val", "metric": "top1", "epoch": self.best["epoch"], "val_top1": self.best["top1"]}
+            else:
+                selection = {"split": "none", "rule": "last epoch", "epoch": self.cfg.train.epochs}
+            if self.data.eval_split == "test" and self.last_eval and self.last_eval[0] == self.cfg.train.epochs:
+                final = dict(self.last_eval[1])  # the last epoch's eval already was the test split
+            else:
+                final = self.evaluate(self.test_loader)
+            final["split"] = "test"
+            self.log.write({"kind": "final", "step": self.step, **final})
+        else:
+            selection = {"split": "none", "rule": f"run {status}"}
+        wall = self.wall_before + (time.perf_counter() - t_start)
+        record = build_record(self, status, final, selection, wall)
+        if self.is_main:
+            write_json(self.run_dir / "result.json", record)
+        code = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED}[status]
+        if self.progress and status != "completed":
+            print(f"run {status}: see {self.run_dir / 'result.json'}", file=sys.stderr)
+        return RunResult(status, code, self.run_dir, record)
+
+
+def train(cfg: Config, preemption: PreemptionFlag | None = None) -> RunResult:
+    return Trainer(cfg, preemption).run()

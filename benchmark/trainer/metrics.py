@@ -1,0 +1,93 @@
+"""Evaluation metrics (top-1/top-5 per member and for the ensemble) and the JSON-lines log."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .distributed import DistInfo, all_reduce_sum
+
+
+class TopK:
+    """Accumulates correct-at-1/5 counts for every member and the ensemble (mean of softmax)."""
+
+    def __init__(self, members: int, device: torch.device) -> None:
+        self.members = members
+        # rows: members..., ensemble; cols: top1, top5, loss_sum
+        self.sums = torch.zeros(members + 1, 3, dtype=torch.float64, device=device)
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        # logits: (M, B, C)
+        logits = logits.float()
+        probs = logits.softmax(-1)
+        ens = probs.mean(0)
+        rows = [*logits.unbind(0), ens.log()]
+        k = min(5, logits.shape[-1])
+        for i, row in enumerate(rows):
+            top = row.topk(k, dim=-1).indices
+            hit = top.eq(target[:, None])
+            self.sums[i, 0] += hit[:, 0].sum()
+            self.sums[i, 1] += hit.any(-1).sum()
+            self.sums[i, 2] += F.nll_loss(row.log_softmax(-1), target, reduction="sum")
+        self.count += target.numel()
+
+    def compute(self, info: DistInfo, names: list[str]) -> dict[str, Any]:
+        sums = all_reduce_sum(self.sums.clone(), info)
+        count = all_reduce_sum(self.count.clone(), info).item()
+        frac = (sums / max(count, 1)).tolist()
+        out: dict[str, Any] = {"examples": int(count)}
+        members = [{"name": n, "top1": 100 * frac[i][0], "top5": 100 * frac[i][1], "loss": frac[i][2]}
+                   for i, n in enumerate(names)]
+        if self.members == 1:
+            out.update(top1=members[0]["top1"], top5=members[0]["top5"], loss=members[0]["loss"])
+        else:
+            e = frac[-1]
+            out.update(top1=100 * e[0], top5=100 * e[1], loss=e[2])
+            out["members"] = members
+        return out
+
+
+class JsonLines:
+    """Append-only metrics log; ``truncate(n)`` drops lines written after a checkpoint on resume."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.lines = 0
+        if enabled and path.exists():
+            self.lines = sum(1 for _ in path.open())
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.lines += 1
+
+    def truncate(self, keep: int) -> None:
+        if not self.enabled or not self.path.exists():
+            self.lines = 0
+            return
+        kept = self.path.read_text().splitlines(keepends=True)[:keep]
+        from ..atomic import write_text
+
+        write_text(self.path, "".join(kept))
+        self.lines = len(kept)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+
+
+def mean(values: Iterable[float]) -> float:
+    vals = list(values)
+    return sum(vals) / len(vals) if vals else float("nan")

@@ -1,0 +1,57 @@
+"""The optimizer: SGD (Nesterov) with weight decay split by parameter *role*.
+
+Roles come from ``accounting.parameter_roles`` (declared by the modules that own the parameters),
+so "no decay on BN" and similar rules never depend on parameter names.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from ..accounting import parameter_roles
+from ..config import OptimConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay_roles: Iterable[str]) -> list[dict]:
+    exempt = set(no_decay_roles)
+    decay, no_decay, names_decay, names_no = [], [], [], []
+    for name, p, role in parameter_roles(model):
+        if not p.requires_grad:
+            continue
+        if role in exempt:
+            no_decay.append(p)
+            names_no.append(name)
+        else:
+            decay.append(p)
+            names_decay.append(name)
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay, "names": names_decay})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "names": names_no})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, method_exempt: Iterable[str]) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, set(method_exempt) | set(cfg.no_decay_roles))
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def rebuild_optimizer(old: torch.optim.Optimizer, model: nn.Module, cfg: OptimConfig,
+                      method_exempt: Iterable[str]) -> torch.optim.Optimizer:
+    """A new optimizer for a changed parameter set, keeping the state (momentum) of kept params."""
+    new = build_optimizer(model, cfg, method_exempt)
+    for group in new.param_groups:
+        group["lr"] = old.param_groups[0]["lr"]
+        for p in group["params"]:
+            if p in old.state:
+                new.state[p] = old.state[p]
+    return new
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

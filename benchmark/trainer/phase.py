@@ -1,0 +1,114 @@
+"""Phases before training (e.g. a method's search phase) and the context they run in.
+
+A phase returns a JSON-able artifact. It is written atomically to ``<run>/artifacts/<phase>.json``
+together with the config hash, and handed to ``Method.build`` as ``request.artifacts[<phase>]``.
+A resumed run reuses a finished artifact instead of searching again; a phase interrupted midway
+is re-run from its start (phases are short by design: minutes to an hour, not days). Under DDP,
+rank 0 runs the phase and broadcasts the artifact to the other ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..atomic import write_json
+from ..contract import BuildRequest, Method, NPASModel
+from ..data import DataBundle, make_loader
+from ..errors import ConfigError
+from .distributed import DistInfo, broadcast_object
+from .optim import build_optimizer, set_lr
+from .schedule import LRSchedule
+
+
+@dataclass
+class PhaseContext:
+    """What a phase may use: the run's config, data, device and a ``fit`` helper."""
+
+    cfg: Any
+    data: DataBundle
+    device: torch.device
+    run_dir: Path
+    request: BuildRequest
+    config_hash: str
+    progress: bool = True
+
+    def fit(self, model: NPASModel, epochs: int, *, lr: float | None = None, milestones: tuple[float, ...] = (),
+            gammas: tuple[float, ...] = (), batch_size: int | None = None, max_steps_per_epoch: int | None = None,
+            no_decay_roles: frozenset[str] = frozenset(), seed: int | None = None, desc: str = "phase") -> dict[str, float]:
+        """Train ``model`` for ``epochs`` with the run's optimizer settings (SGD, step schedule).
+
+        Deterministic for a seed; returns the last epoch's mean training loss.
+        """
+        cfg = self.cfg
+        if epochs <= 0:
+            raise ConfigError(f"{desc}: phase epochs must be positive, got {epochs}")
+        optim_cfg = dataclasses.replace(cfg.optim, lr=lr or cfg.optim.lr, schedule="step",
+                                        milestones=tuple(milestones), gammas=tuple(gammas),
+                                        milestones_unit="epoch", warmup_epochs=0.0)
+        model.to(self.device).train()
+        loader = make_loader(self.data, "train", batch_size or cfg.train.batch_size, cfg.data,
+                             seed=cfg.train.seed if seed is None else seed, drop_last=True, device=self.device)
+        steps = len(loader)
+        limit = max_steps_per_epoch if max_steps_per_epoch is not None else cfg.train.max_steps_per_epoch
+        if limit:
+            steps = min(steps, limit)
+        opt = build_optimizer(model, optim_cfg, no_decay_roles)
+        sched = LRSchedule.from_config(optim_cfg, epochs, steps)
+        last = math.nan
+        for epoch in tqdm(range(epochs), desc=desc, unit="ep", disable=not self.progress, leave=False):
+            total, seen = 0.0, 0
+            for b, (x, y) in enumerate(loader.epoch(epoch)):
+                if b >= steps:
+                    break
+                set_lr(opt, sched.lr(epoch, b))
+                logits = model(x)
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(logits.shape[0])) * logits.shape[0]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * y.shape[0]
+                seen += y.shape[0]
+            last = total / max(seen, 1)
+            if not math.isfinite(last):
+                raise FloatingPointError(f"{desc}: training loss became non-finite in epoch {epoch + 1}")
+        return {"loss": last}
+
+
+def artifact_path(run_dir: Path, phase: str) -> Path:
+    return run_dir / "artifacts" / f"{phase}.json"
+
+
+def run_phases(method: Method, request: BuildRequest, ctx: PhaseContext, dist: DistInfo) -> dict[str, Any]:
+    """Run (or reuse) every phase of ``method``; returns {phase name: artifact}."""
+    artifacts: dict[str, Any] = dict(request.artifacts)
+    for phase in method.phases(request):
+        path = artifact_path(ctx.run_dir, phase.name)
+        artifact = None
+        if dist.is_main:
+            if path.is_file():
+                stored = json.loads(path.read_text())
+                if stored.get("config_hash") == ctx.config_hash:
+                    artifact = stored["artifact"]
+            if artifact is None:
+                t0 = time.perf_counter()
+                if ctx.progress:
+                    tqdm.write(f"phase {phase.name}: {phase.description}")
+                ctx.request = dataclasses.replace(request, artifacts=dict(artifacts))
+                artifact = phase.run(ctx)
+                if not isinstance(artifact, dict):
+                    raise TypeError(f"phase {phase.name!r} of {method.name!r} must return a dict, got {type(artifact).__name__}")
+                write_json(path, {"phase": phase.name, "method": method.name, "config_hash": ctx.config_hash,
+                                  "seconds": round(time.perf_counter() - t0, 3), "artifact": artifact})
+        artifact = broadcast_object(artifact, dist)
+        artifacts[phase.name] = artifact
+    return artifacts

@@ -1,0 +1,76 @@
+"""The result record (``result.json``): one per run, the input of every leaderboard.
+
+Schema version 1 -- keys: schema_version, status, method{name, source, options}, arch, dataset
+(``DataBundle.describe()``), synthetic, budget, params (``ParamReport``), metrics (test top-1/top-5,
+per member for ensembles), selection (which split chose the reported weights), seed, config,
+config_hash, git{sha, dirty}, packages, hardware, timing (wall time, train/eval throughput),
+peak_memory_mb, pipeline, phases, resumed_from, created_at.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import resource
+import sys
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..plugins import METHODS
+from ..provenance import git_info, hardware, package_versions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .loop import Trainer
+
+SCHEMA_VERSION = 1
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"host_rss_mb": rss / (1024 if sys.platform != "darwin" else 1024 * 1024)}
+    if device.type == "cuda":
+        out["device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def build_record(t: "Trainer", status: str, final: dict[str, Any], selection: dict[str, Any], wall: float) -> dict[str, Any]:
+    cfg = t.cfg
+    timing = t.timing
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "status": status,
+        "method": {"name": t.method.name, "source": METHODS.entry(t.method.name).source,
+                   "options": t.method.options_dict()},
+        "arch": cfg.model.arch,
+        "members": list(t.model.member_names),
+        "dataset": t.data.describe(),
+        "synthetic": bool(t.data.synthetic),
+        "budget": t.request.budget.to_dict() if t.request.budget else None,
+        "params": t.report.to_dict(),
+        "metrics": final,
+        "selection": selection,
+        "epochs": cfg.train.epochs,
+        "steps": t.step,
+        "seed": cfg.train.seed,
+        "config": cfg.to_dict(),
+        "config_hash": t.config_hash,
+        "git": git_info(),
+        "packages": package_versions(),
+        "hardware": hardware(t.device),
+        "world_size": t.dist.world_size,
+        "timing": {
+            "wall_s": round(wall, 3),
+            "train_s": round(timing["train_s"], 3),
+            "eval_s": round(timing["eval_s"], 3),
+            "train_images_per_s": (timing["train_images"] / timing["train_s"]) if timing["train_s"] > 0 else None,
+            "eval_images_per_s": (timing["eval_images"] / timing["eval_s"]) if timing["eval_s"] > 0 else None,
+        },
+        "peak_memory": peak_memory_mb(t.device),
+        "pipeline": "in-memory BatchLoader",
+        "phases": {k: f"artifacts/{k}.json" for k in t.request.artifacts},
+        "resumed_from": t.resumed_from,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if status == "diverged":
+        record["diverged_at"] = getattr(t, "diverged_at", None)
+    return record
