@@ -29,7 +29,9 @@ def load_records(folder: str | Path) -> list[dict[str, Any]]:
 
 def row(rec: dict[str, Any]) -> dict[str, Any]:
     ds = rec.get("dataset", {})
-    name = ds.get("name", "?") + (" (synthetic)" if rec.get("synthetic") else "")
+    name = ds.get("name", "?")
+    if rec.get("synthetic") and "synthetic" not in name:
+        name += " (synthetic)"
     budget = rec.get("budget")
     flops = rec.get("params", {}).get("flops", {})
     metrics = rec.get("metrics") or {}

@@ -75,9 +75,17 @@ def batches_equal(a, b) -> bool:
     return len(a) == len(b) and all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
 
 
+SMALL = dict(synthetic_train=1000, synthetic_test=500)  # keeps the split/subset tests fast
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_data(DataConfig())
+
+
 # ----------------------------------------------------------------------------- synthetic
-def test_synthetic_is_deterministic_balanced_and_described():
-    a, b = load_data(DataConfig()), load_data(DataConfig())
+def test_synthetic_is_deterministic_balanced_and_described(synthetic):
+    a, b = synthetic, load_data(DataConfig())
     for s in ("train", "eval", "test"):
         assert torch.equal(getattr(a, s).images, getattr(b, s).images)
         assert torch.equal(getattr(a, s).labels, getattr(b, s).labels)
@@ -98,8 +106,8 @@ def test_synthetic_is_deterministic_balanced_and_described():
     assert small.input_shape == (3, 16, 16) and torch.bincount(small.train.labels).tolist() == [10] * 4
 
 
-def test_synthetic_is_learnable_but_not_trivial():
-    b = load_data(DataConfig())
+def test_synthetic_is_learnable_but_not_trivial(synthetic):
+    b = synthetic
     xtr = b.train.images.flatten(1).float()
     xte = b.test.images.flatten(1).float()
     centroids = torch.stack([xtr[b.train.labels == k].mean(0) for k in range(b.num_classes)])
@@ -123,6 +131,10 @@ def test_loader_is_deterministic_and_resumes_mid_epoch():
     # Another epoch or another seed gives another order.
     assert not torch.equal(e2[0][1], list(one.epoch(3))[0][1])
     assert not torch.equal(e2[0][1], list(BatchLoader(split, 64, **{**kw, "seed": 4}).epoch(2))[0][1])
+    # Batches are built single-threaded by default, but torch's setting is back before the model step.
+    threads = torch.get_num_threads()
+    assert all(torch.get_num_threads() == threads for _ in one.epoch(2))
+    assert batches_equal(e2, list(BatchLoader(split, 64, **kw, cpu_threads=None).epoch(2)))
     dropped = BatchLoader(split, 64, **kw, drop_last=True)
     assert len(dropped) == 1000 // 64 and dropped.num_examples == (1000 // 64) * 64
     assert all(x.shape[0] == 64 for x, _ in dropped.epoch(0))
@@ -263,30 +275,30 @@ def test_val_split_is_disjoint_complete_and_seeded():
 
 
 def test_load_data_holds_out_val_from_train():
-    full = load_data(DataConfig())
-    b = load_data(DataConfig(val_fraction=0.2, split_seed=7))
-    assert b.eval_split == "val" and len(b.train) == 4000 and len(b.eval) == 1000
+    full = load_data(DataConfig(**SMALL))
+    b = load_data(DataConfig(val_fraction=0.2, split_seed=7, **SMALL))
+    assert b.eval_split == "val" and len(b.train) == 800 and len(b.eval) == 200
     assert torch.equal(b.test.images, full.test.images)  # the official test split is untouched
-    tr, va = split_train_val(5000, 0.2, seed=7)
+    tr, va = split_train_val(1000, 0.2, seed=7)
     assert torch.equal(b.eval.images, full.train.images[va]) and torch.equal(b.train.labels, full.train.labels[tr])
     assert b.mean == full.mean  # normalisation does not depend on the split
     desc = b.describe()
     assert desc["eval_split"] == "val" and desc["val_fraction"] == 0.2 and desc["split_seed"] == 7
-    other = load_data(DataConfig(val_fraction=0.2, split_seed=8))
-    assert not torch.equal(other.eval.labels, b.eval.labels) or not torch.equal(other.eval.images, b.eval.images)
+    other = load_data(DataConfig(val_fraction=0.2, split_seed=8, **SMALL))
+    assert not torch.equal(other.eval.images, b.eval.images)
 
 
 def test_subsets_are_stratified_seeded_and_bounded():
-    b = load_data(DataConfig(train_subset=100, eval_subset=50, split_seed=3))
+    b = load_data(DataConfig(train_subset=100, eval_subset=50, split_seed=3, **SMALL))
     assert torch.bincount(b.train.labels).tolist() == [10] * 10
     assert torch.bincount(b.eval.labels).tolist() == [5] * 10
-    assert len(b.test) == 1000 and b.describe()["train_subset"] == 100
-    again = load_data(DataConfig(train_subset=100, eval_subset=50, split_seed=3))
+    assert len(b.test) == 500 and b.describe()["train_subset"] == 100
+    again = load_data(DataConfig(train_subset=100, eval_subset=50, split_seed=3, **SMALL))
     assert torch.equal(b.train.images, again.train.images) and torch.equal(b.eval.images, again.eval.images)
     with pytest.raises(ConfigError, match="data.train_subset"):
-        load_data(DataConfig(train_subset=5001))
+        load_data(DataConfig(train_subset=1001, **SMALL))
     with pytest.raises(ConfigError, match="data.eval_subset"):
-        load_data(DataConfig(eval_subset=1001))
+        load_data(DataConfig(eval_subset=501, **SMALL))
 
 
 def test_stratified_subset_fills_from_other_classes_when_one_runs_out():
@@ -316,7 +328,7 @@ def test_bad_config_names_the_field(field, value):
 
 def test_tiny_val_fraction_that_holds_out_nothing_is_rejected():
     with pytest.raises(ConfigError, match="data.val_fraction"):
-        load_data(DataConfig(val_fraction=0.0001, synthetic_train=100))
+        load_data(DataConfig(val_fraction=0.0001, synthetic_train=100, synthetic_test=10))
 
 
 @pytest.mark.parametrize("root", [None, "missing"])

@@ -99,7 +99,7 @@ def load_checkpoint(path: str | os.PathLike, config_hash: str | None = None) -> 
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         raise CheckpointError(
             f"run.resume: checkpoint {str(p)!r} is corrupt or not a npasbench checkpoint "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Delete it, or resume "
+            f"({type(exc).__name__}: {str(exc).split('.')[0][:120]}). Delete it, or resume "
             "from an older one."
         ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:

@@ -383,7 +383,8 @@ class Trainer:
                 selection = {"split": "val", "metric": "top1", "epoch": self.best["epoch"], "val_top1": self.best["top1"]}
             else:
                 selection = {"split": "none", "rule": "last epoch", "epoch": self.cfg.train.epochs}
-            if self.data.eval_split == "test" and self.last_eval and self.last_eval[0] == self.cfg.train.epochs:
+            eval_is_test = self.data.eval_split == "test" and self.data.eval is self.data.test
+            if eval_is_test and self.last_eval and self.last_eval[0] == self.cfg.train.epochs:
                 final = dict(self.last_eval[1])  # the last epoch's eval already was the test split
             else:
                 final = self.evaluate(self.test_loader)
