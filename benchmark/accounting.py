@@ -5,7 +5,9 @@ ensemble members counts once (shared banks are not multiplied by their users). E
 a *role*, declared by the module that owns it -- never guessed from its name:
 
 - ``bank``: storage shared by several layers or members (SSN parameter banks, SuperWeight banks);
-- ``coefficients``: per-layer coefficients, embeddings or generators that turn banks into weights;
+- ``coefficients``: per-layer coefficients or embeddings that mix bank templates into a weight;
+- ``generators``: learned maps shared by several layers that turn banks into weights (e.g. SSN's
+  embedding-to-coefficient projections and its upsamplers);
 - ``weights``: a layer's own, unshared weight;
 - ``norm_bias``: normalisation parameters and biases;
 - ``head``: classifier weights and biases;
@@ -27,7 +29,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-ROLES = ("bank", "coefficients", "weights", "norm_bias", "head", "other")
+ROLES = ("bank", "coefficients", "generators", "weights", "norm_bias", "head", "other")
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -128,6 +130,9 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any
         device = next(model.parameters()).device
         x = torch.zeros((1, *input_shape), device=device)
         per_member = []
+        # one untracked forward first: methods that cache generated weights in eval mode (SSN,
+        # SuperWeights) are counted as they run at inference, without the one-off generation.
+        (model(x) if members is None else [model.forward_member(i, x) for i in range(len(members))])
         if members is None:
             per_member.append(_flops_of(lambda: model(x)))
         else:

@@ -1,1 +1,3 @@
-"""NPAS methods (Shapeshifter Networks, SuperWeight Networks), each a plugin on the method contract."""
+"""NPAS methods, each a plugin on the method contract (registered on import)."""
+
+from . import ssn  # noqa: F401

@@ -41,13 +41,14 @@ BASE: dict[str, Any] = {
     "run.resume": "never",
 }
 
-# Keys of metrics.jsonl / result.json records that measure time, not results.
 # Two fp32 runs that differ only in summation order (memory format, fused kernels) stay within this
-# fraction of the size of the training update (global norm ratio; measured ~0.002 after 4 steps).
+# fraction of the size of the training update (global norm ratio after 4 steps; measured: channels_last
+# 0.0016, inductor 3e-5, aot_eager 0).
 # Early training at lr 0.1 amplifies rounding differences, so weights cannot be compared elementwise
 # at 1e-6; a real bug (lost layout, wrong graph) gives a ratio of order 1.
 SAME_UPDATE = 0.02
 
+# Keys of metrics.jsonl / result.json records that measure time, not results.
 TIMING_KEYS = {"timing", "wall_s", "train_s", "eval_s", "train_images_per_s", "eval_images_per_s", "created_at"}
 
 
@@ -169,7 +170,7 @@ def test_amp_bf16_runs_in_bfloat16(tmp_path, fp32):
     assert l_bf != l_32
     assert l_bf == pytest.approx(l_32, rel=0.05)
     dev = update_rel_diff(t.model.state_dict(), fp32.model.state_dict(), fp32.initial_state)
-    assert 0 < dev < 0.2, dev
+    assert 0 < dev < 0.1, dev  # measured ~0.01
 
 
 def test_amp_fp16_with_grad_scaler(tmp_path):
@@ -187,7 +188,7 @@ def test_amp_fp16_with_grad_scaler(tmp_path):
     # gradients were unscaled before the step: the update matches fp32's up to fp16 rounding
     # (a missing unscale would make it 2**16 times larger)
     dev = update_rel_diff(t.model.state_dict(), ref.model.state_dict(), ref.initial_state)
-    assert 0 < dev < 0.2, dev
+    assert 0 < dev < 0.1, dev  # measured ~0.01
     assert train_losses(t.run_dir) == pytest.approx(train_losses(ref.run_dir), rel=0.02)
 
 
@@ -255,8 +256,8 @@ def test_compile_path_matches_eager(tmp_path, fp32, fresh_dynamo, monkeypatch):
 
 @pytest.mark.slow
 def test_compile_inductor_matches_eager(tmp_path, fp32, fresh_dynamo):
-    """The real default backend (inductor, C++ codegen with gcc). Slow: ~90 s here with a cold
-    inductor cache (2 cores shared), ~10 s warm."""
+    """The real default backend (inductor, C++ code generation with gcc). Slow with a cold inductor
+    cache: 44 s on an idle 2-core machine here, 92 s while other jobs ran; 5-10 s warm."""
     t = run(tmp_path / "compiled", **{"train.compile": True})
     _check_compiled_run(t, fp32)
 

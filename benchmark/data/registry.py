@@ -51,4 +51,8 @@ def get_dataset(name: str) -> DatasetLoader:
         return DATASETS[name]
     except KeyError:
         known = ", ".join(sorted(DATASETS))
-        raise RegistryError(f"data.name: unknown data set {name!r}; known data sets: {known}") from None
+        hint = ""
+        if name == "imagenet":
+            hint = (" (ImageNet is known to `npas params` for parameter and FLOP reports, but its training "
+                    "pipeline comes with the FFCV data issue)")
+        raise RegistryError(f"data.name: unknown data set {name!r}{hint}; known data sets: {known}") from None

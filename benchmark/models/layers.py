@@ -102,14 +102,23 @@ class WeightedLayer(nn.Module):
 
 
 class Conv(WeightedLayer):
+    """Convolution without bias by default (as in WRN/ResNet); a method may give it one."""
+
+    npas_roles = {"bias": "norm_bias"}
+
     def __init__(self, spec: LayerSpec) -> None:
         assert spec.kind == "conv"
         super().__init__(spec)
         self.stride = spec.stride
         self.padding = spec.padding
+        self.bias: nn.Parameter | None = None
+
+    def add_bias(self, bias: torch.Tensor | None = None) -> None:
+        """E.g. SSN's singleton groups are plain ``nn.Conv2d`` layers, which carry a bias."""
+        self.bias = nn.Parameter(torch.zeros(self.spec.shape[0]) if bias is None else bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight(), None, self.stride, self.padding)
+        return F.conv2d(x, self.weight(), self.bias, self.stride, self.padding)
 
 
 class Linear(WeightedLayer):

@@ -70,9 +70,6 @@ ARMS = ("bare", "trainer_progress_on", "trainer_progress_off")
 DEFAULT_OUT = "results/perf/trainer_overhead.json"
 # Optimizer settings of the trainer's defaults (OptimConfig): SGD, lr 0.1, momentum 0.9, Nesterov, wd 5e-4.
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
-# The trainer evaluates after its last epoch; a small stratified eval subset keeps that (untimed)
-# evaluation short. It selects from the eval split only: the training split is untouched.
-EVAL_SUBSET = 200
 
 METHOD_NOTES = [
     "bare: create_model('unshared', arch, 'synthetic').model, load_data(DataConfig()) train split, "
@@ -131,7 +128,6 @@ def trainer_overrides(arch: str, batch_size: int, steps: int, seed: int, threads
         "method.name": "unshared",
         "model.arch": arch,
         "data.name": "synthetic",
-        "data.eval_subset": EVAL_SUBSET,
         "optim.lr": LR,
         "optim.momentum": MOMENTUM,
         "optim.nesterov": True,
@@ -186,10 +182,12 @@ def max_abs_diff(a: dict[str, torch.Tensor] | None, b: dict[str, torch.Tensor] |
 
 # --------------------------------------------------------------------------------------- stats
 def summarize(values_ms: Sequence[float]) -> dict[str, Any]:
+    """spread_pct: (max - min) / median; mad_pct: median absolute deviation / median (outlier-robust)."""
     med = statistics.median(values_ms)
+    mad = statistics.median(abs(v - med) for v in values_ms)
     return {"median_ms": med, "min_ms": min(values_ms), "max_ms": max(values_ms),
             "mean_ms": statistics.fmean(values_ms), "spread_pct": 100 * (max(values_ms) - min(values_ms)) / med,
-            "per_repeat_ms": list(values_ms)}
+            "mad_pct": 100 * mad / med, "per_repeat_ms": list(values_ms)}
 
 
 def pct(a: float, b: float) -> float:
@@ -219,7 +217,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats of (bare, trainer on, trainer off)")
     p.add_argument("--warmup-steps", type=int, default=5, help="steps of the discarded warm-up run of each kind")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads for both arms (0 = torch's default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads for both arms (0 = torch's default). On a shared machine 2 threads are very "
+                        "sensitive to other jobs (OpenMP barriers wait for descheduled threads); 1 thread is steadier")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output JSON (default {DEFAULT_OUT}); a .md summary is written beside it")
     p.add_argument("--no-progress", action="store_true", help="hide this script's own progress bar")
@@ -377,12 +377,17 @@ def _benchmark(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     return result
 
 
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
 def render_markdown(r: dict[str, Any], out: Path) -> str:
     s, o = r["summary"], r["overhead"]
 
     def row(name: str, arm: str) -> str:
         x = s[arm]
         return (f"| {name} | {x['median_ms']:.1f} | {x['min_ms']:.1f} | {x['max_ms']:.1f} | {x['spread_pct']:.1f} | "
+                f"{x['mad_pct']:.1f} | "
                 + ", ".join(f"{v:.1f}" for v in x["per_repeat_ms"]) + " |")
 
     lines = [
@@ -396,8 +401,8 @@ def render_markdown(r: dict[str, Any], out: Path) -> str:
         f"{r['steps']} steps per run after a {r['warmup_steps']}-step warm-up run of each kind. Load average "
         f"before/after: {r['loadavg']['before']} / {r['loadavg']['after']}.",
         "",
-        "| arm | median ms/step | min | max | spread % | per repeat |",
-        "|---|---|---|---|---|---|",
+        "| arm | median ms/step | min | max | spread % (max-min) | MAD % | per repeat |",
+        "|---|---|---|---|---|---|---|",
         row("bare loop", "bare"),
         row("trainer, progress on", "trainer_progress_on"),
         row("trainer, progress off", "trainer_progress_off"),
@@ -418,6 +423,10 @@ def render_markdown(r: dict[str, Any], out: Path) -> str:
         "",
         f"Same work: max |w_trainer - w_bare| after {r['steps']} steps = {eq['max_abs_weight_diff']}.",
         "",
+        f"Warm-up: the bare warm-up run's steps took {', '.join(f'{v:.0f}' for v in r['warmup']['bare_step_ms'])} ms; "
+        f"in the measured bare runs the first step took {_fmt(r['bare_first_step_ms_median'])} ms (median) and "
+        f"later steps {_fmt(r['bare_later_steps_ms_median'])} ms.",
+        "",
         "Method:",
         "",
         *[f"- {n}" for n in r["method_notes"]],
@@ -427,4 +436,8 @@ def render_markdown(r: dict[str, Any], out: Path) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    _r = main()
+    _s = _r["summary"]
+    print(f"bare {_s['bare']['median_ms']:.1f} ms/step; trainer {_s['trainer_progress_on']['median_ms']:.1f} (progress on, "
+          f"{_r['overhead_pct']['progress_on']:+.2f}%), {_s['trainer_progress_off']['median_ms']:.1f} (progress off, "
+          f"{_r['overhead_pct']['progress_off']:+.2f}%); verdict {_r['verdict']} ({_r['verdict_note']})")

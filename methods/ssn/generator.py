@@ -1,0 +1,239 @@
+"""SSN weight generation: one parameter group's bank, coefficients and upsamplers, and the batched
+forward that turns them into every layer's weight.
+
+Batching: a layer's block always starts at a multiple of its template size, so the bank is viewed
+as a table of templates and each *signature* (layers with the same template shape, template count
+and layer shape) is generated with one ``index_select`` (all templates of all its layers) and one
+``bmm`` (all their coefficient mixes); ``inter`` upsampling is one ``interpolate`` per signature.
+The official code instead slices the bank and mixes templates layer by layer; both compute the
+same weights (a test checks it against a per-layer reference).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .plan import GroupPlan, LayerPlan
+
+
+class Bank(nn.Module):
+    """A group's flat parameter vector."""
+
+    npas_roles = {"flat": "bank"}
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.flat = nn.Parameter(torch.empty(size))
+
+
+class CoefficientTable(nn.Module):
+    """Per-layer template coefficients for all layers of a group with K templates (``wavg``)."""
+
+    npas_roles = {"table": "coefficients"}
+
+    def __init__(self, rows: int, k: int) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(rows, k))
+        nn.init.orthogonal_(self.table.data)
+
+
+class EmbeddingTable(nn.Module):
+    """Per-layer embeddings (``emb``, paper Sec. 3.1); a group-level linear map makes coefficients."""
+
+    npas_roles = {"table": "coefficients"}
+
+    def __init__(self, rows: int, size: int) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(rows, size))
+        nn.init.orthogonal_(self.table.data)
+
+
+class Projection(nn.Linear):
+    """Embedding -> K coefficients, shared by the group's layers with K templates."""
+
+    npas_roles = {"weight": "generators", "bias": "generators"}
+
+
+class Upsampler(nn.Module):
+    """``mask`` / ``wavg`` / ``repeat`` upsampling of a bank smaller than its layer (K = 1).
+
+    - repeat: the bank, read in windows of 9*window entries, repeated ``mult`` more times;
+    - mask: the extra copies are scaled per position of a learned 9*window-periodic mask;
+    - wavg: ``mult + 1`` learned mixes of the bank's two halves (interleaved pairs).
+    """
+
+    npas_roles = {"weights": "generators"}
+
+    def __init__(self, kind: str, window: int, mult: int) -> None:
+        super().__init__()
+        self.kind, self.window, self.mult = kind, window, mult
+        if kind == "mask":
+            n = 9 * window * mult
+            self.weights = nn.Parameter(torch.ones(n) / float(n))
+        elif kind == "wavg":
+            w = torch.zeros((mult + 1) * 2, 2)
+            nn.init.orthogonal_(w)
+            self.weights = nn.Parameter(w.unsqueeze(-1))
+        elif kind != "repeat":
+            raise ValueError(f"unknown upsample type {kind!r}")
+
+    def forward(self, x: torch.Tensor, numel: int) -> torch.Tensor:
+        x = x.reshape(-1)
+        win = 2 if self.kind == "wavg" else 9 * self.window
+        x = x[: x.numel() - x.numel() % win].view(-1, win)
+        if self.kind == "mask":
+            w = self.weights[: win * self.mult].view(self.mult, 1, win)
+            x = torch.cat([x.unsqueeze(0), x.unsqueeze(0) * w], 0)
+        elif self.kind == "repeat":
+            x = x.unsqueeze(0).expand(self.mult + 1, -1, -1)
+        else:
+            x = (x.reshape(1, win, -1) * self.weights).sum(1)
+        out = x.reshape(-1)
+        if out.numel() < numel:
+            raise RuntimeError(f"{self.kind} upsampling produced {out.numel()} of {numel} weights")
+        return out[:numel]
+
+
+@dataclass
+class _Signature:
+    layers: list[int]  # positions in group.plans
+    k: int
+    template_numel: int
+    shape: tuple[int, ...]
+    in_shape: tuple[int, ...] | None
+    slots: torch.Tensor  # (L*K,) template indices into the bank's template table
+    coef_rows: torch.Tensor | None  # (L,) rows of the coefficient table
+
+
+class SSNGroup(nn.Module):
+    """Storage and generator of one parameter group."""
+
+    def __init__(self, group: GroupPlan, plans: list[LayerPlan], *, share_type: str, upsample_type: str,
+                 upsample_window: int, emb_size: int, learn_groups: bool, tail_init: str = "zeros") -> None:
+        super().__init__()
+        self.group_id = group.id
+        self.plans = plans
+        self.share_type = share_type
+        self.learn_groups = learn_groups
+        self.bank = Bank(group.bank)
+        self.coefficients = nn.ModuleDict()
+        self.projections = nn.ModuleDict()
+        self.upsamplers = nn.ModuleDict()
+        if share_type in ("wavg", "emb"):
+            for k, rows in sorted(group.coef_counts.items()):
+                if share_type == "wavg":
+                    self.coefficients[str(k)] = CoefficientTable(rows, k)
+                else:
+                    self.coefficients[str(k)] = EmbeddingTable(rows, emb_size)
+                    self.projections[str(k)] = Projection(emb_size, k)
+        for lp in plans:
+            if lp.needs_resize and lp.in_shape is None and lp.upsample_mult > 0:
+                self.upsamplers[str(lp.index)] = Upsampler(upsample_type, upsample_window, lp.upsample_mult)
+        self._init_bank(tail_init)
+        self._build_signatures()
+
+    # -- initialisation (as the official SharedParameters) -------------------------------------
+    @torch.no_grad()
+    def _init_bank(self, tail_init: str) -> None:
+        flat = self.bank.flat.data
+        n = flat.numel()
+        body = (n // 9) * 9
+        flat.zero_()
+        nn.init.kaiming_normal_(flat[:body].view(-1, 3, 3))
+        if body < n and tail_init == "kaiming":
+            flat[body:].normal_(0.0, math.sqrt(2.0 / 9.0))
+        # then each layer's own templates with its fan-in, least common shape first
+        shapes = [" ".join(map(str, p.shape)) for p in self.plans]
+        for shape, _ in Counter(shapes).most_common()[::-1]:
+            for p in (p for p, s in zip(self.plans, shapes) if s == shape):
+                if p.numel * p.templates > n:
+                    continue
+                for t in flat[p.start:p.end].view(p.templates, *p.shape):
+                    nn.init.kaiming_normal_(t)
+
+    def _build_signatures(self) -> None:
+        sigs: dict[tuple, list[int]] = defaultdict(list)
+        self._single: list[int] = []
+        for pos, p in enumerate(self.plans):
+            if p.needs_resize and p.in_shape is None:
+                self._single.append(pos)  # repeat / mask / wavg upsampling: one layer at a time
+            else:
+                sigs[(p.templates, p.template_numel, p.shape, p.in_shape)].append(pos)
+        self._sigs: list[_Signature] = []
+        for (k, tn, shape, in_shape), members in sigs.items():
+            slots, rows = [], []
+            for pos in members:
+                p = self.plans[pos]
+                if p.start % tn:
+                    raise AssertionError(f"layer {p.index}: block start {p.start} is not a multiple of {tn}")
+                first = p.start // tn
+                slots.extend(range(first, first + k))
+                rows.append(p.coef_row)
+            has_coef = all(r >= 0 for r in rows)
+            self._sigs.append(_Signature(members, k, tn, shape, in_shape, torch.tensor(slots, dtype=torch.long),
+                                         torch.tensor(rows, dtype=torch.long) if has_coef else None))
+
+    # -- generation -----------------------------------------------------------------------------
+    def _coefs(self, k: int, rows: torch.Tensor | None, n_layers: int, device, dtype) -> torch.Tensor:
+        if rows is None:  # K == 1 or 'avg': equal weights
+            return torch.full((n_layers, k), 1.0 / k, device=device, dtype=dtype)
+        rows = rows.to(device)
+        if self.share_type == "wavg":
+            c = self.coefficients[str(k)].table.index_select(0, rows)
+        else:
+            c = self.projections[str(k)](self.coefficients[str(k)].table.index_select(0, rows))
+        if self.learn_groups:
+            c = F.softmax(c, dim=1)
+        return c
+
+    def generate(self) -> list[torch.Tensor]:
+        """Every layer's weight, in ``self.plans`` order."""
+        flat = self.bank.flat
+        out: list[torch.Tensor | None] = [None] * len(self.plans)
+        for sig in self._sigs:
+            tn, k, n_l = sig.template_numel, sig.k, len(sig.layers)
+            table = flat[: (flat.numel() // tn) * tn].view(-1, tn)
+            t = table.index_select(0, sig.slots.to(flat.device))  # (L*K, tn)
+            if sig.in_shape is not None:  # inter: bilinear upsampling of every template at once
+                rest_in = math.prod(sig.in_shape[1:])
+                rest_out = math.prod(sig.shape[1:])
+                t = t.view(n_l, k, sig.in_shape[0], rest_in)
+                t = F.interpolate(t, size=(sig.shape[0], rest_out), mode="bilinear", align_corners=False)
+            t = t.reshape(n_l, k, -1)
+            if k == 1 and sig.coef_rows is None:
+                w = t[:, 0]
+            else:
+                c = self._coefs(k, sig.coef_rows, n_l, flat.device, flat.dtype)
+                w = torch.bmm(c.unsqueeze(1).to(t.dtype), t).squeeze(1)
+            for j, pos in enumerate(sig.layers):
+                out[pos] = w[j].view(sig.shape)
+        for pos in self._single:
+            p = self.plans[pos]
+            x = flat[p.start:p.end]
+            up = self.upsamplers[str(p.index)] if str(p.index) in self.upsamplers else None
+            if up is None:
+                raise RuntimeError(f"layer {p.index} is larger than its bank but has no upsampler")
+            out[pos] = up(x, p.numel).view(p.shape)
+        return out  # type: ignore[return-value]
+
+    def reference_weight(self, pos: int) -> torch.Tensor:
+        """One layer's weight computed the official way (slice, resize, mix); used by tests."""
+        p = self.plans[pos]
+        x = self.bank.flat[p.start:p.end]
+        if p.needs_resize and p.in_shape is not None:
+            x = x.reshape(-1)[: p.templates * math.prod(p.in_shape)]
+            x = x.view(1, p.templates, p.in_shape[0], math.prod(p.in_shape[1:]))
+            x = F.interpolate(x, size=[p.shape[0], math.prod(p.shape[1:])], mode="bilinear", align_corners=False)
+        elif p.needs_resize:
+            x = self.upsamplers[str(p.index)](x, p.numel)
+        x = x.reshape(p.templates, *p.shape)
+        if p.coef_row >= 0:
+            c = self._coefs(p.templates, torch.tensor([p.coef_row]), 1, x.device, x.dtype)[0]
+            return (x * c.view(-1, *([1] * len(p.shape)))).sum(0)
+        return x.mean(0)

@@ -1,0 +1,308 @@
+"""Shapeshifter Networks (SSN): Plummer et al., "Neural Parameter Allocation Search", ICLR 2022.
+
+Layers are mapped to parameter groups; each group owns one flat bank; every forward, a layer's
+weight is generated from K templates cut from its group's bank (mixed by learned per-layer
+coefficients ``wavg``, by coefficients projected from a per-layer embedding ``emb``, or averaged
+``avg``), upsampled when the layer is larger than its bank. Groups come from a rule (single, by
+type, by shape, manual, random) or are *learned* in a short search phase (a one-group SSN is
+trained briefly, then its per-layer coefficients or embeddings are clustered with seeded k-means).
+
+Budgets: ``max_params`` mode is the official knob (the total size of the banks, split across
+groups); ``total`` mode (suite default) solves for the ``max_params`` whose total unique trainable
+parameters (banks, coefficients, generators, norms, singleton layers) is the largest that fits.
+No budget means the official ``max_params 0``: each bank as large as its largest layer.
+
+Deliberate differences from the official code, each documented on its option:
+- ``emb`` works (the official ``set_layer_coeff`` crashes with a NameError for it);
+- learned groups run on any device in one command (official: only with ``--dist``, then restart);
+- ``avg`` works with upsampling (official: crashes when a layer is larger than its bank);
+- the bank tail the official init leaves uninitialised (the last ``n % 9`` entries, random memory)
+  is zero here by default (``bank_tail_init``), deterministic for a seed;
+- opt-in fixes: ``spread_blocks`` (use the whole bank when blocks would all restart at 0),
+  ``singleton_bias=false`` (singleton layers without the bias the official ``nn.Conv2d`` adds
+  outside the budget split).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import torch.nn as nn
+
+from npasbench.budget import Budget
+from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, Phase
+from npasbench.errors import BudgetError, ConfigError
+from npasbench.models.layers import Conv, LayerSpec, Linear, OwnedWeight
+from npasbench.models.registry import create_backbone
+from npasbench.plugins import register_method
+
+from .generator import SSNGroup
+from .groups import auto_groups, manual_groups, normalise, random_groups
+from .network import GeneratedWeight, SSNNet
+from .plan import SSNPlan, make_plan
+
+
+def _h(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class SSNOptions(MethodOptions):
+    share_type: Literal["wavg", "emb", "avg"] = field(default="wavg", metadata=_h(
+        "how a layer mixes its K templates: learned coefficients, coefficients from a learned embedding, mean"))
+    upsample_type: Literal["inter", "repeat", "mask", "wavg"] = field(default="inter", metadata=_h(
+        "how a layer larger than its bank is filled (official default inter)"))
+    upsample_window: int = field(default=1, metadata=_h("3x3 windows per learned mask/wavg upsampling unit"))
+    bank_size: int = field(default=8, metadata=_h("maximum templates per layer (official --bank_size)"))
+    param_groups: int = field(default=1, metadata=_h(
+        "1: one group; 0: a group per layer type; -1: a group per layer shape; >1: that many groups by group_type"))
+    group_type: Literal["learned", "manual", "random"] = field(default="learned", metadata=_h(
+        "how param_groups > 1 groups are formed (manual: the official rule, which fixes its own count)"))
+    groups: tuple[int, ...] = field(default=(), metadata=_h(
+        "explicit group id per weight layer (official 'reload'); overrides param_groups"))
+    group_seed: int = field(default=0, metadata=_h("seed of random groups and of the search's k-means"))
+    emb_size: int = field(default=24, metadata=_h("embedding size of share_type emb"))
+    search_max_params: int = field(default=5_000_000, metadata=_h("bank of the one-group search model"))
+    search_share_type: Literal["wavg", "emb"] = field(default="emb", metadata=_h(
+        "search model's sharing: k-means over its coefficients (wavg) or embeddings (emb)"))
+    search_epochs: int = field(default=15, metadata=_h("search phase epochs"))
+    search_milestones: tuple[int, ...] = field(default=(8, 13), metadata=_h("search LR milestones (epochs)"))
+    search_gammas: tuple[float, ...] = field(default=(0.1, 0.1), metadata=_h("search LR factors"))
+    search_steps_per_epoch: int = field(default=0, metadata=_h("cap on search steps per epoch; 0 = run's setting"))
+    bank_tail_init: Literal["zeros", "kaiming"] = field(default="zeros", metadata=_h(
+        "the last bank%9 entries, which the official init leaves uninitialised"))
+    spread_blocks: bool = field(default=False, metadata=_h(
+        "fix: spread same-size blocks over the whole bank instead of restarting at 0 (no dead regions)"))
+    singleton_bias: bool = field(default=True, metadata=_h(
+        "singleton groups are plain layers with a bias, as the official nn.Conv2d (outside the budget split)"))
+
+    def __post_init__(self) -> None:
+        if self.bank_size < 1:
+            raise ConfigError("method.options.bank_size: must be >= 1.")
+        if self.upsample_window < 1:
+            raise ConfigError("method.options.upsample_window: must be >= 1.")
+        if self.param_groups < -1:
+            raise ConfigError("method.options.param_groups: must be -1, 0, 1 or a number of groups > 1.")
+        if len(self.search_milestones) != len(self.search_gammas):
+            raise ConfigError("method.options.search_gammas: need one gamma per search milestone.")
+        if self.emb_size < 1 or self.search_epochs < 1 or self.search_max_params < 1:
+            raise ConfigError("method.options: emb_size, search_epochs and search_max_params must be positive.")
+
+
+@dataclass
+class GroupLayout:
+    assignment: list[int]
+    slide: bool  # official auto-grouping appends '_slide' to the share type
+    source: str
+
+
+def backbone_specs(arch: str, num_classes: int) -> tuple[nn.Module, tuple[LayerSpec, ...]]:
+    net = create_backbone(arch, num_classes)
+    return net, net.layer_specs
+
+
+def plan_counts(plan: SSNPlan, specs: tuple[LayerSpec, ...], opts: SSNOptions, fixed: int) -> dict[str, int]:
+    """Unique trainable parameters of an SSN built from ``plan``, by role, without building it."""
+    c = {"bank": 0, "coefficients": 0, "generators": 0, "weights": 0, "norm_bias": fixed, "head": 0}
+    for g in plan.groups:
+        if g.singleton:
+            s = specs[g.layers[0]]
+            c["head" if s.role == "head" else "weights"] += s.numel
+            if opts.singleton_bias or s.kind == "linear":
+                c["head" if s.role == "head" else "norm_bias"] += s.shape[0]
+            continue
+        c["bank"] += g.bank
+        share = opts.search_share_type if plan.learn_groups else opts.share_type
+        for k, rows in g.coef_counts.items():
+            if share == "wavg":
+                c["coefficients"] += rows * k
+            elif share == "emb":
+                c["coefficients"] += rows * opts.emb_size
+                c["generators"] += opts.emb_size * k + k
+        for i in g.layers:
+            lp = plan.layers[i]
+            if lp.needs_resize and lp.in_shape is None and lp.upsample_mult > 0:
+                if opts.upsample_type == "mask":
+                    c["generators"] += 9 * opts.upsample_window * lp.upsample_mult
+                elif opts.upsample_type == "wavg":
+                    c["generators"] += (lp.upsample_mult + 1) * 2 * 2
+    c["total"] = sum(v for k, v in c.items())
+    return c
+
+
+def fixed_params(net: nn.Module) -> int:
+    """Parameters the backbone holds before any provider: norms (the classifier bias is SSN's call)."""
+    return sum(p.numel() for m in net.modules() if not isinstance(m, (Conv, Linear))
+               for p in m.parameters(recurse=False))
+
+
+@register_method("ssn")
+class SSN(Method):
+    Options = SSNOptions
+    summary = "Shapeshifter Networks: layers generate weights from shared parameter banks (learned groups)"
+    reference = "Plummer et al., Neural Parameter Allocation Search, ICLR 2022 (BryanPlummer/SSN)"
+    budget_modes = ("total", "max_params")
+
+    # -- groups ---------------------------------------------------------------------------------
+    def layout(self, specs: tuple[LayerSpec, ...], request: BuildRequest) -> GroupLayout:
+        o = self.options
+        n = len(specs)
+        if o.groups:
+            if len(o.groups) != n:
+                raise ConfigError(f"method.options.groups: {len(o.groups)} ids for {n} weight layers of {request.arch}.")
+            return GroupLayout(normalise(o.groups), False, "explicit")
+        if o.param_groups == 1:
+            return GroupLayout([0] * n, False, "single")
+        if o.param_groups in (0, -1):
+            return GroupLayout(auto_groups(specs, "type" if o.param_groups == 0 else "shape"), True,
+                               "auto by " + ("type" if o.param_groups == 0 else "shape"))
+        if o.group_type == "manual":
+            return GroupLayout(manual_groups(specs), False, "manual rule")
+        if o.group_type == "random":
+            return GroupLayout(random_groups(n, o.param_groups, o.group_seed), False, f"random(seed={o.group_seed})")
+        art = request.artifacts.get("search")
+        if art is None:
+            raise ConfigError(
+                "method.options.group_type: learned groups come from the search phase; run `npas train` (it runs "
+                "the search first), or pass the labels with --opt groups=... (e.g. from a run's artifacts/search.json)."
+            )
+        labels = list(art["labels"])
+        if len(labels) != n:
+            raise ConfigError(f"search artifact has {len(labels)} labels for {n} weight layers of {request.arch}.")
+        return GroupLayout(normalise(labels), False, "learned")
+
+    # -- planning -------------------------------------------------------------------------------
+    def _plan(self, specs, layout: GroupLayout, max_params: int, learn: bool = False) -> SSNPlan:
+        o = self.options
+        plan = make_plan(specs, layout.assignment, max_params=max_params, bank_size=4 if learn else o.bank_size,
+                         share_type=o.search_share_type if learn else o.share_type, upsample_type="inter" if learn
+                         else o.upsample_type, slide=layout.slide, learn_groups=learn)
+        if o.spread_blocks and not learn:
+            from .plan import spread_blocks
+
+            spread_blocks(plan)
+        return plan
+
+    def solve_max_params(self, specs, layout: GroupLayout, fixed: int, budget: int) -> tuple[int, SSNPlan]:
+        """Largest max_params whose total unique parameters fit ``budget`` (suite-wide total mode)."""
+
+        def total(mp: int) -> tuple[int, SSNPlan] | None:
+            try:
+                plan = self._plan(specs, layout, mp)
+            except ValueError:
+                return None
+            return plan_counts(plan, specs, self.options, fixed)["total"], plan
+
+        hi = max(budget, 1)
+        lo = 1
+        first = None
+        while lo < hi:  # smallest feasible max_params (feasibility grows with the bank)
+            mid = (lo + hi) // 2
+            if total(mid) is None:
+                lo = mid + 1
+            else:
+                hi = mid
+        first = total(lo)
+        if first is None or first[0] > budget:
+            need = "cannot be built at all" if first is None else f"needs at least {first[0]:,} parameters"
+            raise BudgetError(
+                f"budget: SSN on this architecture {need} (fixed parts: {fixed:,} norm parameters plus singleton "
+                f"layers and coefficients), above the budget of {budget:,}. Raise the budget or use fewer groups."
+            )
+        good_mp, good = lo, first
+        lo, hi = lo, budget
+        while lo < hi:  # largest max_params with total <= budget
+            mid = (lo + hi + 1) // 2
+            t = total(mid)
+            if t is not None and t[0] <= budget:
+                lo = mid
+                good_mp, good = mid, t
+            else:
+                hi = mid - 1
+        return good_mp, good[1]
+
+    def resolve(self, request: BuildRequest) -> tuple[nn.Module, tuple[LayerSpec, ...], GroupLayout, SSNPlan]:
+        net, specs = backbone_specs(request.arch, request.num_classes)
+        layout = self.layout(specs, request)
+        budget = request.budget
+        fixed = fixed_params(net)
+        if budget is None:
+            plan = self._plan(specs, layout, 0)
+        elif budget.mode == "max_params":
+            try:
+                plan = self._plan(specs, layout, budget.params)
+            except ValueError as exc:
+                raise BudgetError(f"budget: max_params={budget.params:,} is too small for SSN here: {exc}") from None
+        else:
+            _, plan = self.solve_max_params(specs, layout, fixed, budget.params)
+        return net, specs, layout, plan
+
+    # -- building -------------------------------------------------------------------------------
+    def build(self, request: BuildRequest) -> NPASModel:
+        net, specs, layout, plan = self.resolve(request)
+        return self.assemble(net, specs, plan, request.arch, learn=False)
+
+    def assemble(self, net: nn.Module, specs, plan: SSNPlan, name: str, learn: bool) -> NPASModel:
+        o = self.options
+        layers = {m.spec.index: m for m in net.modules() if isinstance(m, (Conv, Linear))}
+        groups: list[SSNGroup] = []
+        providers: dict[int, list[GeneratedWeight]] = {}
+        for g in plan.groups:
+            if g.singleton:
+                layer = layers[g.layers[0]]
+                _make_plain(layer, o.singleton_bias)
+                continue
+            plans = [plan.layers[i] for i in g.layers]
+            group = SSNGroup(g, plans, share_type=o.search_share_type if learn else o.share_type,
+                             upsample_type="inter" if learn else o.upsample_type,
+                             upsample_window=o.upsample_window, emb_size=o.emb_size, learn_groups=learn,
+                             tail_init=o.bank_tail_init)
+            groups.append(group)
+            providers[g.id] = []
+            for i in g.layers:
+                layer = layers[i]
+                if isinstance(layer, Linear):
+                    layer.drop_bias()  # the official SLinear has no bias
+                p = GeneratedWeight(layer.spec.name)
+                layer.set_provider(p)
+                providers[g.id].append(p)
+        member = SSNNet(net, groups, providers)
+        model = NPASModel([member], [name], shared={f"group{g.group_id}": g for g in groups})
+        model.ssn_plan = plan  # type: ignore[attr-defined]
+        return model
+
+    def no_weight_decay_roles(self) -> frozenset[str]:
+        return frozenset({"coefficients"})  # official decay_skip = ['coefficients']
+
+    # -- the search phase -------------------------------------------------------------------------
+    def phases(self, request: BuildRequest) -> list[Phase]:
+        o = self.options
+        if o.groups or o.param_groups <= 1 or o.group_type != "learned":
+            return []
+        from .search import run_search
+
+        return [Phase("search", f"learn {o.param_groups} parameter groups ({o.search_epochs} epochs of a one-group "
+                                f"SSN, then k-means)", lambda ctx: run_search(self, ctx))]
+
+    def search_model(self, request: BuildRequest) -> NPASModel:
+        net, specs = backbone_specs(request.arch, request.num_classes)
+        layout = GroupLayout([0] * len(specs), False, "search")
+        plan = self._plan(specs, layout, self.options.search_max_params, learn=True)
+        return self.assemble(net, specs, plan, request.arch, learn=True)
+
+
+def _make_plain(layer: Conv | Linear, bias: bool) -> None:
+    """A singleton group: an ordinary layer with PyTorch's default init, as the official nn.Conv2d/Linear."""
+    provider = OwnedWeight(layer.spec, head=layer.spec.role == "head")
+    nn.init.kaiming_uniform_(provider.weight, a=math.sqrt(5))
+    layer.set_provider(provider)
+    fan_in = layer.spec.fan_in
+    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+    if isinstance(layer, Conv):
+        if bias:
+            layer.add_bias()
+            nn.init.uniform_(layer.bias, -bound, bound)
+    elif layer.bias is not None:
+        nn.init.uniform_(layer.bias, -bound, bound)
