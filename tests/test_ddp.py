@@ -12,10 +12,9 @@ process group reaches the launcher only (it forwards SIGTERM to the workers, SIG
 Every launch here is bounded by a timeout, and on failure the launcher and its workers are killed
 by PID; ``NPAS_DIST_TIMEOUT`` turns a deadlocked collective into an error within a minute.
 
-Two tests are strict xfails for trainer bugs (loop.py) found here, with the fix described in the
-DDP report: a resumed DDP run logs a different train loss for the interrupted epoch (only rank 0's
-running sums are checkpointed), and ranks that see a preemption signal at different steps
-deadlock. Once loop.py is fixed they XPASS, which fails the suite: then drop the markers.
+Two tests guard trainer fixes found here: a resumed DDP run must log the same train loss for the
+interrupted epoch (every rank's running sums are checkpointed), and ranks that see a preemption
+signal at different steps must all stop at the same step (no deadlock).
 """
 
 from __future__ import annotations
@@ -211,7 +210,7 @@ def _assert_finite_run(run: Path) -> None:
 # ----------------------------------------------------------------------------- tests
 HELPERS = textwrap.dedent(
     """
-    import os, torch
+    import os, sys, torch
     from npasbench.trainer.distributed import (all_gather_floats, all_reduce_sum, any_rank, barrier,
                                                broadcast_object, cleanup, init_distributed)
     info = init_distributed("cpu")
@@ -225,7 +224,7 @@ HELPERS = textwrap.dedent(
     barrier(info)
     cleanup(info)
     assert not torch.distributed.is_initialized()
-    print("helpers ok", r)
+    open(os.path.join(sys.argv[1], f"rank{r}.ok"), "w").write("ok")  # stdout is shared by the ranks
     """
 )
 
@@ -233,11 +232,12 @@ HELPERS = textwrap.dedent(
 def test_distributed_helpers_under_torchrun(tmp_path):
     script = tmp_path / "helpers.py"
     script.write_text(HELPERS)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(tmp_path)]
     proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1", NPAS_DIST_TIMEOUT="60"),
                           capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sorted(l for l in proc.stdout.splitlines() if l.startswith("helpers ok")) == ["helpers ok 0", "helpers ok 1"]
+    assert sorted(p.name for p in tmp_path.glob("rank*.ok")) == ["rank0.ok", "rank1.ok"]
 
 
 def test_init_distributed_errors_are_clear(monkeypatch):
@@ -299,10 +299,6 @@ def test_ddp_gloo_two_processes(ddp_run):
     ck = _final_checkpoint(out)
     assert (ck["epoch"], ck["batch"], ck["step"]) == (EPOCHS, 0, EPOCHS * STEPS)
     _assert_same_state(ck["model"], r0["model"], "checkpoint vs rank 0")
-
-
-KNOWN_BUG = ("benchmark/trainer/loop.py: see the patch in the DDP report (per-rank epoch-loss accumulators in "
-             "the checkpoint; preemption flag agreed across ranks with distributed.any_rank)")
 
 
 @pytest.fixture(scope="module")
@@ -382,7 +378,6 @@ def test_ddp_resume_after_sigterm_matches_uninterrupted(preempted, ddp_run):
     assert _metrics(out)[0] == _metrics(ddp_run["out"])[0]
 
 
-@pytest.mark.xfail(strict=True, reason="the checkpoint keeps only rank 0's running epoch-loss sums; " + KNOWN_BUG)
 def test_ddp_resume_logs_the_same_train_loss(preempted, ddp_run):
     """The trainer promises the same *metrics* after a resume too: the train loss of the interrupted
     epoch is an all-reduce of every rank's running sum, so every rank's share must survive."""
@@ -391,7 +386,6 @@ def test_ddp_resume_logs_the_same_train_loss(preempted, ddp_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="ranks decide to stop independently and deadlock; " + KNOWN_BUG)
 def test_ddp_sigterm_to_one_rank_stops_all_ranks(tmp_path):
     """A signal that reaches the ranks at different step boundaries (here: only rank 1, the extreme
     case; in practice one node's launcher before another's) must still stop every rank at the same

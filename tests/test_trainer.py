@@ -110,3 +110,20 @@ def test_cifar100_learns(tmp_path):
         "train.epochs": 3, "optim.milestones_unit": "fraction", "optim.milestones": [0.67], "optim.gammas": [0.2],
         "run.out": str(tmp_path / "c100"), "run.progress": False}))
     assert res.record["metrics"]["top1"] > 8.0, res.record["metrics"]
+
+
+def test_in_process_checkpoint_request(tiny):
+    """A launcher (e.g. submitit's checkpoint()) can ask for checkpoint-and-stop without a signal."""
+    from npasbench.trainer import EXIT_PREEMPTED
+    from npasbench.trainer.checkpoint import list_checkpoints, load_checkpoint
+    from npasbench.trainer.signals import PreemptionFlag
+
+    flag = PreemptionFlag()
+    flag.request()
+    res = train(build_config({}, tiny), preemption=flag)
+    assert res.status == "preempted" and res.exit_code == EXIT_PREEMPTED
+    state = load_checkpoint(list_checkpoints(res.run_dir / "checkpoints")[-1])
+    assert (state["epoch"], state["batch"], state["step"]) == (0, 1, 1)
+    done = train(build_config({}, tiny))
+    ref = train(build_config({}, {**tiny, "run.out": tiny["run.out"] + "-ref"}))
+    assert done.record["metrics"] == ref.record["metrics"]

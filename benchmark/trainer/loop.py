@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import random
@@ -44,7 +45,8 @@ from ..factory import build_checked, make_request
 from ..accounting import param_report
 from ..plugins import create_method
 from . import checkpoint as ckpt
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, cleanup, init_distributed
+from .distributed import (DistInfo, all_gather_floats, all_reduce_sum, any_rank, barrier, broadcast_object, cleanup,
+                          init_distributed)
 from .metrics import JsonLines, TopK
 from .optim import build_optimizer, rebuild_optimizer, set_lr
 from .phase import PhaseContext, run_phases
@@ -88,7 +90,8 @@ class Trainer:
         self.cfg = cfg
         self.config_hash = cfg.hash()
         self.run_dir = Path(cfg.run.out)
-        self.preemption = preemption or PreemptionFlag()
+        # not `preemption or ...`: an unsignalled PreemptionFlag is falsy, so `or` would drop the caller's flag
+        self.preemption = preemption if preemption is not None else PreemptionFlag()
         self.status = "running"
 
     # ------------------------------------------------------------------ set-up
@@ -165,7 +168,7 @@ class Trainer:
         self.net = net
 
     # ------------------------------------------------------------------ checkpoints
-    def _state(self, epoch: int, batch: int) -> dict[str, Any]:
+    def _state(self, epoch: int, batch: int, acc: list[list[float]]) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -179,14 +182,18 @@ class Trainer:
             "config_hash": self.config_hash,
             "metrics_lines": self.log.lines,
             "best": dict(self.best),
-            "epoch_acc": {"loss_sum": self.loss_sum, "seen": self.seen},
+            # every rank's share of the running epoch loss (rank r resumes with per_rank[r])
+            "epoch_acc": {"loss_sum": sum(a[0] for a in acc), "seen": int(sum(a[1] for a in acc)),
+                          "per_rank": [[a[0], int(a[1])] for a in acc]},
             "timing": dict(self.timing, wall_s_before=self.wall_before + time.perf_counter() - self.t_start),
         }
 
     def save_checkpoint(self, epoch: int, batch: int) -> Path | None:
+        acc = all_gather_floats([self.loss_sum, self.seen], self.dist)  # a collective: before the rank-0 branch
         path = None
         if self.is_main:
-            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self._state(epoch, batch), self.cfg.run.keep_checkpoints)
+            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self._state(epoch, batch, acc),
+                                        self.cfg.run.keep_checkpoints)
         barrier(self.dist)
         return path
 
@@ -213,8 +220,13 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.best = dict(state["best"])
-        self.loss_sum = float(state["epoch_acc"]["loss_sum"])
-        self.seen = int(state["epoch_acc"]["seen"])
+        acc = state["epoch_acc"]
+        per_rank = acc.get("per_rank")
+        if per_rank is not None and len(per_rank) == self.dist.world_size:
+            self.loss_sum, self.seen = float(per_rank[self.dist.rank][0]), int(per_rank[self.dist.rank][1])
+        else:  # resumed with another world size: rank 0 carries the totals
+            self.loss_sum = float(acc["loss_sum"]) if self.is_main else 0.0
+            self.seen = int(acc["seen"]) if self.is_main else 0
         self.timing.update(state["timing"])
         self.wall_before = float(state["timing"]["wall_s_before"])
         self.log.truncate(int(state["metrics_lines"]))
@@ -304,9 +316,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 images = 0
                 b = batch0
-                for b, (x, y) in enumerate(self.train_loader.epoch(epoch, batch0), start=batch0):
-                    if b >= self.steps_per_epoch:
-                        break
+                # stop the generator before it builds (and augments) a batch that is never used
+                batches = itertools.islice(self.train_loader.epoch(epoch, batch0), max(0, self.steps_per_epoch - batch0))
+                for b, (x, y) in enumerate(batches, start=batch0):
                     set_lr(self.optimizer, self.schedule.lr(epoch, b))
                     loss = self._train_step(x, y)
                     value = loss.item()
@@ -321,7 +333,9 @@ class Trainer:
                     sbar.update(1)
                     if self.step % 20 == 0:
                         sbar.set_postfix(loss=f"{value:.3f}", refresh=False)
-                    if self.preemption:
+                    # all ranks stop at the same step: a signal reaches them at different step boundaries,
+                    # and a rank stopping alone would deadlock in the checkpoint barrier
+                    if any_rank(bool(self.preemption), self.dist):
                         self.timing["train_s"] += time.perf_counter() - t0
                         self.timing["train_images"] += images * self.dist.world_size
                         sbar.close()
@@ -365,6 +379,8 @@ class Trainer:
     def _rebuild(self) -> None:
         """The method changed the parameter set: new optimizer (keeping momenta), re-wrap."""
         self.model.to(self.device)
+        if self.cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = rebuild_optimizer(self.optimizer, self.model, self.cfg.optim, self.exempt)
         self._wrap()
 

@@ -148,6 +148,8 @@ class SSNGroup(nn.Module):
         nn.init.kaiming_normal_(flat[:body].view(-1, 3, 3))
         if body < n and tail_init == "kaiming":
             flat[body:].normal_(0.0, math.sqrt(2.0 / 9.0))
+        if self.learn_groups:
+            return  # the official search bank gets only the 3x3 init (no per-layer blocks)
         # then each layer's own templates with its fan-in, least common shape first
         shapes = [" ".join(map(str, p.shape)) for p in self.plans]
         for shape, _ in Counter(shapes).most_common()[::-1]:

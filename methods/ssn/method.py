@@ -178,7 +178,8 @@ class SSN(Method):
         o = self.options
         plan = make_plan(specs, layout.assignment, max_params=max_params, bank_size=4 if learn else o.bank_size,
                          share_type=o.search_share_type if learn else o.share_type, upsample_type="inter" if learn
-                         else o.upsample_type, slide=layout.slide, learn_groups=learn)
+                         else o.upsample_type, slide=layout.slide, learn_groups=learn,
+                         upsample_window=o.upsample_window)
         if o.spread_blocks and not learn:
             from .plan import spread_blocks
 
@@ -195,30 +196,40 @@ class SSN(Method):
                 return None
             return plan_counts(plan, specs, self.options, fixed)["total"], plan
 
-        hi = max(budget, 1)
-        lo = 1
-        first = None
-        while lo < hi:  # smallest feasible max_params (feasibility grows with the bank)
-            mid = (lo + hi) // 2
-            if total(mid) is None:
-                lo = mid + 1
-            else:
-                hi = mid
-        first = total(lo)
-        if first is None or first[0] > budget:
-            need = "cannot be built at all" if first is None else f"needs at least {first[0]:,} parameters"
+        # total(mp) is not monotone (tiny banks need large mask/wavg upsamplers), so: sample bank sizes from
+        # the budget downwards, take the largest that fits, then refine the boundary above it by bisection.
+        probes = sorted({budget, *(int(budget * f) for f in (0.999, 0.99, 0.97, 0.9, 0.8, 0.6, 0.4)),
+                         *(budget >> i for i in range(1, 40))} - {0}, reverse=True)
+        seen: list[int] = []
+        good_mp, good, bad_mp = 0, None, budget + 1
+        for mp in probes:
+            t = total(mp)
+            if t is None:
+                continue
+            seen.append(t[0])
+            if t[0] <= budget:
+                good_mp, good = mp, t
+                break
+            bad_mp = mp
+        if good is None:
+            groups = self._plan(specs, layout, 0).groups
+            singles = sum(specs[g.layers[0]].numel for g in groups if g.singleton)
+            if all(g.singleton for g in groups):
+                raise BudgetError(f"method.options: every parameter group of this layout ({layout.source}) has a "
+                                  "single layer, so nothing is shared; use param_groups=1 or fewer groups.")
+            need = (f"needs at least {min(seen):,} parameters" if seen else
+                    f"needs more than the {singles:,} weights of its singleton layers")
             raise BudgetError(
-                f"budget: SSN on this architecture {need} (fixed parts: {fixed:,} norm parameters plus singleton "
-                f"layers and coefficients), above the budget of {budget:,}. Raise the budget or use fewer groups."
+                f"budget: SSN on {len(specs)} layers here {need} (fixed parts: {fixed:,} norm parameters plus "
+                f"singleton layers, coefficients and upsamplers), above the budget of {budget:,}. Raise the budget "
+                "or use fewer groups."
             )
-        good_mp, good = lo, first
-        lo, hi = lo, budget
-        while lo < hi:  # largest max_params with total <= budget
+        lo, hi = good_mp, bad_mp - 1
+        while lo < hi:  # largest max_params with total <= budget, between the last fit and the first overrun
             mid = (lo + hi + 1) // 2
             t = total(mid)
             if t is not None and t[0] <= budget:
-                lo = mid
-                good_mp, good = mid, t
+                lo, good_mp, good = mid, mid, t
             else:
                 hi = mid - 1
         return good_mp, good[1]

@@ -48,6 +48,12 @@ class LayerPlan:
     in_shape: tuple[int, ...] | None = None  # shrunken template shape (inter / learned groups)
     upsample_mult: int = 0  # repeat / mask / wavg upsampling: extra copies of the bank
     coef_row: int = -1  # row in the group's coefficient table for this K (-1: no coefficients)
+    unused_tail: int = 0  # entries at the block's end that upsampling windows leave out
+
+    @property
+    def read_end(self) -> int:
+        """End of the bank entries this layer's weight actually depends on."""
+        return self.end - self.unused_tail
 
     @property
     def numel(self) -> int:
@@ -89,7 +95,7 @@ class SSNPlan:
         for g in self.groups:
             if g.singleton:
                 continue
-            covered = sorted((self.layers[i].start, self.layers[i].end) for i in g.layers)
+            covered = sorted((self.layers[i].start, self.layers[i].read_end) for i in g.layers)
             read, cur = 0, 0
             for s, e in covered:
                 s = max(s, cur)
@@ -137,6 +143,9 @@ def split_budget(groups: list[GroupPlan], specs: Sequence[LayerSpec], max_params
         else:
             sizes.append(sum(specs[i].numel for i in g.layers))
     total = sum(sizes)
+    if avail <= 0:
+        raise ValueError(f"max_params={max_params:,} does not even cover the {max_params - avail:,} weights of the "
+                         "singleton groups (plain layers)")
     if total <= 0:
         raise ValueError("no group has more than one layer: nothing to share")
     for g, size in zip(groups, sizes):
@@ -146,7 +155,7 @@ def split_budget(groups: list[GroupPlan], specs: Sequence[LayerSpec], max_params
 
 
 def plan_group(group: GroupPlan, specs: Sequence[LayerSpec], *, bank_size: int, share_type: str,
-               upsample_type: str, learn_groups: bool = False) -> list[LayerPlan]:
+               upsample_type: str, learn_groups: bool = False, upsample_window: int = 1) -> list[LayerPlan]:
     """Templates, resizing and bank blocks for the layers of one (non-singleton) group."""
     layer_specs = [specs[i] for i in group.layers]
     if learn_groups:
@@ -177,6 +186,10 @@ def plan_group(group: GroupPlan, specs: Sequence[LayerSpec], *, bank_size: int, 
     if share_type in ("wavg", "emb"):
         _coefficient_rows(group, plans, share_type)
     _place_blocks(plans, bank, slide=group.slide)
+    window = 2 if upsample_type == "wavg" else 9 * upsample_window
+    for lp in plans:
+        if lp.needs_resize and lp.in_shape is None:
+            lp.unused_tail = (lp.end - lp.start) % window
     return plans
 
 
@@ -218,7 +231,8 @@ def _place_blocks(plans: list[LayerPlan], bank: int, slide: bool) -> None:
 
 
 def make_plan(specs: Sequence[LayerSpec], assignment: Sequence[int], *, max_params: int, bank_size: int,
-              share_type: str, upsample_type: str, slide: bool = False, learn_groups: bool = False) -> SSNPlan:
+              share_type: str, upsample_type: str, slide: bool = False, learn_groups: bool = False,
+              upsample_window: int = 1) -> SSNPlan:
     """The whole plan for one network: ``assignment[i]`` is the group of weight layer ``i``."""
     if len(assignment) != len(specs):
         raise ValueError(f"group assignment has {len(assignment)} entries for {len(specs)} weight layers")
@@ -243,7 +257,7 @@ def make_plan(specs: Sequence[LayerSpec], assignment: Sequence[int], *, max_para
         if g.bank <= 0 and max_params > 0:
             raise ValueError(f"group {g.id} gets no bank entries from max_params={max_params}")
         for lp in plan_group(g, specs, bank_size=bank_size, share_type=share_type, upsample_type=upsample_type,
-                             learn_groups=learn_groups):
+                             learn_groups=learn_groups, upsample_window=upsample_window):
             layers[lp.index] = lp
     return SSNPlan(groups, [lp for lp in layers if lp is not None], max_params, learn_groups)
 
@@ -254,14 +268,14 @@ def spread_blocks(plan: SSNPlan) -> None:
     for g in plan.groups:
         if g.singleton:
             continue
-        by_size: dict[int, list[LayerPlan]] = {}
+        by_size: dict[tuple[int, int], list[LayerPlan]] = {}
         for i in g.layers:
             lp = plan.layers[i]
             if lp.needs_resize and lp.in_shape is None:
                 continue
-            by_size.setdefault(lp.block_params, []).append(lp)
-        for size, lps in by_size.items():
-            tn, k = lps[0].template_numel, lps[0].templates
+            by_size.setdefault((lp.template_numel, lp.templates), []).append(lp)
+        for (tn, k), lps in by_size.items():
+            size = tn * k
             slots = g.bank // tn
             last = max(slots - k, 0)
             for j, lp in enumerate(lps):

@@ -1,0 +1,178 @@
+"""SSN speed: training step and small-batch inference against the unshared network (and, optionally,
+against the official SSN code measured side by side in the same process).
+
+    python -m npasbench.perf.ssn_speed [--arch wrn-16-4] [--max-params 275000] [--steps 6] [--repeats 3]
+        [--official /path/to/an/export/of/BryanPlummer/SSN] [--out results/perf/ssn_speed.json]
+
+Targets (issue 3): an SSN training step at batch 128 at most 5% slower than the unshared network's,
+and no slower than the official code's; in eval mode, at batch 1-8, an SSN forward at most 5% slower
+than the unshared one (weights are generated once and cached until a parameter changes).
+
+Method: every arm gets a freshly built, identically seeded model; arms are interleaved and their
+order rotated on each repeat; the median over repeats of the per-repeat median step time is
+reported. The official code (``--official``) is imported from a checkout the user provides; it is
+not part of this repository. Its ``models.wrn`` builds on CPU; it is timed exactly like ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..atomic import write_json, write_text
+from ..budget import Budget
+from ..factory import create_model
+from ..provenance import hardware, package_versions
+
+
+class _Squeeze(nn.Module):
+    """Our models return (members, batch, classes); give every arm the same (batch, classes) output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out[0] if out.dim() == 3 else out
+
+
+def build_ours(method: str, arch: str, max_params: int, classes: int) -> nn.Module:
+    torch.manual_seed(0)
+    budget = Budget(max_params, "max_params") if method == "ssn" else None
+    return _Squeeze(create_model(method, arch, "cifar100" if classes == 100 else "cifar10", budget).model)
+
+
+def build_official(path: str, depth: int, width: int, max_params: int, classes: int, shared: bool) -> nn.Module:
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    models = importlib.import_module("models")
+    torch.manual_seed(0)
+    share = "wavg" if shared else "none"
+    return models.wrn(share, "inter", 1, depth, width, 8, max_params, classes, 1 if shared else None)
+
+
+def time_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> list[float]:
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    times = []
+    for _ in range(steps + 1):  # the first step is a warm-up
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return times[1:]
+
+
+@torch.no_grad()
+def time_infer(model: nn.Module, x: torch.Tensor, calls: int) -> list[float]:
+    model.eval()
+    model(x)  # warm-up (and, for ours, the one-off weight generation)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def interleaved(arms: dict[str, Callable[[], list[float]]], repeats: int, desc: str) -> dict[str, dict]:
+    per: dict[str, list[float]] = {k: [] for k in arms}
+    names = list(arms)
+    bar = tqdm(total=repeats * len(names), desc=desc, leave=False)
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            gc.collect()
+            per[name].append(statistics.median(arms[name]()))
+            bar.update(1)
+    bar.close()
+    return {k: {"median_ms": 1000 * statistics.median(v), "min_ms": 1000 * min(v), "per_repeat_ms": [1000 * t for t in v]}
+            for k, v in per.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="wrn-16-4")
+    ap.add_argument("--max-params", type=int, default=275_000, help="SSN bank size (official max_params)")
+    ap.add_argument("--classes", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--infer-batches", default="1,8")
+    ap.add_argument("--infer-calls", type=int, default=30)
+    ap.add_argument("--official", default=os.environ.get("NPAS_SSN_OFFICIAL"), help="path to the official SSN code")
+    ap.add_argument("--out", default="results/perf/ssn_speed.json")
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(0)
+    x = torch.randn(args.batch_size, 3, 32, 32)
+    y = torch.randint(0, args.classes, (args.batch_size,))
+    depth, width = (int(v) for v in args.arch.split("-")[1:3])
+    builders: dict[str, Callable[[], nn.Module]] = {
+        "unshared": lambda: build_ours("unshared", args.arch, 0, args.classes),
+        "ssn": lambda: build_ours("ssn", args.arch, args.max_params, args.classes),
+    }
+    if args.official:
+        builders["official_unshared"] = lambda: build_official(args.official, depth, width, 0, args.classes, False)
+        builders["official_ssn"] = lambda: build_official(args.official, depth, width, args.max_params, args.classes, True)
+    params = {k: sum(p.numel() for p in b().parameters() if p.requires_grad) for k, b in builders.items()}
+
+    train = interleaved({k: (lambda b=b: time_train(b(), x, y, args.steps)) for k, b in builders.items()},
+                        args.repeats, "train steps")
+    infer = {}
+    for bs in (int(b) for b in args.infer_batches.split(",")):
+        xi = torch.randn(bs, 3, 32, 32)
+        models = {k: b() for k, b in builders.items()}
+        infer[str(bs)] = interleaved({k: (lambda m=m: time_infer(m, xi, args.infer_calls)) for k, m in models.items()},
+                                     args.repeats, f"inference batch {bs}")
+
+    def overhead(table: dict, a: str, b: str) -> float:
+        return 100 * (table[a]["median_ms"] / table[b]["median_ms"] - 1)
+
+    verdict = {"train_ssn_vs_unshared_pct": overhead(train, "ssn", "unshared"),
+               "infer_ssn_vs_unshared_pct": {bs: overhead(t, "ssn", "unshared") for bs, t in infer.items()}}
+    verdict["train_pass"] = verdict["train_ssn_vs_unshared_pct"] <= 5.0
+    verdict["infer_pass"] = all(v <= 5.0 for v in verdict["infer_ssn_vs_unshared_pct"].values())
+    if args.official:
+        verdict["train_ssn_vs_official_ssn_pct"] = overhead(train, "ssn", "official_ssn")
+        verdict["infer_ssn_vs_official_ssn_pct"] = {bs: overhead(t, "ssn", "official_ssn") for bs, t in infer.items()}
+        verdict["train_not_slower_than_official"] = verdict["train_ssn_vs_official_ssn_pct"] <= 0.0
+    result = {
+        "benchmark": "ssn_speed", "arch": args.arch, "classes": args.classes, "max_params": args.max_params,
+        "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats, "params": params,
+        "threads": torch.get_num_threads(), "load_average": os.getloadavg(), "hardware": hardware("cpu"),
+        "packages": package_versions(), "train": train, "inference": infer, "verdict": verdict,
+        "official": args.official is not None, "command": "python -m npasbench.perf.ssn_speed " + " ".join(argv or sys.argv[1:]),
+    }
+    out = Path(args.out)
+    write_json(out, result)
+    lines = [f"# SSN speed ({args.arch}, max_params {args.max_params:,}, batch {args.batch_size})", "",
+             f"Command: `{result['command']}`; {torch.get_num_threads()} threads; load {result['load_average']}.", "",
+             "| arm | params | train ms/step | " + " | ".join(f"infer b{b} ms" for b in infer) + " |",
+             "|---|---|---|" + "---|" * len(infer)]
+    for k in builders:
+        lines.append(f"| {k} | {params[k]:,} | {train[k]['median_ms']:.1f} | "
+                     + " | ".join(f"{infer[b][k]['median_ms']:.2f}" for b in infer) + " |")
+    lines += ["", "Verdict: " + ", ".join(f"{k} = {v}" for k, v in verdict.items())]
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return result
+
+
+if __name__ == "__main__":
+    main()
