@@ -53,6 +53,8 @@ class LayerPlan:
     @property
     def read_end(self) -> int:
         """End of the bank entries this layer's weight actually depends on."""
+        if self.in_shape is not None:
+            return min(self.end, self.start + self.block_params)
         return self.end - self.unused_tail
 
     @property
@@ -175,17 +177,24 @@ def plan_group(group: GroupPlan, specs: Sequence[LayerSpec], *, bank_size: int, 
     plans = []
     for i, s in zip(group.layers, layer_specs):
         k = min(max(1, bank // s.numel), bank_size)
-        lp = LayerPlan(i, tuple(s.shape), s.kind, group.id, templates=k)
-        if s.numel * k > bank:
-            lp.needs_resize = True
-            if upsample_type == "inter":
-                lp.in_shape = _shrink_inter(s.shape, bank, k)
-            else:
-                lp.upsample_mult = int(math.ceil(s.numel / float(bank))) - 1
-        plans.append(lp)
-    if share_type in ("wavg", "emb"):
+        plans.append(LayerPlan(i, tuple(s.shape), s.kind, group.id, templates=k))
+
+    def resize() -> None:
+        for lp in plans:
+            if lp.numel * lp.templates > bank:
+                lp.needs_resize = True
+                if upsample_type == "inter":
+                    lp.in_shape = _shrink_inter(lp.shape, bank, lp.templates)
+                else:
+                    lp.upsample_mult = int(math.ceil(lp.numel / float(bank))) - 1
+
+    if share_type in ("wavg", "emb"):  # official: the combiners (and their resizing) exist before placement
+        resize()
         _coefficient_rows(group, plans, share_type)
-    _place_blocks(plans, bank, slide=group.slide)
+        _place_blocks(plans, bank, slide=group.slide)
+    else:  # official 'avg' has no combiners: blocks are placed for unresized layers; we resize after
+        _place_blocks(plans, bank, slide=group.slide)
+        resize()
     window = 2 if upsample_type == "wavg" else 9 * upsample_window
     for lp in plans:
         if lp.needs_resize and lp.in_shape is None:
