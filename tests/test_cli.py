@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import npasbench
 from npasbench.cli import main
 from npasbench.demo import run_demo
 
@@ -83,10 +84,14 @@ progress = false
 
 
 def test_demo_table(tmp_path):
-    text = run_demo(tmp_path / "demo", arch="wrn-10-1", epochs=1, progress=False,
+    text = run_demo(tmp_path / "demo", arch="wrn-10-1", budget="40k", epochs=1, progress=False,
                     extra={"data.synthetic_train": 256, "data.synthetic_test": 128, "train.max_steps_per_epoch": 2})
-    assert "synthetic" in text and "| unshared" in text
+    assert "synthetic" in text and "| unshared" in text and "| ssn" in text
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    row = summary["rows"][0]
-    assert row["method"] == "unshared" and row["params"] > 0 and row["GFLOPs"] > 0 and row["top1"] is not None
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert set(rows) == set(npasbench.METHODS.names()) and summary["failures"] == []
+    assert rows["unshared"]["budget"] == "none" and rows["ssn"]["budget"] == "40,000"
+    assert rows["ssn"]["params"] <= 40_000 < rows["unshared"]["params"]
+    for r in rows.values():
+        assert r["GFLOPs"] > 0 and r["top1"] is not None and r["status"] == "completed"
     assert (tmp_path / "demo" / "summary.md").read_text() == text

@@ -47,3 +47,18 @@ def test_trainer_overhead_smoke(tmp_path):
 
     md = out.with_suffix(".md").read_text()
     assert "Verdict" in md and "bare loop" in md
+
+
+@pytest.mark.timeout(180)
+def test_ssn_speed_smoke(tmp_path):
+    from npasbench.perf import ssn_speed
+
+    out = tmp_path / "ssn_speed.json"
+    result = ssn_speed.main(["--arch", "wrn-10-1", "--max-params", "20000", "--batch-size", "8", "--steps", "1",
+                             "--repeats", "1", "--infer-repeats", "1", "--infer-seconds", "0.2", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert set(data["train"]) == {"unshared", "ssn"} and data["params"]["ssn"] < data["params"]["unshared"]
+    for table in [data["train"], *data["inference"].values()]:
+        assert all(v["median_ms"] > 0 for v in table.values())
+    assert {"train_pass", "infer_pass"} <= set(data["verdict"]) and result["official"] is False
+    assert out.with_suffix(".md").read_text().startswith("# SSN speed")

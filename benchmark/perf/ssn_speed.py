@@ -9,8 +9,9 @@ and no slower than the official code's; in eval mode, at batch 1-8, an SSN forwa
 than the unshared one (weights are generated once and cached until a parameter changes).
 
 Method: every arm gets a freshly built, identically seeded model; arms are interleaved and their
-order rotated on each repeat; the median over repeats of the per-repeat median step time is
-reported. The official code (``--official``) is imported from a checkout the user provides; it is
+order rotated on each repeat; the median over repeats of the per-repeat median is reported
+(training: median of ``--steps`` timed SGD steps after one warm-up step; inference: the per-call
+times of ``torch.utils.benchmark``'s ``blocked_autorange`` over ``--infer-seconds``). The official code (``--official``) is imported from a checkout the user provides; it is
 not part of this repository. Its ``models.wrn`` builds on CPU; it is timed exactly like ours.
 """
 
@@ -79,15 +80,14 @@ def time_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -
 
 
 @torch.no_grad()
-def time_infer(model: nn.Module, x: torch.Tensor, calls: int) -> list[float]:
+def time_infer(model: nn.Module, x: torch.Tensor, min_run_time: float) -> list[float]:
+    """Per-call seconds from torch.utils.benchmark's blocked_autorange (many calls per block)."""
+    from torch.utils.benchmark import Timer
+
     model.eval()
     model(x)  # warm-up (and, for ours, the one-off weight generation)
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
-    return times
+    m = Timer("model(x)", globals={"model": model, "x": x}).blocked_autorange(min_run_time=min_run_time)
+    return list(m.times)
 
 
 def interleaved(arms: dict[str, Callable[[], list[float]]], repeats: int, desc: str) -> dict[str, dict]:
@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--infer-repeats", type=int, default=5)
     ap.add_argument("--infer-batches", default="1,8")
-    ap.add_argument("--infer-calls", type=int, default=30)
+    ap.add_argument("--infer-seconds", type=float, default=2.0, help="measuring time per arm and repeat")
     ap.add_argument("--official", default=os.environ.get("NPAS_SSN_OFFICIAL"), help="path to the official SSN code")
     ap.add_argument("--out", default="results/perf/ssn_speed.json")
     args = ap.parse_args(argv)
@@ -138,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     for bs in (int(b) for b in args.infer_batches.split(",")):
         xi = torch.randn(bs, 3, 32, 32)
         models = {k: b() for k, b in builders.items()}
-        infer[str(bs)] = interleaved({k: (lambda m=m: time_infer(m, xi, args.infer_calls)) for k, m in models.items()},
-                                     args.repeats, f"inference batch {bs}")
+        infer[str(bs)] = interleaved({k: (lambda m=m: time_infer(m, xi, args.infer_seconds)) for k, m in models.items()},
+                                     args.infer_repeats, f"inference batch {bs}")
 
     def overhead(table: dict, a: str, b: str) -> float:
         return 100 * (table[a]["median_ms"] / table[b]["median_ms"] - 1)

@@ -35,6 +35,8 @@ class SSNNet(nn.Module):
         self.net = backbone
         object.__setattr__(self, "_groups", groups)  # registered in the model's `shared`, not here
         object.__setattr__(self, "_providers", providers)  # group id -> providers in plan order
+        # the parameters generation reads (fixed after build; .to() keeps the objects, changes data_ptr)
+        object.__setattr__(self, "_sources", [p for g in groups for p in g.parameters()])
         self._cache_key: tuple | None = None
 
     @property
@@ -42,7 +44,7 @@ class SSNNet(nn.Module):
         return self.net.num_classes
 
     def _key(self) -> tuple:
-        return tuple((p.data_ptr(), p._version, p.device.type) for g in self._groups for p in g.parameters())
+        return tuple((p.data_ptr(), p._version, p.device.type) for p in self._sources)
 
     def generate(self) -> None:
         cacheable = not torch.is_grad_enabled()
