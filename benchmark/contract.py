@@ -141,6 +141,11 @@ class Method(ABC):
     def after_backward(self, model: NPASModel, step: int) -> None:  # pragma: no cover - default unused
         return None
 
+    def record_info(self, model: NPASModel) -> dict[str, Any]:
+        """JSON-able facts about the built model for the result record (``method_info``): e.g. the
+        architecture a reduced baseline settled on, or SSN's groups and bank sizes."""
+        return {}
+
     # -- helpers --------------------------------------------------------------------------
     @classmethod
     def wants_after_backward(cls) -> bool:

@@ -103,6 +103,16 @@ def test_toy_method_full_contract_through_trainer(toy, tiny, tmp_path):
     # ensemble metrics per member plus the ensemble
     assert [m["name"] for m in rec["metrics"]["members"]] == ["a", "b"]
     assert 0 <= rec["metrics"]["top1"] <= 100
+    # anytime prediction: every member subset, ordered by FLOPs, consistent with the member metrics
+    rows = rec["metrics"]["anytime"]
+    assert sorted(tuple(r["members"]) for r in rows) == [("a",), ("a", "b"), ("b",)]
+    assert [r["flops"] for r in rows] == sorted(r["flops"] for r in rows)
+    by = {tuple(r["members"]): r for r in rows}
+    members = {m["name"]: m for m in rec["metrics"]["members"]}
+    assert by[("a",)]["top1"] == pytest.approx(members["a"]["top1"])
+    assert by[("a", "b")]["top1"] == pytest.approx(rec["metrics"]["top1"])
+    assert by[("a", "b")]["flops"] == sum(rec["params"]["flops"]["per_member"])
+    assert rows[0]["frontier"] is True
     # the model grew at the end of epoch 1 and the checkpoint carries the extra state
     from npasbench.trainer.checkpoint import list_checkpoints, load_checkpoint
 

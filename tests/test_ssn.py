@@ -244,3 +244,9 @@ def test_search_phase_through_the_trainer(share, tmp_path):
     assert a.record["metrics"] == b.record["metrics"]
     # the trained model really uses the learned groups
     assert len(a.record["phases"]) == 1
+    info = a.record["method_info"]
+    assert len(info["groups"]) == 3
+    from npasbench.methods.ssn.groups import normalise
+
+    by_layer = [next(g["id"] for g in info["groups"] if i in g["layers"]) for i in range(len(art_a["labels"]))]
+    assert by_layer == normalise(art_a["labels"])

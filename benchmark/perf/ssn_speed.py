@@ -90,6 +90,24 @@ def time_infer(model: nn.Module, x: torch.Tensor, min_run_time: float) -> list[f
     return list(m.times)
 
 
+def time_generation(model: nn.Module, repeats: int = 15) -> dict[str, float]:
+    """SSN-only work per training step: generating every weight and back-propagating into the banks
+    (with unit gradients), timed in isolation -- far less noisy than the difference of two ~seconds-long
+    steps on a shared machine."""
+    groups = [g for g in model.model.shared.values()]
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        ws = [w for g in groups for w in g.generate()]
+        torch.autograd.backward(ws, [torch.ones_like(w) for w in ws])
+        return time.perf_counter() - t0
+
+    for _ in range(2):
+        once()
+    times = [once() for _ in range(repeats)]
+    return {"median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times)}
+
+
 def interleaved(arms: dict[str, Callable[[], list[float]]], repeats: int, desc: str) -> dict[str, dict]:
     per: dict[str, list[float]] = {k: [] for k in arms}
     names = list(arms)
@@ -145,7 +163,10 @@ def main(argv: list[str] | None = None) -> dict:
     def overhead(table: dict, a: str, b: str) -> float:
         return 100 * (table[a]["median_ms"] / table[b]["median_ms"] - 1)
 
+    generation = time_generation(builders["ssn"]())
+    generation["pct_of_unshared_step"] = 100 * generation["median_ms"] / train["unshared"]["median_ms"]
     verdict = {"train_ssn_vs_unshared_pct": overhead(train, "ssn", "unshared"),
+               "generation_pct_of_unshared_step": generation["pct_of_unshared_step"],
                "infer_ssn_vs_unshared_pct": {bs: overhead(t, "ssn", "unshared") for bs, t in infer.items()}}
     verdict["train_pass"] = verdict["train_ssn_vs_unshared_pct"] <= 5.0
     verdict["infer_pass"] = all(v <= 5.0 for v in verdict["infer_ssn_vs_unshared_pct"].values())
@@ -157,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "ssn_speed", "arch": args.arch, "classes": args.classes, "max_params": args.max_params,
         "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats, "params": params,
         "threads": torch.get_num_threads(), "load_average": os.getloadavg(), "hardware": hardware("cpu"),
-        "packages": package_versions(), "train": train, "inference": infer, "verdict": verdict,
+        "packages": package_versions(), "train": train, "inference": infer, "generation": generation,
+        "verdict": verdict,
         "official": args.official is not None, "command": "python -m npasbench.perf.ssn_speed " + " ".join(argv or sys.argv[1:]),
     }
     out = Path(args.out)
@@ -169,7 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
     for k in builders:
         lines.append(f"| {k} | {params[k]:,} | {train[k]['median_ms']:.1f} | "
                      + " | ".join(f"{infer[b][k]['median_ms']:.2f}" for b in infer) + " |")
-    lines += ["", "Verdict: " + ", ".join(f"{k} = {v}" for k, v in verdict.items())]
+    lines += ["", f"SSN-only work per step (weight generation forward + backward into the banks, timed alone): "
+              f"{generation['median_ms']:.1f} ms = {generation['pct_of_unshared_step']:.2f}% of the unshared step.",
+              "", "Verdict: " + ", ".join(f"{k} = {v}" for k, v in verdict.items())]
     write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return result

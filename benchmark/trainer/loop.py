@@ -47,7 +47,7 @@ from ..plugins import create_method
 from . import checkpoint as ckpt
 from .distributed import (DistInfo, all_gather_floats, all_reduce_sum, any_rank, barrier, broadcast_object, cleanup,
                           init_distributed)
-from .metrics import JsonLines, TopK
+from .metrics import AnytimeMeter, JsonLines, TopK
 from .optim import build_optimizer, rebuild_optimizer, set_lr
 from .phase import PhaseContext, run_phases
 from .record import build_record, peak_memory_mb
@@ -259,17 +259,22 @@ class Trainer:
         return loss.detach()
 
     @torch.no_grad()
-    def evaluate(self, loader: BatchLoader) -> dict[str, Any]:
+    def evaluate(self, loader: BatchLoader, anytime: bool = False) -> dict[str, Any]:
         self.model.eval()
         meter = TopK(self.model.num_members, self.device)
+        subsets = AnytimeMeter(self.model.num_members, self.device) if anytime else None
         t0 = time.perf_counter()
         for x, y in loader.epoch(0):
             with self.autocast():
                 logits = self.net(x)
             meter.update(logits, y)
+            if subsets is not None:
+                subsets.update(logits, y)
         elapsed = time.perf_counter() - t0
         self.model.train()
         out = meter.compute(self.dist, self.model.member_names)
+        if subsets is not None:
+            out["anytime"] = subsets.compute(self.dist, self.model.member_names, self.report.flops["per_member"])
         self.timing["eval_s"] += elapsed
         self.timing["eval_images"] += out["examples"]
         return out
@@ -400,7 +405,10 @@ class Trainer:
             else:
                 selection = {"split": "none", "rule": "last epoch", "epoch": self.cfg.train.epochs}
             eval_is_test = self.data.eval_split == "test" and self.data.eval is self.data.test
-            if eval_is_test and self.last_eval and self.last_eval[0] == self.cfg.train.epochs:
+            anytime = self.model.num_members > 1  # every member subset, ordered by inference FLOPs
+            if anytime:
+                final = self.evaluate(self.test_loader, anytime=True)
+            elif eval_is_test and self.last_eval and self.last_eval[0] == self.cfg.train.epochs:
                 final = dict(self.last_eval[1])  # the last epoch's eval already was the test split
             else:
                 final = self.evaluate(self.test_loader)

@@ -91,3 +91,48 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def mean(values: Iterable[float]) -> float:
     vals = list(values)
     return sum(vals) / len(vals) if vals else float("nan")
+
+
+class AnytimeMeter:
+    """Anytime prediction: accuracy of every non-empty subset of ensemble members.
+
+    A subset predicts with the mean of its members' softmax outputs; its cost is the sum of its
+    members' inference FLOPs. ``frontier`` marks the subsets no cheaper subset beats, i.e. the
+    accuracy-vs-FLOPs curve of the ensemble (SuperWeight paper, Sec. 4.3; also used for the
+    full-parameter ensemble baselines so the two compare row by row).
+    """
+
+    def __init__(self, members: int, device: torch.device, max_members: int = 8) -> None:
+        if members > max_members:
+            raise ValueError(f"anytime evaluation of {members} members would need {2 ** members - 1} subsets")
+        self.subsets = [tuple(i for i in range(members) if mask >> i & 1) for mask in range(1, 2 ** members)]
+        index = torch.zeros(len(self.subsets), members)
+        for row, s in enumerate(self.subsets):
+            index[row, list(s)] = 1.0 / len(s)
+        self.weights = index.to(device)  # (S, M): mean over the subset's members
+        self.correct = torch.zeros(len(self.subsets), 2, dtype=torch.float64, device=device)
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        probs = logits.float().softmax(-1)  # (M, B, C)
+        mixed = torch.einsum("sm,mbc->sbc", self.weights, probs)  # (S, B, C)
+        k = min(5, mixed.shape[-1])
+        hit = mixed.topk(k, dim=-1).indices.eq(target[None, :, None])  # (S, B, k)
+        self.correct[:, 0] += hit[..., 0].sum(1)
+        self.correct[:, 1] += hit.any(-1).sum(1)
+        self.count += target.numel()
+
+    def compute(self, info: DistInfo, names: list[str], flops: list[int]) -> list[dict[str, Any]]:
+        correct = all_reduce_sum(self.correct.clone(), info)
+        count = max(all_reduce_sum(self.count.clone(), info).item(), 1)
+        rows = []
+        for s, (c1, c5) in zip(self.subsets, (correct / count).tolist()):
+            rows.append({"members": [names[i] for i in s], "flops": int(sum(flops[i] for i in s)),
+                         "top1": 100 * c1, "top5": 100 * c5})
+        rows.sort(key=lambda r: (r["flops"], -r["top1"]))
+        best = -1.0
+        for r in rows:
+            r["frontier"] = r["top1"] > best
+            best = max(best, r["top1"])
+        return rows

@@ -43,6 +43,7 @@ def build_record(t: "Trainer", status: str, final: dict[str, Any], selection: di
                    "options": t.method.options_dict()},
         "arch": cfg.model.arch,
         "members": list(t.model.member_names),
+        "method_info": t.method.record_info(t.model),
         "dataset": t.data.describe(),
         "synthetic": bool(t.data.synthetic),
         "budget": t.request.budget.to_dict() if t.request.budget else None,

@@ -287,6 +287,15 @@ class SSN(Method):
     def no_weight_decay_roles(self) -> frozenset[str]:
         return frozenset({"coefficients"})  # official decay_skip = ['coefficients']
 
+    def record_info(self, model: NPASModel) -> dict[str, Any]:
+        plan: SSNPlan = model.ssn_plan  # type: ignore[attr-defined]
+        return {
+            "max_params": plan.max_params,
+            "groups": [{"id": g.id, "layers": g.layers, "bank": g.bank, "singleton": g.singleton} for g in plan.groups],
+            "templates_per_layer": [lp.templates for lp in plan.layers],
+            "unread_bank_entries": sum(plan.unread_bank_entries().values()),
+        }
+
     # -- the search phase -------------------------------------------------------------------------
     def phases(self, request: BuildRequest) -> list[Phase]:
         o = self.options
