@@ -32,25 +32,16 @@ class Bank(nn.Module):
         self.flat = nn.Parameter(torch.empty(size))
 
 
-class CoefficientTable(nn.Module):
-    """Per-layer template coefficients for all layers of a group with K templates (``wavg``)."""
+class LayerTable(nn.Module):
+    """One row per layer of a group with K templates, orthogonally initialised as the official code:
+    the layers' template coefficients (``wavg``, width K) or their embeddings (``emb``, paper Sec. 3.1,
+    width ``emb_size``; a group-level linear map turns them into coefficients)."""
 
     npas_roles = {"table": "coefficients"}
 
-    def __init__(self, rows: int, k: int) -> None:
+    def __init__(self, rows: int, width: int) -> None:
         super().__init__()
-        self.table = nn.Parameter(torch.zeros(rows, k))
-        nn.init.orthogonal_(self.table.data)
-
-
-class EmbeddingTable(nn.Module):
-    """Per-layer embeddings (``emb``, paper Sec. 3.1); a group-level linear map makes coefficients."""
-
-    npas_roles = {"table": "coefficients"}
-
-    def __init__(self, rows: int, size: int) -> None:
-        super().__init__()
-        self.table = nn.Parameter(torch.zeros(rows, size))
+        self.table = nn.Parameter(torch.zeros(rows, width))
         nn.init.orthogonal_(self.table.data)
 
 
@@ -127,10 +118,8 @@ class SSNGroup(nn.Module):
         self.upsamplers = nn.ModuleDict()
         if share_type in ("wavg", "emb"):
             for k, rows in sorted(group.coef_counts.items()):
-                if share_type == "wavg":
-                    self.coefficients[str(k)] = CoefficientTable(rows, k)
-                else:
-                    self.coefficients[str(k)] = EmbeddingTable(rows, emb_size)
+                self.coefficients[str(k)] = LayerTable(rows, k if share_type == "wavg" else emb_size)
+                if share_type == "emb":
                     self.projections[str(k)] = Projection(emb_size, k)
         for lp in plans:
             if lp.needs_resize and lp.in_shape is None and lp.upsample_mult > 0:
