@@ -1,0 +1,102 @@
+"""``ensemble``: N independently parameterised networks trained together (full-parameter ensembles).
+
+The baseline of the SuperWeight paper's anytime-prediction experiments (Teterwak et al., WACV 2024,
+Sec. 4.3): every member is a plain network with its own weights, nothing is shared. The members
+form one ``NPASModel`` (member names = architecture names, repeated names numbered ``#1``,
+``#2``...), so the common trainer trains all of them on the same batches (losses summed) and
+evaluates each member, the ensemble (mean of softmax) and every member subset ordered by FLOPs
+(``metrics.anytime``) in one run.
+
+Members: ``members`` = comma-separated architecture names, e.g. the SuperWeight paper's
+``wrn-28-7,wrn-28-4,wrn-16-7,wrn-16-4`` (then the run's ``model.arch`` is not used); empty
+(default) = ``copies`` copies of the requested architecture (2). Between 2 and 8 members (anytime
+evaluation enumerates all 2^N - 1 subsets).
+
+Budget: the total of all members' parameters (nothing is shared) must fit, else a ``BudgetError``
+lists every member's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from npasbench.accounting import count_params
+from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel
+from npasbench.errors import BudgetError, ConfigError, RegistryError
+from npasbench.models.registry import create_backbone, get_arch
+from npasbench.plugins import register_method
+
+from .common import member_names, plain_params, weight_layers
+from .unshared import attach_owned_weights
+
+MAX_MEMBERS = 8
+SUPERWEIGHT_MEMBERS = "wrn-28-7,wrn-28-4,wrn-16-7,wrn-16-4"
+
+
+@dataclass(frozen=True)
+class EnsembleOptions(MethodOptions):
+    members: str = field(default="", metadata={"help": (
+        "comma-separated member architectures, e.g. the SuperWeight paper's " + SUPERWEIGHT_MEMBERS +
+        "; empty = `copies` copies of the run's architecture")})
+    copies: int = field(default=2, metadata={"help": "members when `members` is empty (2..8)"})
+
+    def __post_init__(self) -> None:
+        archs = self.arch_list()
+        if archs:
+            for a in archs:
+                try:
+                    get_arch(a)
+                except RegistryError as exc:
+                    raise ConfigError(f"method.options.members: {a!r} is not an architecture ({exc}).") from None
+            if not 2 <= len(archs) <= MAX_MEMBERS:
+                raise ConfigError(
+                    f"method.options.members: an ensemble needs 2 to {MAX_MEMBERS} members, got {len(archs)}.")
+        elif not 2 <= self.copies <= MAX_MEMBERS:
+            raise ConfigError(f"method.options.copies: must be between 2 and {MAX_MEMBERS}, got {self.copies}.")
+
+    def arch_list(self) -> list[str]:
+        return [a.strip() for a in self.members.split(",") if a.strip()]
+
+
+@register_method("ensemble")
+class Ensemble(Method):
+    Options = EnsembleOptions
+    summary = "Full-parameter ensemble: independent networks trained together; anytime subsets evaluated."
+    reference = "Lakshminarayanan et al., NeurIPS 2017 (deep ensembles); anytime baseline of Teterwak et al., WACV 2024"
+
+    def archs(self, request: BuildRequest) -> list[str]:
+        return self.options.arch_list() or [request.arch] * self.options.copies
+
+    def build(self, request: BuildRequest) -> NPASModel:
+        archs = self.archs(request)
+        domains = {get_arch(a).domain for a in archs}
+        if len(domains) > 1:
+            raise ConfigError(f"method.options.members: members mix input domains {sorted(domains)}; "
+                              "use architectures made for one input size.")
+        budget = request.budget.params if request.budget is not None else None
+        if budget is not None:
+            sizes = [plain_params(create_backbone(a, request.num_classes)) for a in archs]
+            if sum(sizes) > budget:
+                listing = " + ".join(f"{a} {n:,}" for a, n in zip(archs, sizes))
+                raise BudgetError(
+                    f"budget: the ensemble has {sum(sizes):,} parameters ({listing}), above the budget of "
+                    f"{budget:,}; nothing is shared. Raise the budget or use fewer/smaller members "
+                    "(method.options.members / copies)."
+                )
+        nets = []
+        for i, a in enumerate(archs):
+            net = create_backbone(a, request.num_classes)
+            for layer in weight_layers(net):
+                layer.spec = layer.spec.with_member(i)
+            attach_owned_weights(net)
+            nets.append(net)
+        model = NPASModel(nets, member_names(archs))
+        model.ensemble_archs = archs  # type: ignore[attr-defined]
+        return model
+
+    def record_info(self, model: NPASModel) -> dict[str, Any]:
+        members = [{"name": n, "arch": a, "params": count_params(m)[0]}
+                   for n, a, m in zip(model.member_names, model.ensemble_archs, model.members)]  # type: ignore[attr-defined]
+        return {"members": members, "total": sum(m["params"] for m in members),
+                "source": "members option" if self.options.arch_list() else f"{self.options.copies} copies of model.arch"}
