@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from npasbench.models.generated import cache_key
 from npasbench.models.layers import WeightedLayer
 
 
@@ -130,7 +131,7 @@ class CachedProvider(nn.Module):
         if torch.is_grad_enabled():
             self._cached, self._cache_key = None, None
             return self.generate()
-        key = tuple((t.data_ptr(), t._version, t.device.type) for t in self.sources())
+        key = cache_key(self.sources())
         if key != self._cache_key or self._cached is None:
             self._cached = self.generate()
             self._cache_key = key

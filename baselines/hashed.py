@@ -38,6 +38,7 @@ import torch.nn as nn
 
 from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel
 from npasbench.errors import BudgetError, ConfigError
+from npasbench.models.generated import GeneratedWeight, GeneratingNet
 from npasbench.models.registry import create_backbone
 from npasbench.plugins import register_method
 
@@ -101,58 +102,20 @@ class HashedBank(nn.Module):
         return torch.cat([self.flat, -self.flat]).index_select(0, self.index)
 
 
-class HashedWeight(nn.Module):
-    """Provider of a hashed layer: returns the slice its network generated this forward."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.layer_name = name
-        self.current: torch.Tensor | None = None
-
-    def forward(self) -> torch.Tensor:
-        if self.current is None:
-            raise RuntimeError(f"hashed layer {self.layer_name!r} has no weight: run the network through HashedNet")
-        return self.current
-
-
-class HashedNet(nn.Module):
+class HashedNet(GeneratingNet):
     """A backbone whose weights are generated from the shared bank before each forward."""
 
-    def __init__(self, backbone: nn.Module, bank: HashedBank, providers: list[HashedWeight],
+    def __init__(self, backbone: nn.Module, bank: HashedBank, providers: list[GeneratedWeight],
                  slots: list[tuple[int, int, tuple[int, ...], float]]) -> None:
-        super().__init__()
-        self.net = backbone
+        super().__init__(backbone, [bank.flat])  # the hash indices never change
         object.__setattr__(self, "_bank", bank)  # registered in the model's `shared`
         object.__setattr__(self, "_providers", providers)
         self.slots = slots  # (offset, numel, shape, scale) per provider
-        self._cache_key: tuple | None = None
 
-    @property
-    def num_classes(self) -> int:
-        return self.net.num_classes
-
-    def generate(self) -> None:
-        p = self._bank.flat
-        cacheable = not torch.is_grad_enabled()
-        key = (p.data_ptr(), p._version, p.device.type, self._bank.index.data_ptr())
-        if cacheable and key == self._cache_key:
-            return
+    def produce(self) -> None:
         flat = self._bank.generate()
         for provider, (off, n, shape, scale) in zip(self._providers, self.slots):
             provider.current = flat[off:off + n].view(shape) * scale
-        self._cache_key = key if cacheable else None
-
-    def train(self, mode: bool = True) -> "HashedNet":
-        self._cache_key = None
-        return super().train(mode)
-
-    def _apply(self, fn, recurse: bool = True):
-        self._cache_key = None
-        return super()._apply(fn, recurse)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.generate()
-        return self.net(x)
 
 
 @dataclass(frozen=True)
@@ -197,7 +160,7 @@ class Hashed(Method):
         bank = HashedBank(size, [(l.spec.index, l.spec.shape) for l in layers], self.options.hash_seed)
         providers, slots, off = [], [], 0
         for layer in layers:
-            p = HashedWeight(layer.spec.name)
+            p = GeneratedWeight(layer.spec.name)
             layer.set_provider(p)
             providers.append(p)
             slots.append((off, layer.spec.numel, tuple(layer.spec.shape), math.sqrt(2.0 / layer.spec.fan_in)))

@@ -1,0 +1,80 @@
+"""Networks whose weights are generated from other parameters before each forward.
+
+Sharing methods (SSN, SuperWeights, HashedNets, ...) compute every layer's weight from shared
+storage. ``GeneratingNet`` wraps a backbone: ``forward`` first runs the method's ``produce()``,
+which hands each layer's ``GeneratedWeight`` provider its tensor, then runs the backbone. With
+autograd off (evaluation, inference, FLOP counting) the generated weights are cached and reused
+until a source parameter changes: the cache key holds every source's storage pointer, version
+counter and device, which optimizer steps, ``load_state_dict`` and ``.to()`` all change;
+``train()``/``eval()`` also drop it. So inference costs what the plain network costs.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+
+def cache_key(tensors: Iterable[torch.Tensor]) -> tuple:
+    """Identifies the current values of ``tensors``: changes on any in-place update or move."""
+    return tuple((t.data_ptr(), t._version, t.device.type) for t in tensors)
+
+
+class GeneratedWeight(nn.Module):
+    """Provider of a generated layer: returns the weight its network produced this forward."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.layer_name = name
+        self.current: torch.Tensor | None = None
+
+    def forward(self) -> torch.Tensor:
+        if self.current is None:
+            raise RuntimeError(f"layer {self.layer_name!r} has no generated weight: run it through its network's "
+                               "forward (GeneratingNet), which generates the weights first")
+        return self.current
+
+
+class GeneratingNet(nn.Module):
+    """A backbone plus the step that generates its weights (subclasses implement ``produce``)."""
+
+    def __init__(self, backbone: nn.Module, sources: Iterable[torch.Tensor]) -> None:
+        super().__init__()
+        self.net = backbone
+        # the parameters generation reads (registered in the model's `shared`, not here)
+        object.__setattr__(self, "_sources", list(sources))
+        self._cache_key: tuple | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.num_classes
+
+    def produce(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _key(self) -> tuple:
+        return cache_key(self._sources)
+
+    def generate(self) -> None:
+        cacheable = not torch.is_grad_enabled()
+        if cacheable and self._cache_key is not None and self._key() == self._cache_key:
+            return
+        self.produce()
+        self._cache_key = self._key() if cacheable else None
+
+    def invalidate(self) -> None:
+        self._cache_key = None
+
+    def train(self, mode: bool = True) -> "GeneratingNet":
+        self.invalidate()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        self.invalidate()
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.generate()
+        return self.net(x)
