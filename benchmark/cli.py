@@ -6,6 +6,8 @@
     npas train  --method M --arch A --dataset D --budget B --epochs E --out DIR [section.key=value ...]
     npas train  --config exp.toml [section.key=value ...]
     npas demo                         every method on the synthetic data set, comparison table
+    npas data prepare cifar100|cifar10|imagenet --root DIR --out DIR [--max-res 256 --jpeg-quality 90 ...]
+                                      write FFCV .beton files (data.pipeline=ffcv reads them from data.beton_dir)
 """
 
 from __future__ import annotations
@@ -63,7 +65,37 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--methods", default=None, help="comma-separated subset of methods")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("overrides", nargs="*", metavar="section.key=value")
+
+    _add_data_parser(sub)
     return parser
+
+
+def _add_data_parser(sub) -> None:
+    data = sub.add_parser("data", help="data pipelines: write FFCV .beton files")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser(
+        "prepare", help="write <out>/<name>_train.beton and <name>_test.beton (needs the ffcv extra)",
+        description="CIFAR: raw 32x32 pixels from torchvision's pickles. ImageNet: from an ImageFolder tree "
+                    "(<root>/train/<class>/*, <root>/val/<class>/*; val is written as the test split) with "
+                    "ffcv-imagenet's recipe: longest side <= --max-res, a JPEG/raw mix. Files are written "
+                    "atomically: an interrupted or failed run leaves no partial .beton behind.")
+    p.add_argument("dataset", help="cifar10 | cifar100 | imagenet")
+    p.add_argument("--root", required=True, help="CIFAR: folder holding cifar-100-python/ (or cifar-10-batches-py/); "
+                                                 "ImageNet: folder holding train/ and val/")
+    p.add_argument("--out", required=True, help="output folder (use it as data.beton_dir)")
+    p.add_argument("--max-res", type=int, default=None, help="imagenet: longest side in the beton (default 256)")
+    p.add_argument("--jpeg-quality", type=int, default=None, help="imagenet: JPEG quality (default 90)")
+    p.add_argument("--write-mode", default=None, help="imagenet: proportion (default) | smart | raw | jpg")
+    p.add_argument("--compress-probability", type=float, default=None,
+                   help="imagenet, write-mode proportion: fraction of images stored as JPEG (default 0.5)")
+    p.add_argument("--smart-threshold", type=int, default=None,
+                   help="imagenet, write-mode smart: JPEG-compress images whose raw size exceeds this many bytes")
+    p.add_argument("--workers", type=int, default=-1, help="writer processes (default: one per available core)")
+    p.add_argument("--limit", type=int, default=0, help="write only the first N images of each split (0: all)")
+    p.add_argument("--splits", default="train,test", help="comma-separated: train,test (default both)")
+    p.add_argument("--download", action="store_true", help="CIFAR: download with torchvision if absent")
+    p.add_argument("--no-verify", action="store_true", help="imagenet: skip opening every image header first")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -189,10 +221,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare
+
+    written = prepare(args.dataset, args.root, args.out, max_res=args.max_res, jpeg_quality=args.jpeg_quality,
+                      write_mode=args.write_mode, compress_probability=args.compress_probability,
+                      smart_threshold=args.smart_threshold, workers=args.workers, limit=args.limit,
+                      splits=args.splits.split(","), download=args.download, verify=not args.no_verify,
+                      progress=not args.no_progress)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"use them with: data.pipeline=ffcv data.beton_dir={args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"methods": cmd_methods, "archs": cmd_archs, "params": cmd_params, "train": cmd_train,
-               "demo": cmd_demo}[args.command]
+               "demo": cmd_demo, "data": cmd_data}[args.command]
     try:
         return handler(args)
     except NPASError as exc:

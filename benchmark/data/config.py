@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
+# Values of data.pipeline (pipelines.py). "memory" is the exact-resume in-RAM BatchLoader.
+PIPELINES = ("memory", "ffcv", "torchvision", "auto")
+# Data sets whose images are decoded at their stored size (the resolution fields do not apply).
+FIXED_SIZE_DATASETS = ("cifar10", "cifar100", "synthetic")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -20,8 +25,8 @@ class DataConfig:
     Field names are given to the user as ``data.<field>`` in error messages.
     """
 
-    name: str = "synthetic"  # "synthetic" | "cifar10" | "cifar100" (see DATASETS)
-    root: str | None = None  # folder holding `cifar-100-python/`, or that folder itself
+    name: str = "synthetic"  # "synthetic" | "cifar10" | "cifar100" (see DATASETS) | "imagenet" (pipelines only)
+    root: str | None = None  # folder holding `cifar-100-python/` (or that folder); ImageNet: holds train/ and val/
     download: bool = False  # fetch with torchvision's downloader if the pickles are absent
     val_fraction: float = 0.0  # > 0: hold out a seeded fraction of train; eval split = "val"
     split_seed: int = 0  # seeds the val split and the subsets (never the training seed)
@@ -33,6 +38,21 @@ class DataConfig:
     synthetic_train: int = 5000
     synthetic_test: int = 1000
     synthetic_size: int = 32  # H = W
+    # -- how batches are produced (see pipelines.py) --------------------------------------------
+    pipeline: str = "memory"  # "memory" | "ffcv" | "torchvision" | "auto" (ffcv if usable, else torchvision)
+    beton_dir: str | None = None  # folder of <name>_train.beton / <name>_test.beton (`npas data prepare`)
+    num_workers: int = -1  # ffcv threads / DataLoader workers; -1 = one per available core (always clamped to them)
+    os_cache: bool = True  # ffcv: read betons through the OS page cache (False: ffcv's own process cache)
+    # -- ImageNet-style resolutions (0 = the data set's default, 224); CIFAR is always 32x32 --------
+    train_res: int = 0  # training crop (RandomResizedCrop) side, when no progressive schedule is set
+    val_res: int = 0  # evaluation centre-crop side
+    crop_ratio: float = 0.875  # evaluation centre crop = crop_ratio x shorter side, resized to val_res (224/256)
+    # progressive resolution as in ffcv-imagenet: min_res up to epoch start_ramp, then linear to max_res at
+    # end_ramp (rounded to a multiple of 32); on when max_res > 0
+    min_res: int = 0
+    max_res: int = 0
+    start_ramp: int = 0
+    end_ramp: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -59,6 +79,53 @@ class DataConfig:
         _int_field(self, "synthetic_train", minimum=1)
         _int_field(self, "synthetic_test", minimum=1)
         _int_field(self, "synthetic_size", minimum=8)
+        self._validate_pipeline()
+
+    def _validate_pipeline(self) -> None:
+        if self.pipeline not in PIPELINES:
+            raise ConfigError(
+                f"data.pipeline must be one of {', '.join(repr(p) for p in PIPELINES)}, got {self.pipeline!r} "
+                "(memory: in-RAM CIFAR/synthetic; ffcv: .beton files; torchvision: a DataLoader; auto: ffcv if "
+                "installed and betons exist, else torchvision)"
+            )
+        if self.beton_dir is not None and (not isinstance(self.beton_dir, str) or not self.beton_dir.strip()):
+            raise ConfigError(f"data.beton_dir must be a folder path or null, got {self.beton_dir!r}")
+        if not isinstance(self.os_cache, bool):
+            raise ConfigError(f"data.os_cache must be true or false, got {self.os_cache!r}")
+        _int_field(self, "num_workers", minimum=-1, hint="-1 uses one worker per available core")
+        for field in ("train_res", "val_res", "min_res", "max_res"):
+            _int_field(self, field, minimum=0, hint="0 uses the data set's default resolution")
+            value = getattr(self, field)
+            if 0 < value < 16:
+                raise ConfigError(f"data.{field} must be 0 (default) or at least 16 pixels, got {value}")
+        _int_field(self, "start_ramp", minimum=0)
+        _int_field(self, "end_ramp", minimum=0)
+        r = self.crop_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0.0 < float(r) <= 1.0):
+            raise ConfigError(f"data.crop_ratio must be a number in (0, 1] (224/256 = 0.875 is usual), got {r!r}")
+        progressive = self.min_res > 0 or self.max_res > 0
+        if progressive:
+            if self.min_res == 0 or self.max_res == 0:
+                raise ConfigError(
+                    f"data.min_res and data.max_res must both be set for progressive resolution "
+                    f"(got min_res={self.min_res}, max_res={self.max_res}); set both, or both to 0 for a fixed data.train_res"
+                )
+            if self.min_res > self.max_res:
+                raise ConfigError(f"data.min_res ({self.min_res}) must be <= data.max_res ({self.max_res})")
+            if self.end_ramp < self.start_ramp:
+                raise ConfigError(f"data.end_ramp ({self.end_ramp}) must be >= data.start_ramp ({self.start_ramp})")
+            if self.train_res:
+                raise ConfigError(
+                    f"data.train_res={self.train_res} conflicts with progressive resolution (data.min_res/max_res); "
+                    "set data.train_res=0 or turn progressive resolution off (min_res=max_res=0)"
+                )
+        if self.name in FIXED_SIZE_DATASETS:
+            for field in ("train_res", "val_res", "min_res", "max_res"):
+                if getattr(self, field):
+                    raise ConfigError(
+                        f"data.{field}={getattr(self, field)} does not apply to data.name={self.name!r} "
+                        "(fixed-size images, no resizing); leave it 0"
+                    )
 
     def replace(self, **changes) -> "DataConfig":
         """A copy with some fields changed (validated again)."""

@@ -12,7 +12,7 @@ from . import synthetic as _synthetic  # noqa: F401  (registers synthetic)
 from .config import DataConfig
 from .loader import BatchLoader
 from .partition import mix_seed, split_train_val, stratified_subset
-from .registry import get_dataset
+from .pipelines import load_source, make_pipeline_loader
 from .splits import DataBundle, ImageSplit
 
 # Seed streams derived from data.split_seed, one per use, so changing e.g. the val split does not
@@ -26,7 +26,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
     if not isinstance(cfg, DataConfig):
         raise ConfigError(f"load_data expects a DataConfig, got {type(cfg).__name__}")
     cfg.validate()
-    src = get_dataset(cfg.name)(cfg)
+    pipeline, src = load_source(cfg)  # data.pipeline: memory (default) | ffcv | torchvision | auto
 
     train, eval_split_name = src.train, "test"
     eval_ = src.test
@@ -50,7 +50,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
         test=src.test,
         eval_split=eval_split_name,
         num_classes=int(src.num_classes),
-        input_shape=tuple(int(s) for s in src.train.images.shape[1:]),
+        input_shape=tuple(int(s) for s in (src.input_shape or src.train.images.shape[1:])),
         mean=tuple(float(m) for m in src.mean),
         std=tuple(float(s) for s in src.std),
         synthetic=bool(src.synthetic),
@@ -59,6 +59,8 @@ def load_data(cfg: DataConfig) -> DataBundle:
         val_fraction=float(cfg.val_fraction),
         train_subset=cfg.train_subset,
         eval_subset=cfg.eval_subset,
+        pipeline=pipeline,
+        config=cfg,
     )
 
 
@@ -79,9 +81,12 @@ def make_loader(
 ) -> BatchLoader:
     """A `BatchLoader` for ``bundle.<which>`` ("train" | "eval" | "test") with the bundle's
     mean/std and, for train, the augmentation settings of ``cfg``; ``kwargs`` go to BatchLoader
-    (seed, rank, world_size, device, channels_last, drop_last ...)."""
+    (seed, rank, world_size, device, channels_last, drop_last ...). For a bundle loaded with
+    data.pipeline=ffcv / torchvision, that pipeline's loader (same interface, see pipelines.py)."""
     if which not in ("train", "eval", "test"):
         raise ConfigError(f"make_loader: which must be 'train', 'eval' or 'test', got {which!r}")
+    if bundle.pipeline != "memory":  # FFCVLoader / TorchvisionLoader: the same interface as BatchLoader
+        return make_pipeline_loader(bundle, which, batch_size, cfg, **kwargs)
     train = which == "train"
     if train and cfg is not None:
         kwargs.setdefault("augment", cfg.augment)

@@ -36,6 +36,8 @@ class BatchLoader:
     leaves torch's setting alone); the previous setting is restored before each batch is yielded.
     """
 
+    pipeline = "memory"  # the name result records use (the ffcv / torchvision loaders say theirs)
+
     def __init__(
         self,
         split: ImageSplit,

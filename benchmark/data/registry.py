@@ -26,6 +26,7 @@ class SourceData:
     std: tuple[float, float, float]
     synthetic: bool
     source: str
+    input_shape: tuple[int, int, int] | None = None  # None: the shape of train's images (in-memory splits)
 
 
 DatasetLoader = Callable[[DataConfig], SourceData]
@@ -51,8 +52,11 @@ def get_dataset(name: str) -> DatasetLoader:
         return DATASETS[name]
     except KeyError:
         known = ", ".join(sorted(DATASETS))
-        hint = ""
         if name == "imagenet":
-            hint = (" (ImageNet is known to `npas params` for parameter and FLOP reports, but its training "
-                    "pipeline comes with the FFCV data issue)")
-        raise RegistryError(f"data.name: unknown data set {name!r}{hint}; known data sets: {known}") from None
+            raise RegistryError(
+                "data.name: 'imagenet' cannot be loaded in memory (data.pipeline=memory): it does not fit in RAM. "
+                "It trains through the FFCV or torchvision pipelines: set data.pipeline=ffcv (betons written by "
+                "`npas data prepare imagenet`, in data.beton_dir), data.pipeline=torchvision (an ImageFolder tree "
+                f"with train/ and val/ in data.root) or data.pipeline=auto; in-memory data sets: {known}"
+            ) from None
+        raise RegistryError(f"data.name: unknown data set {name!r}; known data sets: {known}") from None

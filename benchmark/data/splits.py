@@ -65,6 +65,11 @@ class DataBundle:
     val_fraction: float = 0.0
     train_subset: int = 0
     eval_subset: int = 0
+    # Which pipeline serves the batches ("memory" | "ffcv" | "torchvision", see pipelines.py) and the
+    # DataConfig the bundle was loaded with (the pipeline loaders read their settings from it).
+    # With ffcv / torchvision-ImageNet, train/eval/test are `FileSplit`s (labels + positions in a file).
+    pipeline: str = "memory"
+    config: object = None
 
     def describe(self) -> dict:
         """JSON-able summary: enough to tell two runs' data apart when comparing results."""
@@ -84,6 +89,7 @@ class DataBundle:
             "source": self.source,
             "mean": [round(float(m), 6) for m in self.mean],
             "std": [round(float(s), 6) for s in self.std],
+            "pipeline": self.pipeline,
         }
 
 

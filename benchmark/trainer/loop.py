@@ -122,13 +122,17 @@ class Trainer:
 
     def _setup_data(self) -> None:
         cfg = self.cfg
+        # data.pipeline picks the loaders: memory (BatchLoader, exact resume), ffcv (FFCVLoader) or torchvision
+        # (TorchvisionLoader); "auto" is resolved (and logged) by load_data. All offer BatchLoader's interface.
         self.data: DataBundle = load_data(cfg.data)
         common = dict(device=self.device, channels_last=cfg.train.channels_last, rank=self.dist.rank,
                       world_size=self.dist.world_size)
         self.train_loader: BatchLoader = make_loader(self.data, "train", cfg.train.batch_size, cfg.data, seed=cfg.train.seed,
                                                      drop_last=cfg.train.drop_last, **common)
-        self.eval_loader: BatchLoader = make_loader(self.data, "eval", cfg.train.eval_batch_size, **common)
-        self.test_loader: BatchLoader = make_loader(self.data, "test", cfg.train.eval_batch_size, **common)
+        self.eval_loader: BatchLoader = make_loader(self.data, "eval", cfg.train.eval_batch_size, cfg.data, **common)
+        self.test_loader: BatchLoader = make_loader(self.data, "test", cfg.train.eval_batch_size, cfg.data, **common)
+        if self.progress and self.data.pipeline != "memory":
+            tqdm.write(f"data pipeline: {self.train_loader!r}")
         if len(self.train_loader) == 0:
             raise ConfigError(
                 f"train.batch_size: {cfg.train.batch_size} is larger than the training set of this rank "

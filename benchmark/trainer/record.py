@@ -67,7 +67,8 @@ def build_record(t: "Trainer", status: str, final: dict[str, Any], selection: di
             "eval_images_per_s": (timing["eval_images"] / timing["eval_s"]) if timing["eval_s"] > 0 else None,
         },
         "peak_memory": peak_memory_mb(t.device),
-        "pipeline": "in-memory BatchLoader",
+        # which data pipeline served the training batches: "memory" | "ffcv" | "torchvision" (data.pipeline resolved)
+        "pipeline": getattr(t.train_loader, "pipeline", "memory"),
         "phases": {k: f"artifacts/{k}.json" for k in t.request.artifacts},
         "resumed_from": t.resumed_from,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
