@@ -107,11 +107,16 @@ class Method(ABC):
     summary: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     budget_modes: ClassVar[tuple[str, ...]] = ("total",)
+    # options `npas demo` uses so the method's demo run takes seconds (e.g. a shortened search phase)
+    demo_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, options: MethodOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
         if not isinstance(self.options, self.Options):
             raise TypeError(f"{type(self).__name__} expects options of type {self.Options.__name__}")
+        # Set by the trainer once the phases have run: the run's PhaseContext (config, data, device),
+        # for epoch hooks that must read data (e.g. SuperWeights' coefficient unsharing). None outside it.
+        self.context: "PhaseContext | None" = None
 
     # -- required -------------------------------------------------------------------------
     @abstractmethod

@@ -34,6 +34,7 @@ def run_demo(out: str | Path, *, arch: str = "wrn-16-1", budget: str = "100k", e
             "optim.gammas": [0.2, 0.2], "optim.lr": 0.05, "run.out": str(out / name), "run.progress": progress,
             "model.budget": None if name == REFERENCE else budget,
         }
+        overrides.update({f"method.options.{k}": v for k, v in METHODS.get(name).demo_options.items()})
         overrides.update(extra or {})
         try:
             cfg = build_config({}, overrides)

@@ -1,3 +1,3 @@
 """NPAS methods, each a plugin on the method contract (registered on import)."""
 
-from . import ssn  # noqa: F401
+from . import ssn, superweights  # noqa: F401

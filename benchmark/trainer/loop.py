@@ -150,6 +150,7 @@ class Trainer:
         ctx = PhaseContext(cfg=cfg, data=self.data, device=self.device, run_dir=self.run_dir, request=request,
                            config_hash=self.config_hash, progress=self.progress)
         artifacts = run_phases(self.method, request, ctx, self.dist)
+        self.method.context = ctx  # epoch hooks that need the run's data/device (e.g. SuperWeights' unsharing)
         self.request = dataclasses.replace(request, artifacts=artifacts)
         seed_everything(cfg.train.seed)  # model init independent of what the phases consumed
         model = build_checked(self.method, self.request)

@@ -1,0 +1,432 @@
+"""SuperWeight Networks: Teterwak et al., "Learning to Compose SuperWeights for Neural Parameter
+Allocation Search", WACV 2024 (official code: piotr-teterwak/SuperWeights, built on BryanPlummer/SSN).
+
+One set of banks serves an ensemble of networks of different depths and widths (or a single
+network). Layers are clustered (depth bins per kernel size, optionally refined by a gradient
+search); within a cluster every layer shape is an L-shaped extension of the next smaller one, and
+each extension level has its own bank of templates; each layer mixes each level's templates with
+learned coefficients (``plan.py``, ``network.py``). Every member is trained on every batch (losses
+summed, as the trainer does for every multi-member model); the ensemble predicts with the mean of
+the members' softmax outputs, and the trainer evaluates every member subset by inference FLOPs
+(anytime prediction).
+
+Phases and events, each faithful to the official training script ``main_no.py``:
+
+- ``search`` (``group_split_epochs`` > 0, official 20): the model with depth-bin clusters and one
+  shared coefficient vector per bank trains member 0 plus the first member of every other depth
+  for that many epochs; then one batch's composed-weight gradients re-cluster the layers
+  (``clustering.py``), lowering the similarity threshold from 0.1 by 0.05 until the budget fits.
+  The artifact (clusters, coefficient matches) builds the final model.
+- coefficient unsharing (``coefficient_unshare_epochs`` > 0, official 10): at the end of that
+  epoch, a pass over the training data (evaluation mode) measures every member's coefficient
+  gradients, and uses whose shared coefficients disagree (cosine <= 0.9) get their own copies
+  (``coefficients.py``). The row map lives in the checkpoint's extra state, so a resumed run
+  rebuilds exactly the post-unsharing model.
+
+Budgets: ``max_params`` (official knob: the banks' total) or ``total`` (suite default: every unique
+trainable parameter: banks, coefficients, norms, heads); no budget = one template per bank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, Phase
+from npasbench.errors import BudgetError, ConfigError, RegistryError
+from npasbench.models.generated import GeneratedWeight
+from npasbench.models.layers import Conv, LayerSpec, OwnedWeight
+from npasbench.models.registry import create_backbone, get_arch
+from npasbench.plugins import register_method
+
+from .coefficients import RowMap, bank_uses, initial_rows, unshare
+from .modules import CoefficientTable, Projection, TemplateBank
+from .network import SWNet, bank_name
+from .plan import SWPlan, depth_bins, make_plan
+
+MAX_MEMBERS = 8
+
+
+def _h(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class SuperWeightOptions(MethodOptions):
+    members: str = field(default="", metadata=_h(
+        "comma-separated member architectures, deepest/widest first, e.g. wrn-28-7,wrn-28-4,wrn-16-7,wrn-16-4 "
+        "(official --depth/--wide + --student_depths/--student_widths); empty = the run's model.arch alone"))
+    share_type: Literal["wavg_slide", "wavg", "avg", "emb"] = field(default="wavg_slide", metadata=_h(
+        "how a layer mixes a bank's templates: learned coefficients (wavg_slide = wavg here: every layer reads all "
+        "of its bank's templates), their mean (avg), coefficients from a learned embedding (emb)"))
+    bank_size: int = field(default=8, metadata=_h("most templates per bank and per layer (official --bank_size, 8)"))
+    param_group_bins: int = field(default=4, metadata=_h("depth bins forming the initial clusters (official 4)"))
+    emb_size: int = field(default=24, metadata=_h("embedding size of share_type emb"))
+    coefficient_share: bool = field(default=True, metadata=_h(
+        "share coefficients (official --coefficient_share): one per bank in the search model and without a "
+        "search; after a search, matched layers share"))
+    group_split_epochs: int = field(default=20, metadata=_h("search phase epochs; 0 = keep the depth-bin clusters"))
+    group_split_threshold_start: float = field(default=0.1, metadata=_h("first cosine threshold of the search"))
+    group_split_threshold_decrement: float = field(default=0.05, metadata=_h(
+        "threshold step when the clusters do not fit the budget"))
+    search_steps_per_epoch: int = field(default=0, metadata=_h("cap on search steps per epoch; 0 = run's setting"))
+    coefficient_unshare_epochs: int = field(default=10, metadata=_h(
+        "unshare coefficients at the end of this epoch; 0 = never"))
+    coefficient_unshare_epoch_gap: int = field(default=0, metadata=_h(
+        "repeat the unsharing every this many epochs after the first; 0 = once (official default)"))
+    coefficient_unshare_threshold: float = field(default=0.9, metadata=_h(
+        "uses sharing coefficients stay shared when their gradients' cosine similarity is above this"))
+    coefficient_unshare_batches: int = field(default=0, metadata=_h(
+        "training batches the unsharing analysis reads; 0 = the whole training set (official)"))
+    bank_tail_init: Literal["zeros", "kaiming"] = field(default="zeros", metadata=_h(
+        "the last bank%9 entries, which the official init leaves uninitialised"))
+
+    def __post_init__(self) -> None:
+        archs = self.arch_list()
+        for a in archs:
+            try:
+                get_arch(a)
+            except RegistryError as exc:
+                raise ConfigError(f"method.options.members: {a!r} is not an architecture ({exc}).") from None
+        if len(archs) > MAX_MEMBERS:
+            raise ConfigError(f"method.options.members: at most {MAX_MEMBERS} members (anytime evaluation "
+                              f"enumerates every subset), got {len(archs)}.")
+        if self.bank_size < 1:
+            raise ConfigError("method.options.bank_size: must be >= 1.")
+        if self.param_group_bins < 1:
+            raise ConfigError("method.options.param_group_bins: must be >= 1.")
+        if self.emb_size < 1:
+            raise ConfigError("method.options.emb_size: must be >= 1.")
+        for name in ("group_split_epochs", "coefficient_unshare_epochs", "coefficient_unshare_epoch_gap",
+                     "coefficient_unshare_batches", "search_steps_per_epoch"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"method.options.{name}: must be >= 0, got {getattr(self, name)}.")
+        if not -1.0 <= self.coefficient_unshare_threshold <= 1.0:
+            raise ConfigError("method.options.coefficient_unshare_threshold: a cosine similarity in [-1, 1].")
+        if self.group_split_threshold_decrement <= 0:
+            raise ConfigError("method.options.group_split_threshold_decrement: must be > 0.")
+
+    def arch_list(self) -> list[str]:
+        return [a.strip() for a in self.members.split(",") if a.strip()]
+
+
+def shared_layers(net: nn.Module) -> list[Conv]:
+    """The layers SuperWeights composes: every convolution (official ``SConv2d``), reference order.
+    The classifier stays a plain per-member layer (official ``share_linear`` off)."""
+    return sorted((m for m in net.modules() if isinstance(m, Conv)), key=lambda l: l.spec.index)
+
+
+def member_names(archs: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for a in archs:
+        seen[a] = seen.get(a, 0) + 1
+        out.append(a if archs.count(a) == 1 else f"{a}#{seen[a]}")
+    return out
+
+
+@register_method("superweights")
+class SuperWeights(Method):
+    Options = SuperWeightOptions
+    summary = "SuperWeight Networks: ensembles of any depth/width composed from shared L-shaped template banks"
+    reference = "Teterwak et al., Learning to Compose SuperWeights for NPAS, WACV 2024 (piotr-teterwak/SuperWeights)"
+    budget_modes = ("total", "max_params")
+    demo_options = {"group_split_epochs": 1, "search_steps_per_epoch": 8, "coefficient_unshare_epochs": 2,
+                    "coefficient_unshare_batches": 4}
+
+    # -- members and clusters -----------------------------------------------------------------
+    def archs(self, request: BuildRequest) -> list[str]:
+        archs = self.options.arch_list() or [request.arch]
+        domains = {get_arch(a).domain for a in archs}
+        if len(domains) > 1:
+            raise ConfigError(f"method.options.members: members mix input domains {sorted(domains)}.")
+        return archs
+
+    def backbones(self, request: BuildRequest) -> tuple[list[str], list[nn.Module], list[list[tuple[int, ...]]]]:
+        archs = self.archs(request)
+        nets = [create_backbone(a, request.num_classes) for a in archs]
+        shapes = [[tuple(l.spec.shape) for l in shared_layers(n)] for n in nets]
+        depths = [len(s) for s in shapes]
+        if any(depths[i - 1] < depths[i] for i in range(1, len(depths))):
+            raise ConfigError(
+                f"method.options.members: members must be ordered by decreasing depth, deepest first (the official "
+                f"code assumes it); {', '.join(f'{a}: {d} convolutions' for a, d in zip(archs, depths))}."
+            )
+        return archs, nets, shapes
+
+    def clusters(self, request: BuildRequest, archs: list[str], shapes) -> tuple[list[list[int]], dict | None, str]:
+        art = request.artifacts.get("search")
+        if art is not None:
+            if list(art["archs"]) != archs:
+                raise ConfigError(f"search artifact is for members {art['archs']}, not {archs}; delete the run's "
+                                  "artifacts/search.json or use the same members.")
+            matches = {int(m): {int(l): (int(v[0]), int(v[1])) for l, v in d.items()} for m, d in art["matches"].items()}
+            return [list(c) for c in art["clusters"]], matches, "search"
+        return depth_bins(shapes, self.options.param_group_bins), None, "depth bins"
+
+    def coefficient_mode(self, matches: dict | None) -> str:
+        o = self.options
+        if o.share_type == "avg" or not o.coefficient_share:
+            return "own"
+        # official main(): shared-from-the-start coefficients when there is no search or no unsharing
+        if matches is None or o.coefficient_unshare_epochs == 0:
+            return "bank"
+        return "matched"
+
+    # -- budgets ------------------------------------------------------------------------------
+    def coefficient_width(self, templates: int) -> int:
+        return self.options.emb_size if self.options.share_type == "emb" else templates
+
+    def plan_total(self, plan: SWPlan, rows: RowMap, fixed: int) -> dict[str, int]:
+        """Unique trainable parameters of a model built from ``plan``, by role, without building it."""
+        c = {"bank": plan.bank_total, "coefficients": 0, "generators": 0}
+        if self.options.share_type != "avg":
+            for key, b in plan.banks.items():
+                c["coefficients"] += rows.count(key) * self.coefficient_width(b.templates)
+                if self.options.share_type == "emb":  # one projection per member reading the bank (official)
+                    readers = len({m for m, _ in b.readers})
+                    c["generators"] += readers * (self.options.emb_size * b.templates + b.templates)
+        c["fixed"] = fixed
+        c["total"] = sum(c.values())
+        return c
+
+    def resolve_plan(self, request: BuildRequest, shapes, clusters, mode: str, matches, fixed: int) -> tuple[SWPlan, RowMap]:
+        budget = request.budget
+        cap = self.options.bank_size
+
+        def build(mp: int) -> tuple[SWPlan, RowMap]:
+            plan = make_plan(shapes, clusters, mp, cap=cap)
+            return plan, initial_rows(plan, mode, matches)
+
+        if budget is None:
+            return build(0)
+        if budget.mode == "max_params":
+            return build(budget.params)
+        # total mode: the largest max_params whose unique total fits (the total grows with max_params)
+        plan0, rows0 = build(0)
+        lo = plan0.minimum
+        need = self.plan_total(plan0, rows0, fixed)["total"]
+        if need > budget.params:
+            raise BudgetError(
+                f"budget: SuperWeights needs at least {need:,} parameters for these members and clusters (banks "
+                f"{plan0.minimum:,} with one template each, coefficients {need - plan0.minimum - fixed:,}, norms and "
+                f"heads {fixed:,}), above the "
+                f"budget of {budget.params:,}. Raise the budget, or use fewer/narrower members or fewer bins."
+            )
+        hi = max(lo, budget.params)
+        best = lo
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            p, r = build(mid)
+            if self.plan_total(p, r, fixed)["total"] <= budget.params:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        return build(best)
+
+    # -- building -------------------------------------------------------------------------------
+    def build(self, request: BuildRequest) -> NPASModel:
+        archs, nets, shapes = self.backbones(request)
+        clusters, matches, source = self.clusters(request, archs, shapes)
+        mode = self.coefficient_mode(matches)
+        fixed = sum(fixed_params(n) for n in nets)
+        plan, rows = self.resolve_plan(request, shapes, clusters, mode, matches, fixed)
+        model = self.assemble(archs, nets, plan, rows)
+        model.sw_info = {"clusters_from": source, "coefficients": mode, "unsharing": []}  # type: ignore[attr-defined]
+        return model
+
+    def assemble(self, archs: list[str], nets: list[nn.Module], plan: SWPlan, rows: RowMap) -> NPASModel:
+        o = self.options
+        banks: dict[str, TemplateBank] = {}
+        tables: dict[str, CoefficientTable] = {}
+        projections: dict[str, Projection] = {}
+        for key in plan.bank_order():
+            b = plan.banks[key]
+            name = bank_name(key)
+            banks[name] = TemplateBank(b.templates, b.numel, o.bank_tail_init)
+            if o.share_type != "avg":
+                tables[name] = CoefficientTable(rows.count(key), self.coefficient_width(b.templates))
+            if o.share_type == "emb":  # each member's bank module has its own projection in the official code
+                for m in sorted({m for m, _ in b.readers}):
+                    projections[f"{name}_m{m}"] = Projection(o.emb_size, b.templates)
+        members = []
+        for m, net in enumerate(nets):
+            providers = []
+            for layer in net.modules():
+                if hasattr(layer, "spec"):
+                    layer.spec = layer.spec.with_member(m)
+            for layer in shared_layers(net):
+                p = GeneratedWeight(layer.spec.name)
+                layer.set_provider(p)
+                providers.append(p)
+            for layer in net.modules():  # the classifier: plain, kaiming weight and zero bias (official init)
+                if hasattr(layer, "set_provider") and not isinstance(layer, Conv):
+                    layer.set_provider(OwnedWeight(layer.spec, head=layer.spec.role == "head"))
+                    if getattr(layer, "bias", None) is not None:
+                        nn.init.zeros_(layer.bias)
+            members.append(SWNet(net, m, plan, banks, tables, projections, providers, o.share_type, rows))
+        shared: dict[str, nn.Module] = {}
+        for name in banks:
+            shared[f"bank_{name}"] = banks[name]
+            if name in tables:
+                shared[f"coef_{name}"] = tables[name]
+            for m in range(len(nets)):
+                if f"{name}_m{m}" in projections:
+                    shared[f"proj_{name}_m{m}"] = projections[f"{name}_m{m}"]
+        model = NPASModel(members, member_names(archs), shared=shared)
+        model.sw_plan = plan  # type: ignore[attr-defined]
+        model.sw_rows = rows  # type: ignore[attr-defined]
+        model.sw_archs = archs  # type: ignore[attr-defined]
+        return model
+
+    def no_weight_decay_roles(self) -> frozenset[str]:
+        return frozenset({"coefficients"})  # official decay_skip = ['coefficients']
+
+    # -- phases -----------------------------------------------------------------------------------
+    def phases(self, request: BuildRequest) -> list[Phase]:
+        o = self.options
+        if o.group_split_epochs <= 0:
+            return []
+        from .search import run_search
+
+        return [Phase("search", f"SuperWeight cluster search: {o.group_split_epochs} epochs with shared "
+                                "coefficients, then gradient-similarity clustering", lambda ctx: run_search(self, ctx))]
+
+    # -- coefficient unsharing (an epoch-end event that changes the parameter set) ---------------
+    def unshare_due(self, epoch: int) -> bool:
+        o = self.options
+        e = epoch + 1
+        if o.coefficient_unshare_epochs <= 0:
+            return False
+        if e == o.coefficient_unshare_epochs:
+            return True
+        gap = o.coefficient_unshare_epoch_gap
+        return gap > 0 and e > o.coefficient_unshare_epochs and e % gap == 0
+
+    def on_epoch_end(self, model: NPASModel, epoch: int, metrics: dict[str, float]) -> bool:
+        if not self.unshare_due(epoch) or model.sw_info["coefficients"] == "own":  # type: ignore[attr-defined]
+            return False
+        ctx = self.context
+        if ctx is None:
+            raise ConfigError("superweights: coefficient unsharing needs the run's data; the trainer sets "
+                              "method.context (call unshare_coefficients yourself outside the trainer)")
+        from npasbench.data import make_loader
+
+        cfg = ctx.cfg
+        loader = make_loader(ctx.data, "train", cfg.train.batch_size, cfg.data, seed=cfg.train.seed + 7919,
+                             drop_last=False, device=ctx.device)
+        batches = self.options.coefficient_unshare_batches or len(loader)
+        changed = self.unshare_coefficients(model, (b for _, b in zip(range(batches), loader.epoch(epoch))),
+                                            total=min(batches, len(loader)), epoch=epoch + 1, progress=ctx.progress)
+        return changed
+
+    def coefficient_grads(self, model: NPASModel, batches, total: int | None = None,
+                          progress: bool = False) -> dict[int, dict[tuple[int, int], torch.Tensor]]:
+        """Every member's loss gradient w.r.t. the coefficient rows, summed over ``batches`` (eval mode)."""
+        tables = {k: model.shared[f"coef_{bank_name(k)}"] for k in model.sw_plan.bank_order()}  # type: ignore[attr-defined]
+        grads = {m: {k: torch.zeros_like(t.rows) for k, t in tables.items()} for m in range(model.num_members)}
+        was_training = model.training
+        model.eval()
+        try:
+            for x, y in tqdm(batches, total=total, desc="coefficient analysis", unit="batch", disable=not progress,
+                             leave=False):
+                for m, member in enumerate(model.members):
+                    model.zero_grad(set_to_none=True)
+                    F.cross_entropy(member(x).float(), y).backward()
+                    for k in member.bank_keys:
+                        g = tables[k].rows.grad
+                        if g is not None:
+                            grads[m][k] += g
+        finally:
+            model.zero_grad(set_to_none=True)
+            model.train(was_training)
+        return grads
+
+    def unshare_coefficients(self, model: NPASModel, batches, total: int | None = None, epoch: int = 0,
+                             progress: bool = False) -> bool:
+        """The refine step on ``model`` in place; True when the coefficient rows changed."""
+        plan: SWPlan = model.sw_plan  # type: ignore[attr-defined]
+        rows: RowMap = model.sw_rows  # type: ignore[attr-defined]
+        grads = self.coefficient_grads(model, batches, total, progress)
+        new, sources = unshare(rows, bank_uses(plan), grads, self.options.coefficient_unshare_threshold)
+        new, sources = _agree(new, sources)
+        event = {"epoch": epoch, "rows_before": rows.total_rows(), "rows_after": new.total_rows(),
+                 "banks_changed": len(sources)}
+        model.sw_info["unsharing"].append(event)  # type: ignore[attr-defined]
+        if not sources:
+            return False
+        for key, src in sources.items():
+            table = model.shared[f"coef_{bank_name(key)}"]
+            table.resize(table.rows.data[torch.tensor(src, device=table.rows.device)])
+        self._set_rows(model, new)
+        return True
+
+    def _set_rows(self, model: NPASModel, rows: RowMap) -> None:
+        model.sw_rows = rows  # type: ignore[attr-defined]
+        for member in model.members:
+            member.set_rows(rows)
+            member._tables = [model.shared[f"coef_{bank_name(k)}"] if f"coef_{bank_name(k)}" in model.shared else None
+                              for k in member.bank_keys]
+            member._sources = [p for k in member.bank_keys
+                               for name in (f"bank_{bank_name(k)}", f"coef_{bank_name(k)}", f"proj_{bank_name(k)}_m{member.member}")
+                               if name in model.shared for p in model.shared[name].parameters()]
+            member.invalidate()
+
+    # -- checkpoints: the row map is part of the model's structure ----------------------------------
+    def extra_state(self, model: NPASModel) -> dict[str, Any]:
+        return {"rows": model.sw_rows.to_json(), "info": model.sw_info}  # type: ignore[attr-defined]
+
+    def load_extra_state(self, model: NPASModel, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        rows = RowMap.from_json(state["rows"])
+        for key in model.sw_plan.bank_order():  # type: ignore[attr-defined]
+            name = f"coef_{bank_name(key)}"
+            if name in model.shared:
+                t = model.shared[name]
+                n = rows.count(key)
+                if t.rows.shape[0] != n:
+                    t.resize(torch.zeros(n, t.rows.shape[1]))
+        self._set_rows(model, rows)
+        model.sw_info = state["info"]  # type: ignore[attr-defined]
+
+    def record_info(self, model: NPASModel) -> dict[str, Any]:
+        plan: SWPlan = model.sw_plan  # type: ignore[attr-defined]
+        return {
+            "members": model.sw_archs,  # type: ignore[attr-defined]
+            "max_params": plan.max_params,
+            "bank_total": plan.bank_total,
+            "bank_minimum": plan.minimum,
+            "banks": [{"cluster": c, "level": w, "template": plan.banks[(c, w)].numel,
+                       "templates": plan.banks[(c, w)].templates, "readers": len(plan.banks[(c, w)].readers)}
+                      for c, w in plan.bank_order()],
+            "clusters": plan.clusters,
+            "coefficient_rows": model.sw_rows.total_rows(),  # type: ignore[attr-defined]
+            **model.sw_info,  # type: ignore[attr-defined]
+        }
+
+
+def fixed_params(net: nn.Module) -> int:
+    """A member's parameters outside the banks: norms and the classifier (weight and bias)."""
+    n = sum(p.numel() for m in net.modules() if not isinstance(m, Conv) and not hasattr(m, "spec")
+            for p in m.parameters(recurse=False))
+    for m in net.modules():
+        if hasattr(m, "spec") and not isinstance(m, Conv):
+            n += m.spec.numel + sum(p.numel() for p in m.parameters(recurse=False))
+    return n
+
+
+def _agree(rows: RowMap, sources: dict) -> tuple[RowMap, dict]:
+    """Under DDP every rank must take rank 0's decision (GPU reductions may differ in the last bit)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        payload = [(rows.to_json(), {f"{c},{w}": s for (c, w), s in sources.items()})]
+        torch.distributed.broadcast_object_list(payload, src=0)
+        rj, sj = payload[0]
+        rows = RowMap.from_json(rj)
+        sources = {tuple(int(x) for x in k.split(",")): v for k, v in sj.items()}
+    return rows, sources

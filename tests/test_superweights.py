@@ -1,0 +1,335 @@
+"""SuperWeight Networks: plan arithmetic, composed weights, budgets, search, unsharing, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from npasbench.budget import Budget
+from npasbench.config import build_config
+from npasbench.errors import BudgetError, ConfigError
+from npasbench.factory import make_request
+from npasbench.methods.superweights.clustering import assign, one_template_estimate, search_clusters
+from npasbench.methods.superweights.coefficients import RowMap, bank_uses, initial_rows, unshare
+from npasbench.methods.superweights.method import shared_layers
+from npasbench.methods.superweights.network import compose
+from npasbench.methods.superweights.plan import compose_shapes, depth_bins, make_plan
+from npasbench.models.registry import create_backbone
+from npasbench.plugins import create_method
+from npasbench.trainer import train
+from npasbench.trainer.checkpoint import list_checkpoints, load_checkpoint
+
+README_MDW = "wrn-28-7,wrn-28-4,wrn-16-7,wrn-16-4"  # official README multi-depth/width
+README_MW = "wrn-28-7,wrn-28-4,wrn-28-3"  # official README multi-width
+SMALL = "wrn-16-2,wrn-16-1,wrn-10-1"
+
+
+def shapes_of(members: str, classes: int = 100):
+    return [[tuple(l.spec.shape) for l in shared_layers(create_backbone(a, classes))] for a in members.split(",")]
+
+
+def build(members: str, budget: Budget | None, dataset: str = "cifar100", **opts):
+    method = create_method("superweights", {"members": members, "group_split_epochs": 0, **opts})
+    return method, method.build(make_request(members.split(",")[0], dataset, budget))
+
+
+# -- plan arithmetic -----------------------------------------------------------------------------
+
+def test_readme_multi_depth_width_banks_total():
+    """The issue's anchor: CIFAR-100, max_params 18,000,000, 28-7; 28-4, 16-7, 16-4, bins 4."""
+    shapes = shapes_of(README_MDW)
+    plan = make_plan(shapes, depth_bins(shapes, 4), 18_000_000)
+    assert plan.bank_total == 17_997_568
+    assert len(plan.banks) == 25 and plan.minimum == 4_422_656
+    assert all(1 <= b.templates <= 8 for b in plan.banks.values())
+
+
+def test_depth_bins_separate_kernels_like_the_official_rule():
+    shapes = shapes_of(README_MDW)
+    bins = depth_bins(shapes, 4)
+    # WRN-28: 3 shortcut (1x1) convs -> round(4*3/28) = 0 -> 1 bin; 25 3x3 convs -> round(4*25/28) = 4 bins
+    assert sorted(set(bins[0])) == [0, 1, 2, 3, 4]
+    assert all(bins[0][i] == 0 for i, s in enumerate(shapes[0]) if s[2] == 1)
+    assert [bins[0].count(c) for c in range(1, 5)] == [7, 6, 6, 6]  # 25 layers: the first bin one larger
+    assert [bins[2].count(c) for c in range(1, 5)] == [4, 3, 3, 3]  # WRN-16: 13 3x3 convs
+
+
+@pytest.mark.parametrize("members", [README_MDW, README_MW, SMALL, "wrn-16-4", "wrn-16-8,wrn-16-4,wrn-16-2"])
+@pytest.mark.parametrize("bins", [1, 2, 4, 6])
+def test_every_layer_composes_to_its_shape(members, bins):
+    shapes = shapes_of(members)
+    plan = make_plan(shapes, depth_bins(shapes, bins), 0)
+    for m, uses in enumerate(plan.uses):
+        for u in uses:
+            assert compose_shapes(plan.levels[u.cluster], u.levels) == shapes[m][u.layer]
+    # a bank is read by every layer whose shape reaches its level
+    for key, bank in plan.banks.items():
+        assert bank.readers and bank.templates == 1 and bank.numel > 0
+
+
+def test_allocation_adds_templates_in_official_order():
+    shapes = shapes_of(SMALL)
+    bins = depth_bins(shapes, 4)
+    base = make_plan(shapes, bins, 0)
+    plan = make_plan(shapes, bins, base.minimum + 100_000)
+    assert base.minimum <= plan.bank_total <= base.minimum + 100_000
+    # pass 1 gives templates only to banks read by more layers than the current round
+    first = plan.allocation_log[0]
+    assert plan.banks[first[:2]].readers and len(plan.banks[first[:2]].readers) > 1
+    # round 1 of pass 1 visits banks by (cluster, level) and only those read by more than one layer
+    round1 = [e[:2] for e in plan.allocation_log if e[2] == 2]
+    firsts = round1[: len({k for k in round1})]
+    assert firsts == sorted(firsts)
+    assert all(len(plan.banks[k].readers) > 1 for k in firsts)
+    assert all(b.templates <= 8 for b in plan.banks.values())
+
+
+def test_below_minimum_is_a_clear_error():
+    shapes = shapes_of(SMALL)
+    bins = depth_bins(shapes, 4)
+    minimum = make_plan(shapes, bins, 0).minimum
+    with pytest.raises(BudgetError, match=f"below the SuperWeight minimum of {minimum:,}"):
+        make_plan(shapes, bins, minimum - 1)
+    with pytest.raises(BudgetError, match="needs at least"):
+        build(SMALL, Budget(minimum, "total"))
+
+
+def test_members_must_be_deepest_first():
+    with pytest.raises(ConfigError, match="decreasing depth"):
+        build("wrn-10-1,wrn-16-1", None)
+    with pytest.raises(ConfigError, match="not an architecture"):
+        create_method("superweights", {"members": "wrn-16-1,nonsense"})
+
+
+# -- the built model ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("share_type", ["wavg_slide", "wavg", "avg", "emb"])
+def test_composed_weights_have_exact_shapes_and_gradients_reach_banks(share_type):
+    method, model = build(SMALL, Budget(400_000, "max_params"), share_type=share_type)
+    x = torch.randn(2, 3, 32, 32)
+    out = model(x)
+    assert out.shape == (3, 2, 100)
+    for member in model.members:
+        for layer in shared_layers(member.net):
+            assert tuple(layer.weight().shape) == tuple(layer.spec.shape)
+    out.sum().backward()
+    for name, p in model.shared.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_weights_are_nested_across_widths():
+    """With shared coefficients the narrower layers of a cluster are the top-left blocks of the wider."""
+    method, model = build("wrn-16-4,wrn-16-2", Budget(1_000_000, "max_params"))
+    assert model.sw_info["coefficients"] == "bank"
+    for m in model.members:
+        m.produce()
+    wide = shared_layers(model.members[0].net)
+    narrow = shared_layers(model.members[1].net)
+    checked = 0
+    for a, b in zip(wide, narrow):
+        wa, wb = a.weight(), b.weight()
+        if model.sw_plan.clusters[0][a.spec.index] != model.sw_plan.clusters[1][b.spec.index]:
+            continue
+        o, i = min(wa.shape[0], wb.shape[0]), min(wa.shape[1], wb.shape[1])
+        assert torch.equal(wa[:o, :i], wb[:o, :i])
+        checked += 1
+    assert checked >= 10
+
+
+def test_compose_matches_a_per_level_reference():
+    """``compose`` against an independent construction: place each level's pieces by index."""
+    shapes = shapes_of("wrn-16-4,wrn-16-2,wrn-10-1")
+    plan = make_plan(shapes, depth_bins(shapes, 2), 0)
+    g = torch.Generator().manual_seed(0)
+    for m, uses in enumerate(plan.uses):
+        for u in uses:
+            levels = plan.levels[u.cluster][: u.levels]
+            pieces = [torch.randn(lv.numel, generator=g) for lv in levels]
+            w = compose(pieces, levels)
+            ref = torch.full(tuple(levels[-1].shape), float("nan"))
+            # reference: fill a canvas as large as any level, then crop to the final shape
+            big = torch.full((max(l.shape[0] for l in levels) * 2, max(l.shape[1] for l in levels) * 2,
+                              *levels[0].shape[2:]), float("nan"))
+            o, i = levels[0].shape[:2]
+            big[:o, :i] = pieces[0].view(levels[0].shape)
+            for flat, lv in zip(pieces[1:], levels[1:]):
+                rows = lv.out_piece[0]
+                if lv.in_piece is None:
+                    big[o:o + rows, : lv.out_piece[1]] = flat.view(lv.out_piece)
+                    big[:, lv.out_piece[1]:] = float("nan")
+                    o, i = o + rows, lv.out_piece[1]
+                    continue
+                n_in = math.prod(lv.in_piece)
+                keep = lv.in_piece[0]
+                big[keep:] = float("nan") if rows < 0 else big[keep:]
+                big[:keep, i:i + lv.in_piece[1]] = flat[:n_in].view(lv.in_piece)
+                if rows > 0:
+                    big[o:o + rows, : lv.out_piece[1]] = flat[n_in:].view(lv.out_piece)
+                o, i = keep + max(rows, 0), i + lv.in_piece[1]
+            ref = big[:o, :i]
+            assert tuple(w.shape) == shapes[m][u.layer]
+            assert torch.equal(w, ref)
+
+
+def test_unique_accounting_counts_banks_once():
+    method, model = build(SMALL, Budget(400_000, "max_params"))
+    from npasbench.accounting import param_report
+
+    rep = param_report(model, (3, 32, 32), None)
+    assert rep.breakdown["bank"] == model.sw_plan.bank_total
+    assert rep.breakdown["coefficients"] == sum(model.sw_rows.count(k) * b.templates for k, b in model.sw_plan.banks.items())
+    own = sum(p.numel() for m in model.members for p in m.parameters())  # members hold no bank
+    assert rep.total == model.sw_plan.bank_total + rep.breakdown["coefficients"] + own
+    assert len(rep.flops["per_member"]) == 3
+    # members read the very same bank tensors (the stem's bank: cluster 1, level 0, every member)
+    stem = model.shared["bank_c1_l0"]
+    assert all(any(b is stem for b in m._banks) for m in model.members)
+
+
+@pytest.mark.parametrize("budget", [300_000, 450_000, 900_000])
+def test_total_budget_mode_fits_and_is_tight(budget):
+    """total mode: the largest max_params whose unique total fits; one more parameter of bank budget
+    (the next template) would overrun."""
+    method, model = build(SMALL, Budget(budget, "total"))
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert total <= budget
+    mp = model.sw_plan.max_params
+    shapes = shapes_of(SMALL)
+    bins = depth_bins(shapes, 4)
+    fixed = total - model.sw_plan.bank_total - sum(p.numel() for n, p in model.shared.named_parameters() if n.startswith("coef_"))
+    nxt = make_plan(shapes, bins, mp + 1)
+    assert mp == budget or method.plan_total(nxt, initial_rows(nxt, "bank"), fixed)["total"] > budget
+    assert method.plan_total(model.sw_plan, model.sw_rows, fixed)["total"] == total
+
+
+def test_eval_cache_reuses_composed_weights():
+    method, model = build(SMALL, Budget(400_000, "max_params"))
+    model.eval()
+    calls = []
+    orig = type(model.members[0]).produce
+
+    def counting(self):
+        calls.append(self.member)
+        return orig(self)
+
+    type(model.members[0]).produce = counting
+    try:
+        with torch.no_grad():
+            x = torch.randn(2, 3, 32, 32)
+            a = model(x)
+            b = model(x)
+        assert calls == [0, 1, 2] and torch.equal(a, b)
+        with torch.no_grad():
+            model.shared["bank_c1_l0"].templates.add_(1.0)  # the stem's bank: every member reads it
+            model(x)
+        assert calls == [0, 1, 2, 0, 1, 2]
+    finally:
+        type(model.members[0]).produce = orig
+
+
+# -- coefficient sharing and unsharing -------------------------------------------------------------
+
+def test_initial_row_maps():
+    shapes = shapes_of(SMALL)
+    plan = make_plan(shapes, depth_bins(shapes, 4), 0)
+    uses = bank_uses(plan)
+    own = initial_rows(plan, "own")
+    bank = initial_rows(plan, "bank")
+    assert own.total_rows() == sum(len(v) for v in uses.values())
+    assert bank.total_rows() == len(plan.banks)
+    # matched: member 1's layer 3 shares member 0's layer at position 0 of its cluster, where both read
+    c = plan.uses[1][3].cluster
+    src_layer = next(u.layer for u in plan.uses[0] if u.cluster == c and u.position == 0)
+    matched = initial_rows(plan, "matched", {1: {3: (0, 0)}})
+    for w in range(min(plan.uses[1][3].levels, plan.uses[0][src_layer].levels)):
+        assert matched.rows[(c, w)][(1, 3)] == matched.rows[(c, w)][(0, src_layer)]
+    assert RowMap.from_json(json.loads(json.dumps(matched.to_json()))).same_as(matched)
+
+
+def test_unshare_splits_disagreeing_uses_only():
+    key = (0, 0)
+    uses = {key: [(0, 0), (1, 0), (2, 0)]}
+    rows = RowMap({key: {(0, 0): 0, (1, 0): 0, (2, 0): 0}})
+    g = {0: {key: torch.tensor([[1.0, 0.0]])}, 1: {key: torch.tensor([[0.99, 0.05]])}, 2: {key: torch.tensor([[-1.0, 0.2]])}}
+    new, sources = unshare(rows, uses, g, 0.9)
+    r = new.rows[key]
+    assert r[(0, 0)] == r[(1, 0)] != r[(2, 0)]
+    assert sources[key] == [0, 0]  # both rows start from the shared row
+    same, none = unshare(rows, uses, {m: {key: torch.tensor([[1.0, 0.0]])} for m in range(3)}, 0.9)
+    assert same.rows == rows.rows and none == {}
+
+
+def test_gradient_clustering_merges_similar_and_joins_members():
+    shapes = [[(8, 8, 3, 3)] * 4, [(4, 4, 3, 3)] * 2]
+    initial = [[0, 0, 0, 0], [0, 0]]
+    a, b = torch.zeros(8, 8, 3, 3), torch.zeros(8, 8, 3, 3)
+    a[:, :, 0], b[:, :, 1] = 1.0, 1.0  # orthogonal
+    a[0, 0, 2, 2] = b[1, 1, 2, 2] = 3.0
+    g0 = {0: a, 1: a + 0.01 * b, 2: b, 3: b + 0.05 * a}
+    g1 = {0: b[:4, :4].clone(), 1: a[:4, :4].clone()}
+    clusters, matches = assign([g0, g1], initial, shapes, 0.5)
+    assert clusters[0] == [0, 0, 1, 1]
+    assert clusters[1] == [1, 0]
+    assert matches[1][0] == (0, 0) and matches[1][1] == (0, 0)  # most similar: layer 2 and layer 0
+    # threshold loop: a tiny budget merges everything
+    res = search_clusters([g0, g1], initial, shapes, max_params=2 * 8 * 8 * 9, start=0.5, decrement=0.5)
+    assert res.rounds == 1 and res.clusters == clusters
+    res = search_clusters([g0, g1], initial, shapes, max_params=8 * 8 * 9, start=0.5, decrement=0.5)
+    assert len(set(res.clusters[0])) == 1 and res.rounds == 2 and res.threshold == 0.0
+    assert one_template_estimate(res.clusters, shapes) == res.estimate == 8 * 8 * 9
+
+
+# -- through the trainer: search phase, unsharing event, checkpoint/resume, anytime ----------------
+
+def _sw_overrides(tiny, **extra):
+    return {**tiny, "method.name": "superweights", "method.options.members": "wrn-16-1,wrn-10-1",
+            "model.arch": "wrn-16-1", "model.budget": "200000", "train.epochs": 3,
+            "method.options.group_split_epochs": 1, "method.options.search_steps_per_epoch": 2,
+            "method.options.coefficient_unshare_epochs": 2, "method.options.coefficient_unshare_batches": 2,
+            "method.options.coefficient_unshare_threshold": 0.999, **extra}
+
+
+def test_search_unshare_and_anytime_through_the_trainer(tiny):
+    res = train(build_config({}, _sw_overrides(tiny)))
+    assert res.status == "completed"
+    rec = res.record
+    info = rec["method_info"]
+    art = json.loads((res.run_dir / "artifacts" / "search.json").read_text())["artifact"]
+    assert info["clusters_from"] == "search" and info["clusters"] == art["clusters"]
+    assert info["coefficients"] == "matched"
+    (event,) = info["unsharing"]
+    assert event["epoch"] == 2 and event["rows_after"] >= event["rows_before"]
+    assert rec["params"]["total"] <= 200_000
+    anytime = rec["metrics"]["anytime"]
+    assert len(anytime) == 3 and any(r["frontier"] for r in anytime)
+    assert [r["flops"] for r in anytime] == sorted(r["flops"] for r in anytime)
+    # the same seed gives the same clusters
+    again = train(build_config({}, _sw_overrides(tiny, **{"run.out": tiny["run.out"] + "-again"})))
+    art2 = json.loads((again.run_dir / "artifacts" / "search.json").read_text())["artifact"]
+    assert art2["clusters"] == art["clusters"] and art2["matches"] == art["matches"]
+
+
+@pytest.mark.parametrize("resume_after", [1, 2])
+def test_resume_across_unsharing_is_exact(tiny, resume_after):
+    """Unsharing at the end of epoch 2 changes the parameter set; resuming from a checkpoint before
+    (epoch 1) or after (epoch 2) it ends bit-identical to the uninterrupted run."""
+    over = _sw_overrides(tiny, **{"run.keep_checkpoints": 5, "method.options.coefficient_unshare_threshold": 1.0})
+    full = train(build_config({}, {**over, "run.out": tiny["run.out"] + "-full"}))
+    part = train(build_config({}, over))
+    ckpts = list_checkpoints(part.run_dir / "checkpoints")
+    assert len(ckpts) >= 3
+    for c in ckpts[resume_after:]:
+        c.unlink()
+    (part.run_dir / "result.json").unlink()
+    again = train(build_config({}, over))
+    assert again.record["resumed_from"] is not None
+    assert full.record["method_info"]["coefficient_rows"] > full.record["method_info"]["unsharing"][0]["rows_before"]
+    a = load_checkpoint(list_checkpoints(full.run_dir / "checkpoints")[-1])
+    b = load_checkpoint(list_checkpoints(again.run_dir / "checkpoints")[-1])
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert again.record["metrics"] == full.record["metrics"]
