@@ -138,13 +138,13 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 class Launch:
     """A torchrun launch in its own session, output to a log file."""
 
-    def __init__(self, out: Path, probe: Path, **env: str) -> None:
+    def __init__(self, out: Path, probe: Path, cmd: list[str] | None = None, **env: str) -> None:
         self.out, self.probe = out, probe
         env_vars = _env(probe, **env)
         self.log = probe / f"torchrun-{time.time_ns()}.log"
         self._fh = self.log.open("w")
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(_cmd(out), env=env_vars, stdout=self._fh, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd or _cmd(out), env=env_vars, stdout=self._fh, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def wait(self, timeout: float = LAUNCH_TIMEOUT) -> int:
@@ -411,3 +411,31 @@ def test_ddp_sigterm_to_one_rank_stops_all_ranks(tmp_path):
     ck = _final_checkpoint(out)
     assert ck["epoch"] == 1 and 0 < ck["batch"] < STEPS and ck["step"] == rec["steps"]
     assert rc != 0 and log.count("preempted:") == 2, log
+
+
+def test_superweights_search_and_unsharing_under_ddp(tmp_path):
+    """A SuperWeight ensemble under 2-process DDP: rank 0 runs the search phase and broadcasts its
+    artifact; at the unsharing event every rank analyses the same data and takes rank 0's decision,
+    the optimizer and the DDP wrapper are rebuilt, and both ranks end with identical weights."""
+    out, probe = tmp_path / "run", tmp_path / "probe"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "npasbench.cli", "train", "--method", "superweights", "--arch", "wrn-10-2", "--dataset", "synthetic",
+           "--budget", "300k", "--epochs", "2", "--out", str(out), "--no-progress",
+           "--opt", "members=wrn-10-2,wrn-10-1", "--opt", "group_split_epochs=1", "--opt", "search_steps_per_epoch=2",
+           "--opt", "coefficient_unshare_epochs=1", "--opt", "coefficient_unshare_batches=2",
+           "--opt", "coefficient_unshare_threshold=1.0", *OVERRIDES]
+    launch = Launch(out, probe, cmd=cmd)
+    try:
+        rc = launch.wait()
+    finally:
+        launch.kill()
+    assert rc == 0, launch.output()
+    rec = _result(out)
+    info = rec["method_info"]
+    assert rec["world_size"] == 2 and info["clusters_from"] == "search"
+    (event,) = info["unsharing"]
+    assert event["rows_after"] > event["rows_before"] and info["coefficient_rows"] == event["rows_after"]
+    r0 = torch.load(probe / "rank0-completed.pt")
+    r1 = torch.load(probe / "rank1-completed.pt")
+    _assert_same_state(r0["params"], r1["params"], "superweights ranks after unsharing")
+    assert len(rec["metrics"]["anytime"]) == 3
