@@ -39,7 +39,10 @@ def cropped_similarity(g1: torch.Tensor, g2: torch.Tensor) -> float:
     return float(F.cosine_similarity(a, b, dim=0))
 
 
-def _pq_assign(threshold: float, groups: dict, queue: list) -> dict:
+def priority_merge(threshold: float, groups: dict, queue: list) -> dict:
+    """The official ``priority_queue_assignment``: visit (similarity, i, j) from the most similar;
+    while above ``threshold``, ``j`` takes ``i``'s current group (no union-find); stop at the first
+    pair at or below it. Used by the search (layers) and by coefficient unsharing (uses)."""
     queue.sort(key=lambda t: t[0])  # stable; the official sorts the same list of tuples by similarity
     while queue:
         sim, i, j = queue.pop()
@@ -78,7 +81,7 @@ def assign(grads: Grads, initial: list[list[int]], shapes: list[list[tuple[int, 
                 queue.append((cropped_similarity(grads[0][l1], grads[0][l2]), l1, l2))
                 checked.add((l1, l2))
             next_group += 1
-        label0.update(_pq_assign(threshold, new, queue))
+        label0.update(priority_merge(threshold, new, queue))
     labels: list[dict[int, int]] = [label0] + [dict() for _ in initial[1:]]
     members0 = {}  # new cluster -> member-0 layers (ascending): positions for coefficient matches
     for l in sorted(label0):

@@ -25,6 +25,7 @@ from typing import Iterable
 import torch
 import torch.nn.functional as F
 
+from .clustering import priority_merge
 from .plan import SWPlan
 
 BankKey = tuple[int, int]
@@ -135,13 +136,7 @@ def unshare(rowmap: RowMap, uses: dict[BankKey, list[Use]], grads: dict[int, dic
         if not checked:
             new_rows[key] = dict(r)
             continue
-        queue.sort(key=lambda t: t[0])  # stable, ascending; popped from the most similar end
-        while queue:
-            sim, i, j = queue.pop()
-            if sim > threshold:
-                groups[j] = groups[i]
-            else:
-                break
+        priority_merge(threshold, groups, queue)
         order: dict[int, int] = {}
         mapping: dict[Use, int] = {}
         src: list[int] = []
