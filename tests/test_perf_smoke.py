@@ -62,3 +62,23 @@ def test_ssn_speed_smoke(tmp_path):
         assert all(v["median_ms"] > 0 for v in table.values())
     assert {"train_pass", "infer_pass"} <= set(data["verdict"]) and result["official"] is False
     assert out.with_suffix(".md").read_text().startswith("# SSN speed")
+
+
+@pytest.mark.timeout(240)
+def test_superweights_speed_smoke(tmp_path):
+    """The SuperWeight speed benchmark runs end to end and writes a complete report (no timing asserted)."""
+    from npasbench.perf import superweights_speed
+
+    out = tmp_path / "sw_speed.json"
+    result = superweights_speed.main([
+        "--members", "wrn-10-2,wrn-10-1", "--max-params", "250000", "--batch-size", "16", "--steps", "1",
+        "--repeats", "1", "--infer-repeats", "1", "--infer-seconds", "0.2", "--composition-calls", "2",
+        "--threads", "1", "--quiet-wait", "0", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(result, default=str))
+    assert {"unshared", "superweights"} <= set(data["train"]) and "superweights" in data["composition"]
+    assert any(k.startswith("m0:wrn-10-2:b1") for k in data["inference"])
+    assert {"train_pass", "infer_pass", "composition_pass"} <= set(data["verdict"])
+    assert data["official"] is False and "contention" in data
+    assert data["params"]["superweights"] < data["params"]["unshared"]
+    assert out.with_suffix(".md").read_text().startswith("# SuperWeight speed")
