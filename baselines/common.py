@@ -168,18 +168,4 @@ class SharedWeight(nn.Module):
         init(self.weight.data)
 
 
-def member_names(archs: list[str]) -> list[str]:
-    """Arch names as member names; repeated names get ``#1``, ``#2``... so anytime rows stay distinct."""
-    counts: dict[str, int] = {}
-    for a in archs:
-        counts[a] = counts.get(a, 0) + 1
-    seen: dict[str, int] = {}
-    out = []
-    for a in archs:
-        if counts[a] == 1:
-            out.append(a)
-        else:
-            seen[a] = seen.get(a, 0) + 1
-            out.append(f"{a}#{seen[a]}")
-    return out
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from npasbench.accounting import count_params
-from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel
+from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, member_names
 from npasbench.errors import BudgetError, ConfigError, RegistryError
 from npasbench.models.registry import create_backbone, get_arch
 from npasbench.plugins import register_method
 
-from .common import member_names, plain_params, weight_layers
+from .common import plain_params, weight_layers
 from .unshared import attach_owned_weights
 
 MAX_MEMBERS = 8

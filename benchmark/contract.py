@@ -99,6 +99,22 @@ class NPASModel(nn.Module):
         return out
 
 
+def member_names(archs: Sequence[str]) -> list[str]:
+    """Arch names as member names; repeated names get ``#1``, ``#2``... so anytime rows stay distinct."""
+    counts: dict[str, int] = {}
+    for a in archs:
+        counts[a] = counts.get(a, 0) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for a in archs:
+        if counts[a] == 1:
+            out.append(a)
+        else:
+            seen[a] = seen.get(a, 0) + 1
+            out.append(f"{a}#{seen[a]}")
+    return out
+
+
 class Method(ABC):
     """Base class of every method and baseline. Subclass, set the class attributes, register."""
 

@@ -108,19 +108,28 @@ def time_generation(model: nn.Module, repeats: int = 15) -> dict[str, float]:
     return {"median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times)}
 
 
-def interleaved(arms: dict[str, Callable[[], list[float]]], repeats: int, desc: str) -> dict[str, dict]:
+def interleaved(arms: dict[str, Callable[[], list[float]]], repeats: int, desc: str,
+                measure: Callable[[Callable[[], list[float]]], tuple[list[float], float | None]] | None = None,
+                ) -> dict[str, dict]:
+    """Run every arm once per repeat, order rotated; per arm the median/min over repeats of the
+    per-repeat median. ``measure`` wraps each call (e.g. a contention guard returning the other
+    processes' CPU use alongside the times)."""
     per: dict[str, list[float]] = {k: [] for k in arms}
+    others: dict[str, list[float | None]] = {k: [] for k in arms}
     names = list(arms)
     bar = tqdm(total=repeats * len(names), desc=desc, leave=False)
     for r in range(repeats):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             gc.collect()
-            per[name].append(statistics.median(arms[name]()))
+            times, o = measure(arms[name]) if measure is not None else (arms[name](), None)
+            per[name].append(statistics.median(times))
+            others[name].append(None if o is None else round(o, 3))
             bar.update(1)
     bar.close()
-    return {k: {"median_ms": 1000 * statistics.median(v), "min_ms": 1000 * min(v), "per_repeat_ms": [1000 * t for t in v]}
-            for k, v in per.items()}
+    return {k: {"median_ms": 1000 * statistics.median(v), "min_ms": 1000 * min(v),
+                "spread_pct": 100 * (max(v) / min(v) - 1), "per_repeat_ms": [1000 * t for t in v],
+                "other_cores": others[k]} for k, v in per.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import importlib
 import io
 import os
@@ -57,7 +56,6 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..atomic import write_json, write_text
 from ..budget import Budget
@@ -67,6 +65,7 @@ from ..models.generated import GeneratedWeight
 from ..plugins import create_method
 from ..provenance import hardware, package_versions
 from ..trainer.optim import param_groups
+from .ssn_speed import interleaved as _interleaved
 
 LR = 0.01  # speed does not depend on it; small enough that random data never drives the weights to inf/NaN
 MOMENTUM = 0.9
@@ -366,22 +365,7 @@ class Guard:
 
 
 def interleaved(arms: dict[str, Callable[[], list[float]]], repeats: int, desc: str, guard: Guard) -> dict[str, dict]:
-    per: dict[str, list[float]] = {k: [] for k in arms}
-    others: dict[str, list[float | None]] = {k: [] for k in arms}
-    names = list(arms)
-    bar = tqdm(total=repeats * len(names), desc=desc, leave=False)
-    for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            gc.collect()
-            times, o = guard.measure(arms[name])
-            per[name].append(statistics.median(times))
-            others[name].append(None if o is None else round(o, 3))
-            bar.update(1)
-    bar.close()
-    return {k: {"median_ms": 1000 * statistics.median(v), "min_ms": 1000 * min(v),
-                "spread_pct": 100 * (max(v) / min(v) - 1), "per_repeat_ms": [1000 * t for t in v],
-                "other_cores": others[k]} for k, v in per.items()}
+    return _interleaved(arms, repeats, desc, guard.measure)
 
 
 def loadavg() -> list[float]:

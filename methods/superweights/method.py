@@ -37,10 +37,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, Phase
+from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, Phase, member_names
 from npasbench.errors import BudgetError, ConfigError, RegistryError
 from npasbench.models.generated import GeneratedWeight
-from npasbench.models.layers import Conv, LayerSpec, OwnedWeight
+from npasbench.models.layers import Conv, OwnedWeight
 from npasbench.models.registry import create_backbone, get_arch
 from npasbench.plugins import register_method
 
@@ -119,15 +119,6 @@ def shared_layers(net: nn.Module) -> list[Conv]:
     """The layers SuperWeights composes: every convolution (official ``SConv2d``), reference order.
     The classifier stays a plain per-member layer (official ``share_linear`` off)."""
     return sorted((m for m in net.modules() if isinstance(m, Conv)), key=lambda l: l.spec.index)
-
-
-def member_names(archs: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for a in archs:
-        seen[a] = seen.get(a, 0) + 1
-        out.append(a if archs.count(a) == 1 else f"{a}#{seen[a]}")
-    return out
 
 
 @register_method("superweights")
@@ -370,8 +361,7 @@ class SuperWeights(Method):
         model.sw_rows = rows  # type: ignore[attr-defined]
         for member in model.members:
             member.set_rows(rows)
-            member._tables = [model.shared[f"coef_{bank_name(k)}"] if f"coef_{bank_name(k)}" in model.shared else None
-                              for k in member.bank_keys]
+            # the tables are the same modules with new `rows` parameters: refresh the cache's sources
             member._sources = [p for k in member.bank_keys
                                for name in (f"bank_{bank_name(k)}", f"coef_{bank_name(k)}", f"proj_{bank_name(k)}_m{member.member}")
                                if name in model.shared for p in model.shared[name].parameters()]

@@ -22,8 +22,8 @@ from npasbench.contract import NPASModel
 from npasbench.data import make_loader
 
 from .clustering import search_clusters
-from .coefficients import initial_rows
-from .plan import depth_bins, make_plan
+from .method import fixed_params
+from .plan import depth_bins
 
 
 def search_members(shapes) -> list[int]:
@@ -71,7 +71,7 @@ def run_search(method, ctx) -> dict:
     torch.manual_seed(ctx.cfg.train.seed)
     archs, nets, shapes = method.backbones(request)
     initial = depth_bins(shapes, o.param_group_bins)
-    fixed = sum(_fixed(n) for n in nets)
+    fixed = sum(fixed_params(n) for n in nets)
     plan, rows = method.resolve_plan(request, shapes, initial, "bank", None, fixed)
     model = method.assemble(archs, nets, plan, rows)
     model.sw_info = {"clusters_from": "depth bins", "coefficients": "bank", "unsharing": []}
@@ -98,9 +98,3 @@ def run_search(method, ctx) -> dict:
         "trained_members": [archs[i] for i in trained],
         "search_loss": fit["loss"],
     }
-
-
-def _fixed(net) -> int:
-    from .method import fixed_params
-
-    return fixed_params(net)
