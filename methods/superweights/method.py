@@ -198,7 +198,8 @@ class SuperWeights(Method):
             return build(0)
         if budget.mode == "max_params":
             return build(budget.params)
-        # total mode: the largest max_params whose unique total fits (the total grows with max_params)
+        # total mode: bisection for a max_params whose unique total fits while one more overruns (the official
+        # allocation is greedy, so the total is not strictly monotone in max_params; the result always fits)
         plan0, rows0 = build(0)
         lo = plan0.minimum
         need = self.plan_total(plan0, rows0, fixed)["total"]
