@@ -24,7 +24,53 @@ from .partition import generator
 from .splits import ImageSplit
 
 
-class BatchLoader:
+def check_sharding(batch_size, rank, world_size, cutout) -> None:
+    """The checks every loader makes on its batch/rank/cutout arguments."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(world_size, int) or world_size < 1 or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ConfigError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
+    if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
+        raise ConfigError(f"data.cutout must be an integer >= 0, got {cutout!r}")
+
+
+def train_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> torch.Tensor:
+    """The training order of every pipeline: a seeded permutation of ``n``, padded by repeating from
+    the start (wrapping if needed, as DistributedSampler) to a multiple of ``world_size``, this
+    rank's strided share."""
+    perm = torch.randperm(n, generator=generator(seed, epoch))
+    total = math.ceil(n / world_size) * world_size
+    if total > n:
+        perm = perm.repeat(math.ceil(total / n))[:total]
+    return perm[rank::world_size]
+
+
+class ShardSizes:
+    """Per-rank sizes shared by every loader (needs ``split``, ``train``, ``rank``, ``world_size``,
+    ``batch_size``, ``drop_last``)."""
+
+    @property
+    def num_examples(self) -> int:
+        """Examples this rank sees per epoch (train: padded share; eval: its disjoint share);
+        with ``drop_last`` only the examples in full batches."""
+        n = self._rank_share()
+        if self.drop_last:
+            n = (n // self.batch_size) * self.batch_size
+        return n
+
+    def _rank_share(self) -> int:
+        n = len(self.split)
+        if self.train:
+            return math.ceil(n / self.world_size)
+        return len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        n = self._rank_share()
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+
+class BatchLoader(ShardSizes):
     """In-memory, deterministic, batched loader; augmentation done on whole batches with tensor ops.
 
     ``train=True``: seeded shuffle per epoch, padded (repeating from the start, like
@@ -56,12 +102,7 @@ class BatchLoader:
         channels_last: bool = False,
         cpu_threads: int | None = 1,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(world_size, int) or world_size < 1 or not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ConfigError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
-        if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
-            raise ConfigError(f"data.cutout must be an integer >= 0, got {cutout!r}")
+        check_sharding(batch_size, rank, world_size, cutout)
         self.split = split
         self.batch_size = batch_size
         self.train = bool(train)
@@ -80,39 +121,13 @@ class BatchLoader:
         self._cuda = self.device.type == "cuda"
         self._pin = self._cuda and torch.cuda.is_available()
 
-    # ----------------------------------------------------------------- sizes
-    @property
-    def num_examples(self) -> int:
-        """Examples this rank sees per epoch (train: padded share; eval: its disjoint share);
-        with ``drop_last`` only the examples in full batches."""
-        n = self._rank_share()
-        if self.drop_last:
-            n = (n // self.batch_size) * self.batch_size
-        return n
-
-    def _rank_share(self) -> int:
-        n = len(self.split)
-        if self.train:
-            return math.ceil(n / self.world_size)
-        return len(range(self.rank, n, self.world_size))
-
-    def __len__(self) -> int:
-        """Batches per epoch for this rank."""
-        n = self._rank_share()
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
     # ----------------------------------------------------------------- order
     def indices(self, epoch: int) -> torch.Tensor:
         """The example indices this rank visits in ``epoch``, in order (before batching)."""
         n = len(self.split)
         if not self.train:
             return torch.arange(n)[self.rank :: self.world_size]
-        perm = torch.randperm(n, generator=generator(self.seed, epoch))
-        total = math.ceil(n / self.world_size) * self.world_size
-        if total > n:  # pad by repeating from the start (wrapping if needed), as DistributedSampler
-            reps = math.ceil(total / n)
-            perm = perm.repeat(reps)[:total]
-        return perm[self.rank :: self.world_size]
+        return train_order(n, self.seed, epoch, self.rank, self.world_size)
 
     # ----------------------------------------------------------------- batches
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -17,7 +17,6 @@ made. Moving uint8 instead of float32 is 4x less traffic to the GPU or between p
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -26,6 +25,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .augment import Normalizer, apply_cutout, draw_cutout
+from .loader import ShardSizes, check_sharding
 from .partition import generator
 
 # torchvision's ImageNet constants (ffcv-imagenet uses the same, times 255).
@@ -97,26 +97,7 @@ def progressive_res(epoch: int, min_res: int, max_res: int, start_ramp: int, end
     return int(np.round(interp[0] / 32)) * 32
 
 
-def check_sharding(batch_size, rank, world_size, cutout) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(world_size, int) or world_size < 1 or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ConfigError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
-    if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
-        raise ConfigError(f"data.cutout must be an integer >= 0, got {cutout!r}")
-
-
-def train_order(n: int, seed: int, epoch: int, rank: int, world_size: int) -> torch.Tensor:
-    """BatchLoader's training order (identical arithmetic): a seeded permutation of ``n``, padded by
-    repetition to a multiple of ``world_size``, this rank's strided share."""
-    perm = torch.randperm(n, generator=generator(seed, epoch))
-    total = math.ceil(n / world_size) * world_size
-    if total > n:
-        perm = perm.repeat(math.ceil(total / n))[:total]
-    return perm[rank::world_size]
-
-
-class PipelineLoader:
+class PipelineLoader(ShardSizes):
     """Base of the file/worker-backed loaders; subclasses implement ``_raw_batches``."""
 
     pipeline = "?"
@@ -162,23 +143,7 @@ class PipelineLoader:
         self.normalize = Normalizer(mean, std)
         self._cuda = self.device.type == "cuda"
 
-    # ----------------------------------------------------------------- sizes (as BatchLoader)
-    @property
-    def num_examples(self) -> int:
-        n = self._rank_share()
-        if self.drop_last:
-            n = (n // self.batch_size) * self.batch_size
-        return n
-
-    def _rank_share(self) -> int:
-        n = len(self.split)
-        if self.train:
-            return math.ceil(n / self.world_size)
-        return len(range(self.rank, n, self.world_size))
-
-    def __len__(self) -> int:
-        n = self._rank_share()
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+    # sizes: ShardSizes (as BatchLoader)
 
     def res_for_epoch(self, epoch: int) -> int | None:
         """Decoded image side in ``epoch`` (None: the stored size)."""

@@ -33,7 +33,8 @@ from ..errors import DataError
 from .betons import clamp_workers
 from .imagefolder import ImageFolderSource, load_rgb
 from .partition import generator, mix_seed
-from .pipeline_base import CIFAR_PAD, FileSplit, PipelineLoader, train_order
+from .loader import train_order
+from .pipeline_base import CIFAR_PAD, FileSplit, PipelineLoader
 from .splits import ImageSplit
 
 
