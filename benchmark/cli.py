@@ -67,7 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("overrides", nargs="*", metavar="section.key=value")
 
     _add_data_parser(sub)
+    _add_grid_parser(sub)
     return parser
+
+
+def _add_grid_parser(sub) -> None:
+    g = sub.add_parser("grid", help="benchmark grids: plan, run and inspect a grid spec (slurm/*.toml)")
+    gsub = g.add_subparsers(dest="grid_command", required=True)
+    for name, text in (("plan", "the table of runs (ids, options, budgets -> unique params, FLOPs, state); runs nothing"),
+                       ("run", "run every unfinished run (shared phases first), at most N at a time; resumable"),
+                       ("status", "one table of run states, read from the results folder (never blocks)")):
+        p = gsub.add_parser(name, help=text, description=text)
+        p.add_argument("spec", help="grid spec TOML file")
+        p.add_argument("--results", default=None, help="results folder (default: the spec's grid.results)")
+        p.add_argument("--json", action="store_true", help="print the table as JSON")
+        if name == "run":
+            p.add_argument("--executor", default="local", help="local (processes, default) | debug (in-process)")
+            p.add_argument("-j", "--parallel", type=int, default=0,
+                           help="runs at once (default: resources.max_parallel, else one per core / GPU)")
+            p.add_argument("--no-progress", action="store_true")
 
 
 def _add_data_parser(sub) -> None:
@@ -235,10 +253,45 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(rows: list[dict[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True) if rows else "(no runs)"
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .grid.runner import plan_grid, plan_rows, run_grid, status_rows, summary_line
+
+    if args.grid_command == "plan":
+        plan = plan_grid(args.spec, args.results)
+        rows = plan_rows(plan)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(_table(rows))
+            phases = plan.manifest.phases
+            print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); manifest {plan.results / 'grid.json'}")
+        return 0
+    if args.grid_command == "status":
+        plan = plan_grid(args.spec, args.results, write=False)
+        rows, counts = status_rows(plan)
+        if args.json:
+            print(json.dumps({"runs": rows, "counts": dict(counts)}, indent=2))
+        else:
+            print(_table(rows))
+            print("\n" + summary_line(counts, len(rows)))
+        return 0
+    out = run_grid(args.spec, args.executor, args.parallel, args.results, progress=not args.no_progress)
+    from .grid.runner import summary_line as line
+
+    print(line(out.counts, out.total) + ("  (interrupted: run again to resume)" if out.interrupted else ""))
+    return 130 if out.interrupted else (0 if out.ok else 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"methods": cmd_methods, "archs": cmd_archs, "params": cmd_params, "train": cmd_train,
-               "demo": cmd_demo, "data": cmd_data}[args.command]
+               "demo": cmd_demo, "data": cmd_data, "grid": cmd_grid}[args.command]
     try:
         return handler(args)
     except NPASError as exc:

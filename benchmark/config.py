@@ -1,15 +1,15 @@
 """Experiment configuration: typed sections, TOML files, dotted ``section.key=value`` overrides.
 
 One config file per experiment (ffcv-imagenet style); the run folder keeps the resolved config and
-its hash. The hash covers everything that can change results and nothing that cannot (output
-folder, resume policy, progress bars), so a resumed or re-submitted run can prove it is the same
-experiment.
+its hash. The hash (the run id, ``experiment.run_id``) is taken over the *resolved* config (method
+options with defaults filled in, the budget as an integer) and covers everything that can change
+results and nothing that cannot (paths, worker/thread counts, device choice, progress, the run
+section), so a resumed or re-submitted run can prove it is the same experiment.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -30,7 +30,9 @@ class MethodConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "wrn-16-1"
-    budget: str | None = None  # e.g. "1.5M", "500k", 1000000; None = the method's natural size
+    # e.g. "1.5M", "500k", 1000000, "10%" (of the unshared network); None = the method's natural size.
+    # ``experiment.resolve`` turns every spelling into the integer count.
+    budget: int | str | None = None
     budget_mode: str = "total"  # "total" (unique trainable params) or a method's official knob
 
 
@@ -101,6 +103,9 @@ class RunConfig:
     progress: bool = True
     keep_checkpoints: int = 2
     name: str = ""
+    # a folder of phase artifacts shared between runs (a grid's <results>/phases): a phase whose method
+    # declares its inputs (Method.phase_inputs) is read from here when present, and stored here otherwise
+    phase_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,14 +122,16 @@ class Config:
         return to_dict(self)
 
     def hash_dict(self) -> dict[str, Any]:
-        """What determines results: everything but the run section."""
-        d = self.to_dict()
-        d.pop("run")
-        return d
+        """What determines results, after resolution (see ``experiment.identity_dict``)."""
+        from .experiment import identity_dict, resolve
+
+        return identity_dict(resolve(self))
 
     def hash(self) -> str:
-        blob = json.dumps(self.hash_dict(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """The run id: the same experiment, however it is written, has one hash (``experiment.run_id``)."""
+        from .experiment import run_id
+
+        return run_id(self)
 
     def to_toml(self) -> str:
         import tomli_w

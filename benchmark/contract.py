@@ -17,6 +17,8 @@ contract covers:
 - ``no_weight_decay_roles``: parameters exempt from weight decay, by *role* (see
   ``accounting.ROLES``), never by name matching.
 - ``budget_modes``: ``total`` (suite-wide) plus any official knob the method offers.
+- ``phase_inputs`` / ``preview_artifacts``: optional; let a grid share a phase whose output does not
+  depend on the whole run (SSN's group search ignores the budget), and preview a model's size.
 """
 
 from __future__ import annotations
@@ -142,6 +144,22 @@ class Method(ABC):
     # -- optional -------------------------------------------------------------------------
     def phases(self, request: BuildRequest) -> list[Phase]:
         return []
+
+    def phase_inputs(self, phase: str, experiment: dict[str, Any]) -> dict[str, Any] | None:
+        """What the artifact of ``phase`` depends on, given the run's resolved identity
+        (``experiment.identity_dict``: method, model, data, optim, train sections).
+
+        Return the subset the phase reads (e.g. without the budget, when the phase never sees it) to let
+        a grid run the phase once and hand its artifact to every run with the same inputs; the artifact
+        is stored under a hash of them. ``None`` (the default) means the phase depends on the whole run
+        and runs inside it.
+        """
+        return None
+
+    def preview_artifacts(self, request: BuildRequest) -> dict[str, Any] | None:
+        """Stand-in phase artifacts that let ``build`` run without the phases, so that a grid plan can
+        report the model's size and check its budget before anything trains. ``None``: not possible."""
+        return None
 
     def no_weight_decay_roles(self) -> frozenset[str]:
         return frozenset()

@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import write_json, write_text
-from ..budget import Budget
 from ..config import Config
 from ..contract import Method, NPASModel
 from ..data import BatchLoader, DataBundle, load_data, make_loader
 from ..errors import ConfigError
+from ..experiment import budget_of, resolve, run_id
 from ..factory import build_checked, make_request
 from ..accounting import param_report
 from ..plugins import create_method
@@ -87,8 +87,11 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     def __init__(self, cfg: Config, preemption: PreemptionFlag | None = None) -> None:
+        # Resolve first: an unknown method/arch/data set/budget mode fails here, before anything is written,
+        # and the run id (config hash) is the experiment's, however the config was spelled.
+        cfg = resolve(cfg)
         self.cfg = cfg
-        self.config_hash = cfg.hash()
+        self.config_hash = run_id(cfg)
         self.run_dir = Path(cfg.run.out)
         # not `preemption or ...`: an unsignalled PreemptionFlag is falsy, so `or` would drop the caller's flag
         self.preemption = preemption if preemption is not None else PreemptionFlag()
@@ -110,11 +113,6 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.is_main = self.dist.is_main
         self.progress = cfg.run.progress and self.is_main
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.toml", cfg.to_toml())
-            write_json(self.run_dir / "config.json", {"config": cfg.to_dict(), "config_hash": self.config_hash})
-        barrier(self.dist)
         self.log = JsonLines(self.run_dir / "metrics.jsonl", enabled=self.is_main)
         amp_dtype = torch.bfloat16 if cfg.train.amp_dtype == "bfloat16" else torch.float16
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if cfg.train.amp else contextlib.nullcontext
@@ -144,7 +142,7 @@ class Trainer:
     def _setup_model(self) -> None:
         cfg = self.cfg
         self.method: Method = create_method(cfg.method.name, cfg.method.options)
-        budget = Budget.parse(cfg.model.budget, cfg.model.budget_mode)
+        budget = budget_of(cfg)
         request = make_request(cfg.model.arch, cfg.data.name, budget, num_classes=self.data.num_classes,
                                image_size=self.data.input_shape[1])
         ctx = PhaseContext(cfg=cfg, data=self.data, device=self.device, run_dir=self.run_dir, request=request,
@@ -161,6 +159,15 @@ class Trainer:
         self.exempt = self.method.no_weight_decay_roles()
         self.schedule = LRSchedule.from_config(cfg.optim, cfg.train.epochs, self.steps_per_epoch)
         self.wants_after_backward = type(self.method).wants_after_backward()
+
+    def _write_config(self) -> None:
+        """The resolved config and its id, written once the run has been checked and set up."""
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.toml", self.cfg.to_toml())
+            write_json(self.run_dir / "config.json", {"config": self.cfg.to_dict(), "config_hash": self.config_hash,
+                                                      "run_id": self.config_hash})
+        barrier(self.dist)
 
     def _wrap(self) -> None:
         """(Re)build the optimizer view of the model: DDP and torch.compile wrappers."""
@@ -298,6 +305,7 @@ class Trainer:
             self._setup_data()
             self._setup_model()
             start_epoch, start_batch = self._restore()
+            self._write_config()
             self._wrap()
             self.preemption.install()
             try:

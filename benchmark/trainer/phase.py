@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import write_json
-from ..contract import BuildRequest, Method, NPASModel
+from ..contract import BuildRequest, Method, NPASModel, Phase
 from ..data import DataBundle, make_loader
 from ..errors import ConfigError
 from .distributed import DistInfo, broadcast_object
@@ -88,27 +88,76 @@ def artifact_path(run_dir: Path, phase: str) -> Path:
     return run_dir / "artifacts" / f"{phase}.json"
 
 
+def shared_phase_key(method: Method, phase: str, cfg: Any) -> str | None:
+    """The content address of ``phase``'s artifact when the method declares what it depends on, else None."""
+    from ..experiment import digest, identity_dict
+
+    inputs = method.phase_inputs(phase, identity_dict(cfg))
+    if inputs is None:
+        return None
+    return digest({"method": method.name, "phase": phase, "inputs": inputs})
+
+
+def shared_artifact_path(phase_dir: str | Path, method: str, phase: str, key: str) -> Path:
+    return Path(phase_dir) / f"{method}-{phase}-{key}.json"
+
+
+def read_artifact(path: Path, field: str, value: str) -> dict[str, Any] | None:
+    """The artifact stored in ``path`` if it is readable and its ``field`` equals ``value``."""
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(stored, dict) and stored.get(field) == value and isinstance(stored.get("artifact"), dict):
+        return stored["artifact"]
+    return None
+
+
+def execute_phase(method: Method, phase: Phase, request: BuildRequest, ctx: PhaseContext,
+                  artifacts: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    t0 = time.perf_counter()
+    if ctx.progress:
+        tqdm.write(f"phase {phase.name}: {phase.description}")
+    ctx.request = dataclasses.replace(request, artifacts=dict(artifacts))
+    artifact = phase.run(ctx)
+    if not isinstance(artifact, dict):
+        raise TypeError(f"phase {phase.name!r} of {method.name!r} must return a dict, got {type(artifact).__name__}")
+    return artifact, round(time.perf_counter() - t0, 3)
+
+
 def run_phases(method: Method, request: BuildRequest, ctx: PhaseContext, dist: DistInfo) -> dict[str, Any]:
-    """Run (or reuse) every phase of ``method``; returns {phase name: artifact}."""
+    """Run (or reuse) every phase of ``method``; returns {phase name: artifact}.
+
+    Reuse order: this run's own ``artifacts/<phase>.json`` (same config hash), then the shared store
+    ``run.phase_dir`` (same content key, see ``Method.phase_inputs``); otherwise the phase runs, and a
+    shareable artifact is also stored there for the runs that need the same one.
+    """
     artifacts: dict[str, Any] = dict(request.artifacts)
+    phase_dir = getattr(ctx.cfg.run, "phase_dir", "")
     for phase in method.phases(request):
         path = artifact_path(ctx.run_dir, phase.name)
         artifact = None
         if dist.is_main:
-            if path.is_file():
-                stored = json.loads(path.read_text())
-                if stored.get("config_hash") == ctx.config_hash:
-                    artifact = stored["artifact"]
+            artifact = read_artifact(path, "config_hash", ctx.config_hash)
+            key = shared_phase_key(method, phase.name, ctx.cfg) if phase_dir else None
+            shared = shared_artifact_path(phase_dir, method.name, phase.name, key) if key else None
+            source = "run"
+            if artifact is None and shared is not None:
+                artifact = read_artifact(shared, "key", key)
+                source = f"shared {shared}" if artifact is not None else source
+                if artifact is not None and ctx.progress:
+                    tqdm.write(f"phase {phase.name}: reusing {shared}")
+            seconds = 0.0
             if artifact is None:
-                t0 = time.perf_counter()
-                if ctx.progress:
-                    tqdm.write(f"phase {phase.name}: {phase.description}")
-                ctx.request = dataclasses.replace(request, artifacts=dict(artifacts))
-                artifact = phase.run(ctx)
-                if not isinstance(artifact, dict):
-                    raise TypeError(f"phase {phase.name!r} of {method.name!r} must return a dict, got {type(artifact).__name__}")
+                artifact, seconds = execute_phase(method, phase, request, ctx, artifacts)
+                if shared is not None:
+                    write_json(shared, {"phase": phase.name, "method": method.name, "key": key, "seconds": seconds,
+                                        "artifact": artifact})
+            if not path.is_file() or read_artifact(path, "config_hash", ctx.config_hash) is None:
                 write_json(path, {"phase": phase.name, "method": method.name, "config_hash": ctx.config_hash,
-                                  "seconds": round(time.perf_counter() - t0, 3), "artifact": artifact})
+                                  "seconds": seconds, "source": source, "artifact": artifact})
         artifact = broadcast_object(artifact, dist)
         artifacts[phase.name] = artifact
     return artifacts

@@ -1,6 +1,7 @@
 """The result record (``result.json``): one per run, the input of every leaderboard.
 
-Schema version 1 -- keys: schema_version, status, method{name, source, options}, arch, dataset
+Schema version 2 -- keys: schema_version, status, run_id (= config_hash, the hash of the resolved
+experiment), method{name, source} (its options are in config.method.options), arch, dataset
 (``DataBundle.describe()``), synthetic, budget, params (``ParamReport``), metrics (test top-1/top-5,
 per member for ensembles), selection (which split chose the reported weights), seed, config,
 config_hash, git{sha, dirty}, packages, hardware, timing (wall time, train/eval throughput),
@@ -22,7 +23,7 @@ from ..provenance import git_info, hardware, package_versions
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import Trainer
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: run_id; method options only in config.method.options
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
@@ -39,8 +40,9 @@ def build_record(t: "Trainer", status: str, final: dict[str, Any], selection: di
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "status": status,
-        "method": {"name": t.method.name, "source": METHODS.entry(t.method.name).source,
-                   "options": t.method.options_dict()},
+        "run_id": t.config_hash,
+        # the options live once, in config.method.options (typed, every default filled in)
+        "method": {"name": t.method.name, "source": METHODS.entry(t.method.name).source},
         "arch": cfg.model.arch,
         "members": list(t.model.member_names),
         "method_info": t.method.record_info(t.model),

@@ -306,6 +306,32 @@ class SSN(Method):
         return [Phase("search", f"learn {o.param_groups} parameter groups ({o.search_epochs} epochs of a one-group "
                                 f"SSN, then k-means)", lambda ctx: run_search(self, ctx))]
 
+    # options the search reads (search_model, run_search and ctx.fit); the others shape only the trained model
+    SEARCH_OPTIONS = ("param_groups", "group_type", "groups", "group_seed", "emb_size", "search_max_params",
+                      "search_share_type", "search_epochs", "search_milestones", "search_gammas",
+                      "search_steps_per_epoch", "bank_tail_init", "upsample_window")
+
+    def phase_inputs(self, phase: str, experiment: dict[str, Any]) -> dict[str, Any] | None:
+        """The search trains a one-group SSN of ``search_max_params`` with the run's data, optimiser and
+        seed: it never sees the budget, the training length or the final model's sharing options."""
+        if phase != "search":
+            return None
+        opts = experiment["method"]["options"]
+        train = experiment["train"]
+        return {
+            "options": {k: opts[k] for k in self.SEARCH_OPTIONS},
+            "arch": experiment["model"]["arch"],
+            "data": experiment["data"],
+            "optim": experiment["optim"],
+            "train": {k: train[k] for k in ("batch_size", "seed", "max_steps_per_epoch")},
+        }
+
+    def preview_artifacts(self, request: BuildRequest) -> dict[str, Any] | None:
+        """Random groups of the same count stand in for the learned ones: in ``total`` mode the budget solver
+        fits any grouping, so the plan's budget check holds; the exact count is known after the search."""
+        _, specs = backbone_specs(request.arch, request.num_classes)
+        return {"search": {"labels": random_groups(len(specs), self.options.param_groups, self.options.group_seed)}}
+
     def search_model(self, request: BuildRequest) -> NPASModel:
         net, specs = backbone_specs(request.arch, request.num_classes)
         layout = GroupLayout([0] * len(specs), False, "search")

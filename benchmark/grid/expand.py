@@ -1,0 +1,236 @@
+"""A grid spec -> its runs: the product of the axes (with zip groups and exclude rules), each run
+resolved to its canonical config and id (``experiment.resolve`` / ``run_id``).
+
+Checks made here, before anything is written: every method, option, architecture, data set and
+budget resolves; every budget is one the method can represent (the model is built once per distinct
+(method, options, arch, data set, budget) and the suite's budget rule applied; a method with a phase
+before training is previewed with stand-in artifacts where it offers them); no two entries expand to
+the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from ..config import Config, build_config
+from ..errors import NPASError
+from ..experiment import budget_of, digest, identity_dict, resolve, run_id
+from .spec import AXES, GridSpec, MethodAxis, SpecError, line_of
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run of a grid: where it came from in the spec, its resolved config and its id."""
+
+    run_id: str
+    method: str
+    variant: str
+    arch: str
+    dataset: str
+    budget: str  # as written in the spec ("10%", "100k", "full")
+    seed: int
+    config: Config  # resolved; run.out is the run folder relative to the results folder
+    folder: str
+
+    @property
+    def budget_params(self) -> int | None:
+        return self.config.model.budget
+
+    def describe(self) -> str:
+        v = "" if self.variant == "default" else f" [{self.variant}]"
+        return f"{self.method}{v} {self.arch} {self.dataset} budget={self.budget} seed={self.seed}"
+
+    def matches(self, rule: dict[str, Any]) -> bool:
+        here = {"method": self.method, "variant": self.variant, "arch": self.arch, "dataset": self.dataset,
+                "budget": self.budget, "seed": self.seed}
+        return all(str(here[k]) == str(v) for k, v in rule.items())
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "-", text.replace("%", "pct"))
+
+
+def folder_name(method: str, variant: str, arch: str, dataset: str, budget: str, seed: int, rid: str) -> str:
+    m = method if variant == "default" else f"{method}-{variant}"
+    return _safe(f"{m}_{arch}_{dataset}_{budget}_s{seed}_{rid[:10]}")
+
+
+def _budget_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _axis_values(spec: GridSpec, m: MethodAxis) -> dict[str, tuple]:
+    return {"archs": spec.archs, "datasets": spec.datasets,
+            "budgets": m.budgets if m.budgets is not None else spec.budgets, "seeds": spec.seeds}
+
+
+def _points(spec: GridSpec, m: MethodAxis) -> Iterator[dict[str, Any]]:
+    """(arch, dataset, budget, seed) points of the grid for method ``m``: a product, zip groups joined."""
+    values = _axis_values(spec, m)
+    units: list[tuple[tuple[str, ...], list[tuple]]] = []
+    zipped = {a for g in spec.zip for a in g}
+    for g in spec.zip:
+        lengths = {a: len(values[a]) for a in g}
+        if len(set(lengths.values())) != 1:
+            raise SpecError(f"grid spec {spec.path}: methods ({m.name}).budgets: zip group {list(g)} needs equal "
+                            f"lengths, got " + ", ".join(f"{a}={n}" for a, n in lengths.items()) + ".")
+        units.append((g, list(zip(*(values[a] for a in g)))))
+    for a in AXES:
+        if a not in zipped:
+            units.append(((a,), [(v,) for v in values[a]]))
+    for combo in itertools.product(*(vals for _, vals in units)):
+        point: dict[str, Any] = {}
+        for (names, _), vals in zip(units, combo):
+            point.update(dict(zip(names, vals)))
+        yield point
+
+
+def _base_tree(spec: GridSpec) -> dict[str, Any]:
+    if spec.base_config is None:
+        return {}
+    try:
+        return tomllib.loads(spec.base_config.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"grid spec {spec.path}: grid.base_config {spec.base_config} is not valid TOML: {exc}") from None
+
+
+def method_axes(spec: GridSpec) -> list[MethodAxis]:
+    """The spec's method entries with ``name = "*"`` expanded to every registered method not listed."""
+    from ..plugins import METHODS
+
+    listed = {m.name for m in spec.methods if m.name != "*"}
+    out: list[MethodAxis] = []
+    for m in spec.methods:
+        if m.name == "*":
+            out.extend(dataclasses.replace(m, name=n) for n in METHODS.names() if n not in listed)
+        else:
+            out.append(m)
+    return out
+
+
+def expand(spec: GridSpec, check_budgets: bool = True) -> list[GridRun]:
+    """Every run of the grid, in spec order; raises SpecError naming the key for any bad entry."""
+    from ..plugins import METHODS
+
+    tree = _base_tree(spec)
+    runs: list[GridRun] = []
+    by_id: dict[str, GridRun] = {}
+    for mi, m in enumerate(method_axes(spec)):
+        key = f"methods ({m.name})"
+        if m.name not in METHODS:
+            try:
+                METHODS.get(m.name)
+            except NPASError as exc:
+                raise _spec_err(spec, f"{key}: {exc}", f'"{m.name}"') from None
+        demo = dict(METHODS.get(m.name).demo_options) if spec.demo_options else {}
+        for label, variant in zip(m.labels, m.variants):
+            for point in _points(spec, m):
+                budget = _budget_text(point["budgets"])
+                overrides: dict[str, Any] = dict(spec.base)
+                overrides.update(m.overrides)
+                overrides.update({f"method.options.{k}": v for k, v in demo.items()})
+                overrides.update({f"method.options.{k}": v for k, v in variant.items()})
+                overrides.update({"method.name": m.name, "model.arch": point["archs"], "data.name": point["datasets"],
+                                  "model.budget": None if budget.lower() == "full" else point["budgets"],
+                                  "model.budget_mode": m.budget_mode, "train.seed": point["seeds"],
+                                  "run.progress": False})
+                try:
+                    cfg = resolve(build_config(tree, overrides))
+                except NPASError as exc:
+                    field = str(exc).split(":")[0].split(".")[-1].split("(")[0].strip()
+                    raise _spec_err(spec, f"{key}, variant {label!r}, arch {point['archs']!r}, data set "
+                                    f"{point['datasets']!r}, budget {budget!r}: {exc}", field,
+                                    f'"{point["archs"]}"', f'"{point["datasets"]}"', f'"{m.name}"') from None
+                rid = run_id(cfg)
+                folder = folder_name(m.name, label, point["archs"], point["datasets"], budget, point["seeds"], rid)
+                cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=folder))
+                run = GridRun(rid, m.name, label, point["archs"], point["datasets"], budget, int(point["seeds"]), cfg,
+                              folder)
+                if any(run.matches(rule) for rule in spec.exclude):
+                    continue
+                if rid in by_id:
+                    other = by_id[rid]
+                    raise _spec_err(spec, f"two entries expand to the same run {rid}: {other.describe()} and "
+                                    f"{run.describe()}. Remove one of them.",
+                                    "budgets" if other.budget != run.budget else "variants")
+                by_id[rid] = run
+                runs.append(run)
+    if not runs:
+        raise _spec_err(spec, "the grid is empty: every run is excluded by axes.exclude.", "exclude")
+    if check_budgets:
+        previews = Previewer()
+        for run in runs:
+            try:
+                previews.get(run)
+            except NPASError as exc:
+                raise _spec_err(spec, f"{run.describe()}: a budget the method cannot represent: {exc}",
+                                f'"{run.budget}"', run.budget, "budgets") from None
+    return runs
+
+
+def _spec_err(spec: GridSpec, message: str, *needles: str) -> SpecError:
+    """An error naming the spec file and the first line holding one of ``needles`` (a key or a value)."""
+    line = None
+    for needle in needles:
+        if not needle:
+            continue
+        line = line_of(spec.text, needle) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", needle) else None
+        if line is None:
+            line = next((i for i, l in enumerate(spec.text.splitlines(), 1) if needle in l), None)
+        if line is not None:
+            break
+    where = f"{spec.path}" + (f" line {line}" if line else "")
+    return SpecError(f"grid spec {where}: {message}")
+
+
+# -- previews: the built model's size without training -----------------------------------------
+@dataclass(frozen=True)
+class Preview:
+    params: int | None  # unique trainable parameters (None: known only after a phase)
+    gflops: float | None
+    note: str = ""
+
+
+class Previewer:
+    """Builds each distinct model of a grid once (seeds share it) for ``plan`` and the budget check."""
+
+    def __init__(self, flops: bool = True) -> None:
+        self.flops = flops
+        self._cache: dict[str, Preview] = {}
+
+    def get(self, run: GridRun) -> Preview:
+        ident = identity_dict(run.config)
+        key = digest({"method": ident["method"], "model": ident["model"], "data": ident["data"]})
+        if key not in self._cache:
+            self._cache[key] = self._build(run.config)
+        return self._cache[key]
+
+    def _build(self, cfg: Config) -> Preview:
+        from ..factory import build_checked, make_request
+        from ..plugins import create_method
+
+        method = create_method(cfg.method.name, cfg.method.options)
+        num_classes = cfg.data.synthetic_classes if cfg.data.name == "synthetic" else None
+        image = cfg.data.synthetic_size if cfg.data.name == "synthetic" else None
+        request = make_request(cfg.model.arch, cfg.data.name, budget_of(cfg), num_classes=num_classes, image_size=image)
+        note = ""
+        if method.phases(request):
+            stand_in = method.preview_artifacts(request)
+            if stand_in is None:
+                return Preview(None, None, "after " + ", ".join(p.name for p in method.phases(request)))
+            request = dataclasses.replace(request, artifacts=stand_in)
+            note = "stand-in groups before the search"
+        model = build_checked(method, request)
+        from ..accounting import param_report
+
+        shape = (3, request.image_size, request.image_size) if self.flops else None
+        rep = param_report(model, shape, request.budget)
+        gflops = rep.flops["total"] / 1e9 if rep.flops else None
+        return Preview(rep.total, gflops, note)

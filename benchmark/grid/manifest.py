@@ -1,0 +1,96 @@
+"""The grid manifest (``<results>/grid.json``): what a grid holds and what was launched where.
+
+Written by ``npas grid plan/run`` (atomically, by one runner at a time), read by every later command
+and by the tasks themselves: a task receives only a run id and finds its config here, which is what
+lets the same callable run under the local executor, in-process, or as a SLURM array task. Folders
+are stored relative to the results folder, so the results can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_json
+from ..errors import ConfigError
+
+MANIFEST = "grid.json"
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class PhaseJob:
+    """A shared phase: computed once, read by every run listed in ``runs``."""
+
+    key: str
+    method: str
+    phase: str
+    config: dict[str, Any]  # the resolved config of the first run that needs it
+    runs: list[str] = field(default_factory=list)
+
+    @property
+    def artifact(self) -> str:
+        return f"phases/{self.method}-{self.phase}-{self.key}.json"
+
+    @property
+    def failure(self) -> str:
+        return f"phases/{self.method}-{self.phase}-{self.key}.failed.json"
+
+
+@dataclass
+class RunEntry:
+    run_id: str
+    folder: str
+    config: dict[str, Any]
+    label: dict[str, Any]  # method, variant, arch, dataset, budget, seed
+    phases: list[str] = field(default_factory=list)  # keys of the PhaseJobs it waits for
+
+
+@dataclass
+class Manifest:
+    name: str
+    spec: str
+    spec_digest: str
+    runs: dict[str, RunEntry]
+    phases: dict[str, PhaseJob]
+    launches: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "manifest_version": MANIFEST_VERSION, "name": self.name, "spec": self.spec, "spec_digest": self.spec_digest,
+            "runs": {k: vars(v) for k, v in self.runs.items()},
+            "phases": {k: vars(v) for k, v in self.phases.items()},
+            "launches": self.launches,
+        }
+
+    def save(self, results: Path) -> Path:
+        path = Path(results) / MANIFEST
+        write_json(path, self.to_dict())
+        return path
+
+    def note_launch(self, executor: str, parallel: int, run_ids: list[str]) -> None:
+        self.launches.append({"executor": executor, "host": platform.node(), "pid": os.getpid(),
+                              "parallel": parallel, "runs": len(run_ids),
+                              "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+
+    @classmethod
+    def load(cls, results: str | Path) -> "Manifest":
+        path = Path(results) / MANIFEST
+        if not path.is_file():
+            raise ConfigError(f"{path}: no grid manifest; run `npas grid plan SPEC` or `npas grid run SPEC` first.")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: corrupt grid manifest ({exc}); rerun `npas grid plan SPEC` to rewrite it.") from None
+        if d.get("manifest_version") != MANIFEST_VERSION:
+            raise ConfigError(f"{path}: manifest version {d.get('manifest_version')!r}, this code reads "
+                              f"{MANIFEST_VERSION}; rerun `npas grid plan SPEC`.")
+        return cls(name=d["name"], spec=d["spec"], spec_digest=d["spec_digest"],
+                   runs={k: RunEntry(**v) for k, v in d["runs"].items()},
+                   phases={k: PhaseJob(**v) for k, v in d["phases"].items()},
+                   launches=list(d.get("launches", [])))

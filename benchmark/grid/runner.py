@@ -1,0 +1,326 @@
+"""Plan, run and inspect a grid on a workstation.
+
+``plan_grid`` expands a spec and writes the manifest (nothing trains); ``run_grid`` starts every run
+that is not finished, shared phases first, at most ``parallel`` at a time, and can be stopped and
+started again at any point: a finished run is a cache hit, an interrupted one resumes from its
+checkpoint (``run.resume=auto``), a failed one is retried. ``grid_status`` reads the folders only.
+One runner per results folder at a time (``<results>/.runner.lock``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from ..atomic import write_json
+from ..errors import ConfigError
+from ..experiment import digest
+from ..plugins import create_method
+from ..trainer.phase import shared_phase_key
+from .executors import Executor, Running, Task, make_executor
+from .expand import GridRun, Previewer, expand
+from .manifest import Manifest, PhaseJob, RunEntry
+from .spec import GridSpec, load_spec
+from .state import STATES, epochs_done, finished_record, read_json, run_state, runner_queue
+from .task import EXIT_BLOCKED, EXIT_BUSY, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
+
+
+@dataclass
+class Plan:
+    spec: GridSpec
+    runs: list[GridRun]
+    manifest: Manifest
+
+    @property
+    def results(self) -> Path:
+        return self.spec.results
+
+
+def _phase_jobs(runs: list[GridRun]) -> tuple[dict[str, PhaseJob], dict[str, list[str]]]:
+    """Shared phases: one job per distinct phase input (method-declared), and each run's keys."""
+    from ..factory import make_request
+
+    jobs: dict[str, PhaseJob] = {}
+    needs: dict[str, list[str]] = {}
+    for run in runs:
+        cfg = run.config
+        method = create_method(cfg.method.name, cfg.method.options)
+        num_classes = cfg.data.synthetic_classes if cfg.data.name == "synthetic" else None
+        request = make_request(cfg.model.arch, cfg.data.name, None, num_classes=num_classes)
+        keys = []
+        for phase in method.phases(request)[:1]:  # only a first phase can run on its own
+            key = shared_phase_key(method, phase.name, cfg)
+            if key is None:
+                continue
+            job = jobs.setdefault(key, PhaseJob(key, method.name, phase.name, cfg.to_dict()))
+            job.runs.append(run.run_id)
+            keys.append(key)
+        needs[run.run_id] = keys
+    return jobs, needs
+
+
+def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: bool = True) -> Plan:
+    spec = load_spec(spec_path, results)
+    runs = expand(spec)
+    jobs, needs = _phase_jobs(runs)
+    old = None
+    if (spec.results / "grid.json").is_file():
+        try:
+            old = Manifest.load(spec.results)
+        except ConfigError:
+            old = None
+    manifest = Manifest(
+        name=spec.name, spec=str(spec.path), spec_digest=digest(spec.text),
+        runs={r.run_id: RunEntry(r.run_id, r.folder, r.config.to_dict(),
+                                 {"method": r.method, "variant": r.variant, "arch": r.arch, "dataset": r.dataset,
+                                  "budget": r.budget, "seed": r.seed}, needs[r.run_id]) for r in runs},
+        phases=jobs, launches=list(old.launches) if old else [])
+    if write:
+        spec.results.mkdir(parents=True, exist_ok=True)
+        manifest.save(spec.results)
+    return Plan(spec, runs, manifest)
+
+
+# -- the table of runs (plan and status) ----------------------------------------------------------
+def plan_rows(plan: Plan, previews: Previewer | None = None) -> list[dict[str, Any]]:
+    previews = previews or Previewer()
+    queued = runner_queue(plan.results)
+    rows = []
+    for r in plan.runs:
+        p = previews.get(r)
+        state, detail = run_state(plan.results / r.folder, r.run_id, queued)
+        rows.append({
+            "run id": r.run_id[:10], "method": r.method if r.variant == "default" else f"{r.method} [{r.variant}]",
+            "arch": r.arch, "dataset": r.dataset, "budget": r.budget,
+            "unique params": f"{p.params:,}" if p.params is not None else f"({p.note})",
+            "GFLOPs": f"{p.gflops:.4f}" if p.gflops is not None else "",
+            "seed": r.seed, "epochs": r.config.train.epochs, "state": state + (f" ({detail})" if detail else ""),
+        })
+    return rows
+
+
+def status_rows(plan: Plan) -> tuple[list[dict[str, Any]], Counter]:
+    queued = runner_queue(plan.results)
+    rows, counts = [], Counter()
+    for r in plan.runs:
+        state, detail = run_state(plan.results / r.folder, r.run_id, queued)
+        counts[state] += 1
+        rows.append({"run id": r.run_id[:10], "run": r.folder, "state": state, "detail": detail})
+    return rows, counts
+
+
+def summary_line(counts: Counter, total: int) -> str:
+    return f"{total} runs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)
+
+
+# -- running ------------------------------------------------------------------------------------
+class RunnerLock:
+    """One runner per results folder; stale after a crash (the kernel drops an flock with its process)."""
+
+    def __init__(self, results: Path) -> None:
+        self.path = Path(results) / ".runner.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunnerLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            info = read_json(self.path.parent / "runner.json") or {}
+            raise ConfigError(f"{self.path.parent}: another `npas grid run` (pid {info.get('pid', '?')} on "
+                              f"{info.get('host', '?')}) is running this grid; wait for it or stop it first.") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+@dataclass
+class GridOutcome:
+    counts: Counter
+    total: int
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and self.counts.get("failed", 0) == 0 and self.counts.get("blocked", 0) == 0
+
+
+class Progress:
+    """Runs done/total with the current runs and their epochs; one line per event when not a terminal."""
+
+    def __init__(self, total: int, done: int, enabled: bool, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and self.stream.isatty()
+        self.total = total
+        self.bar = tqdm(total=total, initial=done, desc="grid", unit="run", file=self.stream, dynamic_ncols=True,
+                        disable=not self.tty)
+        self.last = 0.0
+
+    def event(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def advance(self) -> None:
+        self.bar.update(1)
+
+    def refresh(self, active: list[Running], results: Path, folders: dict[str, str]) -> None:
+        if not self.tty or time.monotonic() - self.last < 1.0:
+            return
+        self.last = time.monotonic()
+        parts = []
+        for r in active:
+            folder = folders.get(r.task.task_id)
+            parts.append(f"{r.task.label} e{epochs_done(results / folder)}" if folder else r.task.label)
+        self.bar.set_postfix_str("; ".join(parts)[:200])
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_grid(spec_path: str | Path, executor: str = "local", parallel: int = 0, results: str | Path | None = None,
+             progress: bool = True, stop_after: Callable[[Counter], bool] | None = None) -> GridOutcome:
+    """Run every unfinished run of the grid; returns the final counts by state."""
+    plan = plan_grid(spec_path, results, write=False)
+    res = plan.results
+    res.mkdir(parents=True, exist_ok=True)
+    with RunnerLock(res):
+        ex = make_executor(executor, res.resolve(), parallel or plan.spec.resources.max_parallel)
+        manifest = plan.manifest
+        todo = [r for r in plan.runs if finished_record(res / r.folder, r.run_id) is None]
+        manifest.note_launch(ex.name, ex.parallel, [r.run_id for r in todo])
+        manifest.save(res)
+        folders = {r.run_id: r.folder for r in plan.runs}
+        total = len(plan.runs)
+        bar = Progress(total, total - len(todo), progress)
+        bar.event(f"grid {plan.spec.name}: {total} runs, {total - len(todo)} already finished, {len(todo)} to run "
+                  f"({ex.name} executor, {ex.parallel} at a time); results in {res}")
+        try:
+            counts = _schedule(plan, ex, todo, bar, folders, stop_after)
+        except KeyboardInterrupt:
+            bar.close()
+            _, counts = status_rows(plan)
+            return GridOutcome(counts, total, interrupted=True)
+        finally:
+            (res / "runner.json").unlink(missing_ok=True)
+        bar.close()
+        _, counts = status_rows(plan)
+        return GridOutcome(counts, total)
+
+
+def _schedule(plan: Plan, ex: Executor, todo: list[GridRun], bar: Progress, folders: dict[str, str],
+              stop_after: Callable[[Counter], bool] | None) -> Counter:
+    res = plan.results
+    manifest = plan.manifest
+    events: Counter = Counter()
+    # shared phases still missing, for the runs still to do
+    wanted = {k for r in todo for k in manifest.runs[r.run_id].phases}
+    phase_queue = [k for k in manifest.phases if k in wanted and not (res / manifest.phases[k].artifact).is_file()]
+    for k in phase_queue:
+        (res / manifest.phases[k].failure).unlink(missing_ok=True)  # a failed phase is retried, never a cache hit
+    waiting = list(todo)
+    active: list[Running] = []
+    pending_phases = set(phase_queue)
+    free_slots = list(range(ex.parallel))
+
+    def write_runner_state() -> None:
+        write_json(res / "runner.json", {"host": platform.node(), "pid": os.getpid(), "executor": ex.name,
+                                         "queued": [r.run_id for r in waiting] + [f"phase:{k}" for k in phase_queue]})
+
+    def start(task: Task) -> None:
+        slot = free_slots.pop(0)
+        bar.event(f"start  {task.label}")
+        active.append(ex.start(task, slot))
+        write_runner_state()
+
+    write_runner_state()
+    try:
+        while waiting or phase_queue or active:
+            # phases first; a run starts once every phase it needs has its artifact
+            while free_slots and phase_queue:
+                k = phase_queue.pop(0)
+                job = manifest.phases[k]
+                start(Task(f"phase:{k}", f"phase {job.method}/{job.phase} {k[:8]}", res / "phases" / f"{k}.log"))
+            for r in list(waiting):
+                if not free_slots:
+                    break
+                needs = manifest.runs[r.run_id].phases
+                if any(k in pending_phases for k in needs):
+                    continue
+                waiting.remove(r)
+                start(Task(r.run_id, r.folder, res / r.folder / "task.log"))
+            for a in list(active):
+                code = ex.poll(a)
+                if code is None:
+                    continue
+                active.remove(a)
+                free_slots.append(a.slot)
+                free_slots.sort()
+                _finished(plan, a, code, bar, events, pending_phases)
+                write_runner_state()
+            if stop_after is not None and stop_after(events):
+                raise KeyboardInterrupt
+            bar.refresh(active, res, folders)
+            if active:
+                time.sleep(0.2)
+            elif waiting and not phase_queue and all(any(k in pending_phases for k in manifest.runs[r.run_id].phases)
+                                                     for r in waiting):
+                break  # pragma: no cover - every waiting run needs a phase that is neither queued nor running
+    except KeyboardInterrupt:
+        bar.event(f"stopping: {len(active)} running task(s) checkpoint and exit; `npas grid run` again resumes them")
+        ex.stop(active)
+        raise
+    return events
+
+
+def _finished(plan: Plan, a: Running, code: int, bar: Progress, events: Counter, pending_phases: set[str]) -> None:
+    res = plan.results
+    tid = a.task.task_id
+    secs = time.monotonic() - a.started
+    if tid.startswith("phase:"):
+        key = tid.split(":", 1)[1]
+        pending_phases.discard(key)
+        job = plan.manifest.phases[key]
+        if code == EXIT_OK:
+            events["phase done"] += 1
+            bar.event(f"done   {a.task.label} ({secs:.1f} s)")
+        else:
+            events["phase failed"] += 1
+            err = (read_json(res / job.failure) or {}).get("error", f"exit status {code}")
+            bar.event(f"FAILED {a.task.label}: {err} (its {len(job.runs)} run(s) are blocked; see {a.task.log})")
+        return
+    entry = plan.manifest.runs[tid]
+    state, detail = run_state(res / entry.folder, tid)
+    if code in (EXIT_OK, EXIT_DIVERGED) and state in ("done", "diverged"):
+        events[state] += 1
+        bar.advance()
+        bar.event(f"{'done  ' if state == 'done' else 'DIVERGED'} {a.task.label} {detail} ({secs:.1f} s)")
+    elif code == EXIT_PREEMPTED:
+        events["preempted"] += 1
+        bar.event(f"paused {a.task.label}: checkpointed, resumes on the next `npas grid run`")
+    elif code == EXIT_BLOCKED:
+        events["blocked"] += 1
+        bar.event(f"BLOCKED {a.task.label}: {detail}")
+    elif code == EXIT_BUSY:
+        events["busy"] += 1
+        bar.event(f"busy   {a.task.label}: another process holds its folder; left alone")
+    else:
+        events["failed"] += 1
+        bar.event(f"FAILED {a.task.label}: {detail or f'exit status {code}'} (log: {a.task.log})")

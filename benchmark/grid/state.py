@@ -1,0 +1,91 @@
+"""A grid run's state, read from its folder alone (so ``npas grid status`` never blocks).
+
+Markers, each written atomically: ``result.json`` (the trainer's record), ``running.json`` (the task,
+while it runs: host and pid), ``failed.json`` (the task, on an error: its last line and traceback),
+``blocked.json`` (the runner, when a phase the run needs failed). ``<results>/runner.json`` says
+which runs a live runner has queued. A finished run is one whose valid ``result.json`` holds the same
+run id and record schema and a final status; a failed one is never treated as finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from ..trainer.record import SCHEMA_VERSION
+
+FINAL = ("completed", "diverged")
+STATES = ("done", "diverged", "running", "queued", "failed", "blocked", "interrupted", "not started")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def finished_record(run_dir: Path, run_id: str) -> dict[str, Any] | None:
+    """The run's record if it finished (completed or diverged) as this run id and schema, else None."""
+    rec = read_json(run_dir / "result.json")
+    if rec is None or rec.get("schema_version") != SCHEMA_VERSION or rec.get("run_id") != run_id:
+        return None
+    return rec if rec.get("status") in FINAL else None
+
+
+def pid_alive(host: str | None, pid: Any) -> bool:
+    if host != platform.node() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def runner_queue(results: Path) -> set[str]:
+    """Run ids a live runner holds in its queue (empty if no runner is alive)."""
+    info = read_json(Path(results) / "runner.json")
+    if not info or not pid_alive(info.get("host"), info.get("pid")):
+        return set()
+    return set(info.get("queued", []))
+
+
+def run_state(run_dir: Path, run_id: str, queued: set[str] | None = None) -> tuple[str, str]:
+    """(state, detail) of one run; detail is e.g. the failure's last line or the epoch reached."""
+    rec = finished_record(run_dir, run_id)
+    if rec is not None:
+        if rec["status"] == "diverged":
+            at = rec.get("diverged_at") or {}
+            return "diverged", f"epoch {at.get('epoch', '?')}, loss {at.get('loss', '?')}"
+        top1 = (rec.get("metrics") or {}).get("top1")
+        return "done", f"top1 {top1:.2f}" if isinstance(top1, (int, float)) else ""
+    running = read_json(run_dir / "running.json")
+    if running and pid_alive(running.get("host"), running.get("pid")):
+        return "running", f"epoch {epochs_done(run_dir)}/{running.get('epochs', '?')}"
+    if queued and run_id in queued:
+        return "queued", ""
+    failed = read_json(run_dir / "failed.json")
+    if failed:
+        return "failed", str(failed.get("error", "")).strip().splitlines()[-1:][0] if failed.get("error") else ""
+    blocked = read_json(run_dir / "blocked.json")
+    if blocked:
+        return "blocked", str(blocked.get("reason", ""))
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        return "interrupted", f"resumable from epoch {epochs_done(run_dir)}"
+    return "not started", ""
+
+
+def epochs_done(run_dir: Path) -> int:
+    """Training epochs logged in metrics.jsonl (cheap: the file holds a few lines per epoch)."""
+    try:
+        with open(run_dir / "metrics.jsonl", encoding="utf-8") as fh:
+            return sum(1 for line in fh if '"kind": "train"' in line)
+    except OSError:
+        return 0

@@ -1,0 +1,165 @@
+"""The grid's task: the one small, importable callable every executor runs.
+
+``run_task(results, task_id)`` gets only the results folder and an id -- a run id, or ``phase:<key>``
+for a shared phase -- and reads the rest from the manifest. The local executor starts it as
+``python -m npasbench.grid.task RESULTS ID``, the debug executor calls it in-process, and a SLURM
+array task (part 2) will call the same function. Exit codes: 0 completed, 4 diverged, 75 preempted
+(resumable), 3 blocked by a failed phase, 5 another process holds the run, 2 bad config, 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import fcntl
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+from ..atomic import write_json
+from ..config import build_config
+from ..errors import NPASError
+from ..experiment import run_id as compute_run_id
+from .manifest import Manifest
+from .state import finished_record, read_json
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BLOCKED, EXIT_DIVERGED, EXIT_BUSY, EXIT_PREEMPTED = 0, 1, 2, 3, 4, 5, 75
+
+
+class Busy(Exception):
+    """Another process holds the folder's lock."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, wait_s: float = 30.0) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder/.lock``; released on any exit, also by a crash (the kernel drops it).
+
+    Waits up to ``wait_s`` (a previous task of the same run may still be writing its checkpoint after a
+    signal), then raises ``Busy``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise Busy(f"{folder} is held by another process") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def run_task(results: str | Path, task_id: str, threads: int = 0) -> int:
+    results = Path(results).resolve()
+    manifest = Manifest.load(results)
+    if task_id.startswith("phase:"):
+        return _phase_task(results, manifest, task_id.split(":", 1)[1], threads)
+    return _run(results, manifest, task_id, threads)
+
+
+def _overrides(results: Path, folder: Path, threads: int) -> dict:
+    o = {"run.out": str(folder), "run.phase_dir": str(results / "phases"), "run.progress": False}
+    if threads > 0:
+        o["train.threads"] = threads
+    return o
+
+
+def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
+    from ..trainer import train
+
+    if rid not in manifest.runs:
+        print(f"grid task: run {rid} is not in {results / 'grid.json'}", file=sys.stderr)
+        return EXIT_CONFIG
+    entry = manifest.runs[rid]
+    run_dir = results / entry.folder
+    try:
+        with folder_lock(run_dir):
+            if finished_record(run_dir, rid) is not None:
+                return EXIT_OK  # finished meanwhile (a cache hit)
+            for key in entry.phases:
+                job = manifest.phases[key]
+                failure = read_json(results / job.failure)
+                if failure is not None:
+                    write_json(run_dir / "blocked.json", {"reason": f"phase {job.method}/{job.phase} {key} failed: "
+                                                                    f"{failure.get('error', '')}", "at": _now()})
+                    return EXIT_BLOCKED
+            cfg = build_config(entry.config, _overrides(results, run_dir, threads))
+            if compute_run_id(cfg) != rid:
+                raise NPASError(f"run {rid}: its config now resolves to {compute_run_id(cfg)} (the code or a "
+                                "method's defaults changed since the grid was planned); re-plan the grid.")
+            for stale in ("failed.json", "blocked.json"):
+                (run_dir / stale).unlink(missing_ok=True)
+            write_json(run_dir / "running.json", {"host": platform.node(), "pid": os.getpid(), "started": _now(),
+                                                  "epochs": cfg.train.epochs})
+            try:
+                result = train(cfg)
+            except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised or coded
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                write_json(run_dir / "failed.json", {"error": _error_text(exc), "traceback": traceback.format_exc(),
+                                                     "at": _now()})
+                print(f"grid task {rid}: {_error_text(exc)}", file=sys.stderr)
+                return EXIT_CONFIG if isinstance(exc, NPASError) else EXIT_ERROR
+            finally:
+                (run_dir / "running.json").unlink(missing_ok=True)
+            return result.exit_code
+    except Busy as exc:
+        print(f"grid task {rid}: {exc}; not started twice", file=sys.stderr)
+        return EXIT_BUSY
+
+
+def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> int:
+    from ..trainer.shared_phase import run_shared_phase
+
+    if key not in manifest.phases:
+        print(f"grid task: phase {key} is not in {results / 'grid.json'}", file=sys.stderr)
+        return EXIT_CONFIG
+    job = manifest.phases[key]
+    phase_dir = results / "phases"
+    try:
+        with folder_lock(phase_dir / f"{job.method}-{job.phase}-{key}.work"):
+            (results / job.failure).unlink(missing_ok=True)
+            cfg = build_config(job.config, _overrides(results, phase_dir, threads))
+            try:
+                run_shared_phase(cfg, job.phase, phase_dir)
+            except BaseException as exc:  # noqa: BLE001
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                write_json(results / job.failure, {"error": _error_text(exc), "traceback": traceback.format_exc(),
+                                                   "at": _now()})
+                print(f"grid phase {key}: {_error_text(exc)}", file=sys.stderr)
+                return EXIT_ERROR
+            return EXIT_OK
+    except Busy as exc:
+        print(f"grid phase {key}: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m npasbench.grid.task", description=__doc__.splitlines()[0])
+    p.add_argument("results")
+    p.add_argument("task_id", help="a run id, or phase:<key>")
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+    return run_task(a.results, a.task_id, a.threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
