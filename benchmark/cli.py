@@ -5,7 +5,8 @@
     npas params --method M --arch A --dataset D --budget B [--opt k=v] [--json]
     npas train  --method M --arch A --dataset D --budget B --epochs E --out DIR [section.key=value ...]
     npas train  --config exp.toml [section.key=value ...]
-    npas demo                         every method on the synthetic data set, comparison table
+    npas demo                         a small grid: every method, two budgets, synthetic data; comparison table
+    npas grid plan|run|status SPEC    benchmark grids (slurm/*.toml): the table of runs, run them, their states
     npas data prepare cifar100|cifar10|imagenet --root DIR --out DIR [--max-res 256 --jpeg-quality 90 ...]
                                       write FFCV .beton files (data.pipeline=ffcv reads them from data.beton_dir)
 """
@@ -57,14 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted config overrides")
 
-    d = sub.add_parser("demo", help="every method on the synthetic data set; prints a comparison table")
-    d.add_argument("--out", default="results/demo")
-    d.add_argument("--arch", default="wrn-16-1")
-    d.add_argument("--budget", default="100k")
-    d.add_argument("--epochs", type=int, default=3)
-    d.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    d = sub.add_parser("demo", help="a small grid: every method at two budgets on synthetic data; comparison table")
+    d.add_argument("--out", default="results/demo", help="results folder of the demo grid (rerun: resumes)")
+    d.add_argument("--executor", default="local", help="local (processes, default) | debug (in-process)")
+    d.add_argument("-j", "--parallel", type=int, default=0, help="runs at once (default: one per core / GPU)")
     d.add_argument("--no-progress", action="store_true")
-    d.add_argument("overrides", nargs="*", metavar="section.key=value")
 
     _add_data_parser(sub)
     _add_grid_parser(sub)
@@ -229,11 +227,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
-    from .options import parse_kv
 
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
-    text = run_demo(args.out, arch=args.arch, budget=args.budget, epochs=args.epochs, methods=methods,
-                    progress=not args.no_progress, extra=parse_kv(args.overrides, field="override"))
+    text = run_demo(args.out, executor=args.executor, parallel=args.parallel, progress=not args.no_progress)
     print(text)
     print(f"written to {args.out}/summary.md")
     return 0

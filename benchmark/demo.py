@@ -1,53 +1,51 @@
-"""``npas demo``: the README's main job, runnable anywhere in a few minutes.
+"""``npas demo``: the README's main job, a small grid run by the local executor.
 
-Every registered method trains briefly on the built-in synthetic data set at one budget; the
-unshared network runs as the reference row at its natural size (it cannot shrink). The comparison
-table (method, unique params, FLOPs, top-1, time) is printed and written to ``<out>/summary.md``
-(plus ``summary.json``). A method that cannot represent the budget gets a row saying why -- it is
-never skipped silently.
+The grid is ``grid/demo.toml`` (shipped with the package): every registered method at two budgets on
+the built-in synthetic data set (fixed-size methods at their natural size), a few minutes on a 2-core
+CPU. It ends with the comparison table of the finished records (method, unique params, FLOPs,
+top-1, time), printed and written to ``<out>/summary.md`` (plus ``summary.json``), and the spec's
+notes on rows that need a reason. Being a grid, it is resumable: run it again and finished runs are
+skipped. A run that did not finish is listed with its state, never dropped silently.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from .atomic import write_json, write_text
-from .config import build_config
-from .errors import NPASError
 from .leaderboard import frame, to_markdown
-from .plugins import METHODS
-from .trainer import train
 
-REFERENCE = "unshared"
+DEMO_SPEC = Path(__file__).resolve().parent / "grid" / "demo.toml"
 
 
-def run_demo(out: str | Path, *, arch: str = "wrn-16-1", budget: str = "100k", epochs: int = 3,
-             methods: list[str] | None = None, progress: bool = True, extra: dict[str, Any] | None = None) -> str:
+def run_demo(out: str | Path, *, spec: str | Path = DEMO_SPEC, executor: str = "local", parallel: int = 0,
+             progress: bool = True) -> str:
+    from .grid.runner import plan_grid, run_grid, status_rows
+    from .grid.state import finished_record
+
     out = Path(out)
-    names = methods or METHODS.names()
-    records, failures = [], []
-    for name in names:
-        overrides = {
-            "method.name": name, "model.arch": arch, "data.name": "synthetic",
-            "train.epochs": epochs, "optim.milestones_unit": "fraction", "optim.milestones": [0.5, 0.75],
-            "optim.gammas": [0.2, 0.2], "optim.lr": 0.05, "run.out": str(out / name), "run.progress": progress,
-            "model.budget": None if name == REFERENCE else budget,
-        }
-        overrides.update({f"method.options.{k}": v for k, v in METHODS.get(name).demo_options.items()})
-        overrides.update(extra or {})
-        try:
-            cfg = build_config({}, overrides)
-            records.append(train(cfg).record)
-        except NPASError as exc:
-            failures.append({"method": name, "error": str(exc)})
+    outcome = run_grid(spec, executor, parallel, out, progress=progress)
+    plan = plan_grid(spec, out, write=False)
+    records, missing = [], []
+    rows, _ = status_rows(plan)
+    for run, row in zip(plan.runs, rows):
+        rec = finished_record(out / run.folder, run.run_id)
+        if rec is None:
+            missing.append(f"- `{run.folder}`: {row['state']}" + (f" ({row['detail']})" if row["detail"] else ""))
+        else:
+            records.append(rec)
     df = frame(records)
+    arch = ", ".join(plan.spec.archs)
     text = "# npas demo (synthetic data set: numbers are not CIFAR results)\n\n"
-    text += f"Architecture {arch}, budget {budget} unique parameters (the `{REFERENCE}` row is the full-size reference), "
-    text += f"{epochs} epochs.\n\n" + to_markdown(df) + "\n"
-    if failures:
-        text += "\nMethods that could not run at this budget:\n\n" + "\n".join(
-            f"- `{f['method']}`: {f['error']}" for f in failures) + "\n"
+    text += (f"Grid `{plan.spec.name}` ({Path(spec).name}): {arch}, budgets {', '.join(map(str, plan.spec.budgets))} "
+             f"of the unshared network's unique parameters (fixed-size methods at their natural size), "
+             f"{plan.runs[0].config.train.epochs} epochs, seed {', '.join(map(str, plan.spec.seeds))}.\n\n")
+    text += to_markdown(df) + "\n"
+    if plan.spec.notes:
+        text += "\nNotes:\n\n" + "\n".join(f"- `{m}`: {n}" for m, n in plan.spec.notes.items()) + "\n"
+    if missing:
+        text += "\nRuns that did not finish (rerun `npas demo` to resume them):\n\n" + "\n".join(missing) + "\n"
     write_text(out / "summary.md", text)
-    write_json(out / "summary.json", {"rows": df.to_dict(orient="records"), "failures": failures})
+    write_json(out / "summary.json", {"rows": df.to_dict(orient="records"), "unfinished": missing,
+                                      "interrupted": outcome.interrupted})
     return text

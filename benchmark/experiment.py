@@ -24,7 +24,7 @@ from typing import Any
 
 from .budget import Budget, parse_count
 from .config import Config
-from .errors import BudgetError, ConfigError
+from .errors import BudgetError, ConfigError, NPASError
 
 # Fields that cannot change a run's results, by section. ``run`` is excluded as a whole.
 IDENTITY_EXCLUDED: dict[str, tuple[str, ...]] = {
@@ -90,9 +90,12 @@ def resolve(cfg: Config) -> Config:
     options = to_dict(parse_method_options(cfg.method.name, cfg.method.options))
     try:
         get_arch(cfg.model.arch)
-    except ConfigError as exc:
+    except NPASError as exc:
         raise ConfigError(f"model.arch: {exc}") from None
-    dataset_info(cfg.data.name)
+    try:
+        dataset_info(cfg.data.name)
+    except NPASError as exc:
+        raise ConfigError(f"data.name: {exc}") from None
     mode = cfg.model.budget_mode
     if mode not in cls.budget_modes:
         raise BudgetError(f"model.budget_mode: method {cfg.method.name!r} supports "

@@ -144,9 +144,11 @@ def expand(spec: GridSpec, check_budgets: bool = True) -> list[GridRun]:
                 try:
                     cfg = resolve(build_config(tree, overrides))
                 except NPASError as exc:
-                    field = str(exc).split(":")[0].split(".")[-1].split("(")[0].strip()
+                    named = [k for k in list(variant) + [o.split(".")[-1] for o in m.overrides] + list(spec.base)
+                             if k.split(".")[-1] in str(exc)]
                     raise _spec_err(spec, f"{key}, variant {label!r}, arch {point['archs']!r}, data set "
-                                    f"{point['datasets']!r}, budget {budget!r}: {exc}", field,
+                                    f"{point['datasets']!r}, budget {budget!r}: {exc}", *named,
+                                    *( [f'"{budget}"'] if "budget" in str(exc) else []),
                                     f'"{point["archs"]}"', f'"{point["datasets"]}"', f'"{m.name}"') from None
                 rid = run_id(cfg)
                 folder = folder_name(m.name, label, point["archs"], point["datasets"], budget, point["seeds"], rid)

@@ -11,6 +11,7 @@ A spec has these tables (every key is checked; an unknown key is an error naming
     [[methods]]                 name, variants (list of option tables; default [{}]), labels (names of the
                                 variants), budget_mode, budgets (replaces axes.budgets for this method;
                                 "full" = the method's natural size), overrides (dotted, this method only)
+    [notes]                     method name -> a sentence shown under its rows (e.g. why it is low here)
     [resources]                 partition, gpus_per_run, cpus_per_run, mem_gb, time_min, constraint, account,
                                 qos, array_parallelism (SLURM), max_parallel (local executor; 0 = auto)
 
@@ -80,6 +81,7 @@ class GridSpec:
     resources: Resources
     description: str = ""
     demo_options: bool = False  # start every method's options from its ``demo_options`` (npas demo)
+    notes: dict[str, str] = field(default_factory=dict)
     text: str = ""
 
 
@@ -162,7 +164,7 @@ def load_spec(path: str | Path, results: str | Path | None = None) -> GridSpec:
 
 
 def parse_spec(tree: dict[str, Any], path: Path, text: str = "", results: str | Path | None = None) -> GridSpec:
-    _check_keys(tree, ("grid", "base", "axes", "methods", "resources"), "", path, text)
+    _check_keys(tree, ("grid", "base", "axes", "methods", "resources", "notes"), "", path, text)
     grid = tree.get("grid")
     if not isinstance(grid, dict):
         raise _err(path, text, "grid", "missing [grid] table (with at least name = \"...\").")
@@ -207,10 +209,13 @@ def parse_spec(tree: dict[str, Any], path: Path, text: str = "", results: str | 
     methods = tuple(_method(m, i, path, text) for i, m in enumerate(methods_raw))
 
     resources = _resources(tree.get("resources", {}), path, text)
+    notes = tree.get("notes", {})
+    if not isinstance(notes, dict) or not all(isinstance(v, str) for v in notes.values()):
+        raise _err(path, text, "notes", "expected a table of method name = \"a sentence\".")
     return GridSpec(name=name, path=path.resolve(), results=Path(res), base_config=bc_path, base=base,
                     methods=methods, archs=archs, datasets=datasets, budgets=budgets, seeds=seeds, zip=zips,
                     exclude=exclude, resources=resources, description=description, demo_options=demo_options,
-                    text=text)
+                    notes=dict(notes), text=text)
 
 
 def _example(axis: str) -> str:
