@@ -88,8 +88,7 @@ def test_demo_table(tmp_path):
     from npasbench.demo import DEMO_SPEC
 
     text = DEMO_SPEC.read_text().replace('"train.epochs" = 3', '"train.epochs" = 1\n"train.max_steps_per_epoch" = 2')
-    text = text.replace('"data.synthetic_train" = 2000', '"data.synthetic_train" = 256').replace(
-        '"data.synthetic_test" = 500', '"data.synthetic_test" = 128')
+    # the data set is kept: SuperWeights' search clusters (and so whether 45% fits) depend on the data
     spec = tmp_path / "demo.toml"
     spec.write_text(text)
     out = run_demo(tmp_path / "demo", spec=spec, executor="debug", progress=False)

@@ -307,6 +307,7 @@ class Trainer:
             start_epoch, start_batch = self._restore()
             self._write_config()
             self._wrap()
+            self.setup_s = time.perf_counter() - t_start  # this process: start of run() to its first training step
             self.preemption.install()
             try:
                 status = self._loop(start_epoch, start_batch)

@@ -63,6 +63,7 @@ def build_record(t: "Trainer", status: str, final: dict[str, Any], selection: di
         "world_size": t.dist.world_size,
         "timing": {
             "wall_s": round(wall, 3),
+            "setup_s": round(getattr(t, "setup_s", 0.0), 3),  # this process: data, model, phases, restore
             "train_s": round(timing["train_s"], 3),
             "eval_s": round(timing["eval_s"], 3),
             "train_images_per_s": (timing["train_images"] / timing["train_s"]) if timing["train_s"] > 0 else None,
