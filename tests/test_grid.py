@@ -361,3 +361,27 @@ def test_kill_the_runner_mid_grid_and_restart(tmp_path):
         assert sum(1 for l in lines if l["kind"] == "train") == rec["epochs"]  # nothing counted twice
         assert sum(1 for l in lines if l["kind"] == "final") == 1
     assert any(rec["resumed_from"] for rec in got.values())
+
+
+def test_ctrl_c_checkpoints_the_running_tasks(tmp_path):
+    """SIGINT to the runner (a terminal's Ctrl-C reaches only it: tasks run in their own session): it sends
+    its tasks SIGTERM, they checkpoint and record `preempted`, and the next `grid run` finishes them."""
+    spec = write_spec(tmp_path, KILL_GRID.replace("[[methods]]\nname = \"hashed\"",
+                                                  "[[methods]]\nname = \"hashed\"\noverrides = {\"train.epochs\" = 20}"))
+    res = tmp_path / "res"
+    p = _run_cli(spec, res)
+    deadline = time.monotonic() + 300
+    # stop while a run is well inside its training loop (epoch <= 10 of 20), where SIGTERM means a checkpoint
+    while time.monotonic() < deadline and not [c for c in res.rglob("ckpt-e0000[1-9]-*.pt")
+                                               if not (c.parent.parent / "result.json").exists()]:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    log = p.communicate(timeout=180)[0]
+    assert p.returncode == 130, log
+    assert "interrupted: run again to resume" in log
+    states = [json.loads(f.read_text())["status"] for f in res.rglob("result.json")]
+    assert "preempted" in states and not list(res.rglob("running.json"))
+    p2 = _run_cli(spec, res)
+    assert p2.wait(timeout=600) == 0
+    recs = _records(res)
+    assert len(recs) == 3 and all(r["status"] == "completed" for r in recs.values())

@@ -95,7 +95,10 @@ class LocalExecutor:
         task.log.parent.mkdir(parents=True, exist_ok=True)
         fh = open(task.log, "ab")
         proc = subprocess.Popen(self.command(task), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                env=env, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                                # own session: a terminal's Ctrl-C reaches only the runner, which then sends
+                                # SIGTERM so that every task checkpoints at its next step instead of dying
+                                start_new_session=True)
         return Running(task, time.monotonic(), slot, proc=proc, log_fh=fh)
 
     def poll(self, running: Running) -> int | None:
