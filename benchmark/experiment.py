@@ -86,6 +86,11 @@ def resolve(cfg: Config) -> Config:
     from .plugins import get_method_class, parse_method_options
     from .options import to_dict
 
+    from .config import build_config
+
+    # every field through its declared type (a default tuple of ints and the same values read back from
+    # JSON as floats must hash alike)
+    cfg = build_config(cfg.to_dict())
     cls = get_method_class(cfg.method.name)  # RegistryError names the known methods
     options = to_dict(parse_method_options(cfg.method.name, cfg.method.options))
     try:

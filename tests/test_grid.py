@@ -343,7 +343,7 @@ def test_kill_the_runner_mid_grid_and_restart(tmp_path):
     deadline = time.monotonic() + 60
     while list(res.rglob("running.json")) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not list(res.rglob("running.json"))
+    assert not list(res.rglob("running.json"))  # a task stopped in set-up unmarks itself too (task.Stopped)
     states = [json.loads(f.read_text())["status"] for f in res.rglob("result.json")]
     partial = states.count("completed")
     assert 1 <= partial < 3
@@ -385,3 +385,24 @@ def test_ctrl_c_checkpoints_the_running_tasks(tmp_path):
     assert p2.wait(timeout=600) == 0
     recs = _records(res)
     assert len(recs) == 3 and all(r["status"] == "completed" for r in recs.values())
+
+
+def test_sigterm_during_set_up_stops_the_task_cleanly(tmp_path):
+    """A signal between the task's start and the training loop (data, model, phases) is a clean, resumable
+    stop (exit 75): no failed.json, no stale running.json, and the next start runs the experiment."""
+    from npasbench.grid.task import EXIT_PREEMPTED
+
+    spec = write_spec(tmp_path, GRID)
+    plan = plan_grid(spec)
+    r = plan.runs[0]
+    p = subprocess.Popen([sys.executable, "-m", "npasbench.grid.task", str(tmp_path / "res"), r.run_id],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    marker = tmp_path / "res" / r.folder / "running.json"
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)  # set-up has just begun (running.json is written before it)
+    out = p.communicate(timeout=60)[0]
+    assert p.returncode == EXIT_PREEMPTED, out
+    assert not marker.exists() and not (tmp_path / "res" / r.folder / "failed.json").exists()
+    assert run_grid(spec, "debug", progress=False).counts["done"] == 4

@@ -301,6 +301,9 @@ def _finished(plan: Plan, a: Running, code: int, bar: Progress, events: Counter,
         if code == EXIT_OK:
             events["phase done"] += 1
             bar.event(f"done   {a.task.label} ({secs:.1f} s)")
+        elif code == EXIT_PREEMPTED:
+            events["preempted"] += 1
+            bar.event(f"paused {a.task.label}: stopped by a signal; it runs again on the next `npas grid run`")
         else:
             events["phase failed"] += 1
             err = (read_json(res / job.failure) or {}).get("error", f"exit status {code}")

@@ -15,7 +15,9 @@ import datetime as _dt
 import fcntl
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -33,6 +35,30 @@ EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BLOCKED, EXIT_DIVERGED, EXIT_BUSY, EXIT_P
 
 class Busy(Exception):
     """Another process holds the folder's lock."""
+
+
+class Stopped(BaseException):
+    """SIGTERM/SIGUSR1 outside the training loop (set-up, a phase): stop cleanly, resumable (exit 75).
+
+    Inside the loop the trainer's own handler takes over and checkpoints at the next step."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stop_handlers() -> Iterator[None]:
+    """SIGTERM/SIGUSR1 raise ``Stopped`` while inside; the previous handlers come back afterwards."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGTERM, signal.SIGUSR1):
+            previous[s] = signal.signal(s, _stop)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -90,7 +116,7 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
     entry = manifest.runs[rid]
     run_dir = results / entry.folder
     try:
-        with folder_lock(run_dir):
+        with folder_lock(run_dir), stop_handlers():
             if finished_record(run_dir, rid) is not None:
                 return EXIT_OK  # finished meanwhile (a cache hit)
             for key in entry.phases:
@@ -100,16 +126,20 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
                     write_json(run_dir / "blocked.json", {"reason": f"phase {job.method}/{job.phase} {key} failed: "
                                                                     f"{failure.get('error', '')}", "at": _now()})
                     return EXIT_BLOCKED
-            cfg = build_config(entry.config, _overrides(results, run_dir, threads))
-            if compute_run_id(cfg) != rid:
-                raise NPASError(f"run {rid}: its config now resolves to {compute_run_id(cfg)} (the code or a "
-                                "method's defaults changed since the grid was planned); re-plan the grid.")
             for stale in ("failed.json", "blocked.json"):
                 (run_dir / stale).unlink(missing_ok=True)
+            epochs = entry.config.get("train", {}).get("epochs")
             write_json(run_dir / "running.json", {"host": platform.node(), "pid": os.getpid(), "started": _now(),
-                                                  "epochs": cfg.train.epochs})
+                                                  "epochs": epochs})
             try:
+                cfg = build_config(entry.config, _overrides(results, run_dir, threads))
+                if compute_run_id(cfg) != rid:
+                    raise NPASError(f"run {rid}: its config now resolves to {compute_run_id(cfg)} (the code or a "
+                                    "method's defaults changed since the grid was planned); re-plan the grid.")
                 result = train(cfg)
+            except Stopped:
+                print(f"grid task {rid}: stopped by a signal before or after training; resumable", file=sys.stderr)
+                return EXIT_PREEMPTED
             except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised or coded
                 if isinstance(exc, KeyboardInterrupt):
                     raise
@@ -134,11 +164,14 @@ def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> in
     job = manifest.phases[key]
     phase_dir = results / "phases"
     try:
-        with folder_lock(phase_dir / f"{job.method}-{job.phase}-{key}.work"):
+        with folder_lock(phase_dir / f"{job.method}-{job.phase}-{key}.work"), stop_handlers():
             (results / job.failure).unlink(missing_ok=True)
             cfg = build_config(job.config, _overrides(results, phase_dir, threads))
             try:
                 run_shared_phase(cfg, job.phase, phase_dir)
+            except Stopped:
+                print(f"grid phase {key}: stopped by a signal; it runs again from its start", file=sys.stderr)
+                return EXIT_PREEMPTED
             except BaseException as exc:  # noqa: BLE001
                 if isinstance(exc, KeyboardInterrupt):
                     raise
