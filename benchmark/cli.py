@@ -255,7 +255,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from .grid.runner import plan_grid, plan_rows, run_grid, status_rows, summary_line
+    from .grid.runner import grid_status, plan_grid, plan_rows, run_grid, summary_line
 
     if args.grid_command == "plan":
         plan = plan_grid(args.spec, args.results)
@@ -268,8 +268,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); manifest {plan.results / 'grid.json'}")
         return 0
     if args.grid_command == "status":
-        plan = plan_grid(args.spec, args.results, write=False)
-        rows, counts = status_rows(plan)
+        rows, counts = grid_status(args.spec, args.results)
         if args.json:
             print(json.dumps({"runs": rows, "counts": dict(counts)}, indent=2))
         else:

@@ -18,7 +18,7 @@ from npasbench.contract import BuildRequest, Phase
 from npasbench.demo import DEMO_SPEC
 from npasbench.errors import NPASError
 from npasbench.grid import expand, load_spec, plan_grid, run_grid
-from npasbench.grid.runner import status_rows
+from npasbench.grid.runner import grid_status, status_rows
 from npasbench.grid.state import read_json
 from npasbench.plugins import METHODS
 from npasbench.trainer.metrics import read_jsonl
@@ -375,6 +375,10 @@ def test_ctrl_c_checkpoints_the_running_tasks(tmp_path):
     while time.monotonic() < deadline and not [c for c in res.rglob("ckpt-e0000[1-9]-*.pt")
                                                if not (c.parent.parent / "result.json").exists()]:
         time.sleep(0.05)
+    # status while the grid runs: read from the folders and the manifest, never waiting on the runner
+    t0 = time.monotonic()
+    rows, counts = grid_status(spec)
+    assert time.monotonic() - t0 < 5 and counts["running"] >= 1 and sum(counts.values()) == 3
     p.send_signal(signal.SIGINT)
     log = p.communicate(timeout=180)[0]
     assert p.returncode == 130, log
@@ -406,3 +410,23 @@ def test_sigterm_during_set_up_stops_the_task_cleanly(tmp_path):
     assert p.returncode == EXIT_PREEMPTED, out
     assert not marker.exists() and not (tmp_path / "res" / r.folder / "failed.json").exists()
     assert run_grid(spec, "debug", progress=False).counts["done"] == 4
+
+
+def test_progress_lines_in_a_log(tmp_path):
+    """Not a terminal: one line per event and, periodically, the current runs with their epochs."""
+    import io
+
+    from npasbench.grid.executors import Running, Task
+    from npasbench.grid.runner import Progress
+
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "metrics.jsonl").write_text('{"kind": "train", "epoch": 1}\n{"kind": "eval", "epoch": 1}\n'
+                                                   '{"kind": "train", "epoch": 2}\n')
+    stream = io.StringIO()
+    bar = Progress(total=5, done=2, enabled=True, stream=stream)
+    bar.LOG_EVERY_S = 0.0
+    bar.event("start  r1")
+    bar.advance()
+    bar.refresh([Running(Task("id1", "r1", tmp_path / "log"), 0.0, 0)], tmp_path, {"id1": "r1"}, {"id1": 7})
+    bar.close()
+    assert stream.getvalue().splitlines() == ["start  r1", "[3/5 done] running: r1 epoch 2/7"]

@@ -118,6 +118,27 @@ def status_rows(plan: Plan) -> tuple[list[dict[str, Any]], Counter]:
     return rows, counts
 
 
+def grid_status(spec_path: str | Path, results: str | Path | None = None) -> tuple[list[dict[str, Any]], Counter]:
+    """States of every run, from the manifest when it matches the spec (reads files only: no model is
+    built, no lock is taken, so it never blocks); otherwise the spec is expanded first."""
+    spec = load_spec(spec_path, results)
+    manifest = None
+    if (spec.results / "grid.json").is_file():
+        try:
+            manifest = Manifest.load(spec.results)
+        except ConfigError:
+            manifest = None
+    if manifest is None or manifest.spec_digest != digest(spec.text):
+        return status_rows(plan_grid(spec_path, results, write=False))
+    queued = runner_queue(spec.results)
+    rows, counts = [], Counter()
+    for rid, entry in manifest.runs.items():
+        state, detail = run_state(spec.results / entry.folder, rid, queued)
+        counts[state] += 1
+        rows.append({"run id": rid[:10], "run": entry.folder, "state": state, "detail": detail})
+    return rows, counts
+
+
 def summary_line(counts: Counter, total: int) -> str:
     return f"{total} runs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)
 
@@ -161,14 +182,17 @@ class GridOutcome:
 class Progress:
     """Runs done/total with the current runs and their epochs; one line per event when not a terminal."""
 
+    LOG_EVERY_S = 30.0
+
     def __init__(self, total: int, done: int, enabled: bool, stream=None) -> None:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and self.stream.isatty()
         self.total = total
+        self.done = done
         self.bar = tqdm(total=total, initial=done, desc="grid", unit="run", file=self.stream, dynamic_ncols=True,
                         disable=not self.tty)
-        self.last = 0.0
+        self.last = time.monotonic()
 
     def event(self, text: str) -> None:
         if not self.enabled:
@@ -179,17 +203,25 @@ class Progress:
             print(text, file=self.stream, flush=True)
 
     def advance(self) -> None:
+        self.done += 1
         self.bar.update(1)
 
-    def refresh(self, active: list[Running], results: Path, folders: dict[str, str]) -> None:
-        if not self.tty or time.monotonic() - self.last < 1.0:
+    def refresh(self, active: list[Running], results: Path, folders: dict[str, str], epochs: dict[str, int]) -> None:
+        """Terminal: the bar's postfix every second. Log file: one line every ``LOG_EVERY_S`` seconds."""
+        every = 1.0 if self.tty else self.LOG_EVERY_S
+        if not self.enabled or time.monotonic() - self.last < every:
             return
         self.last = time.monotonic()
         parts = []
         for r in active:
             folder = folders.get(r.task.task_id)
-            parts.append(f"{r.task.label} e{epochs_done(results / folder)}" if folder else r.task.label)
-        self.bar.set_postfix_str("; ".join(parts)[:200])
+            parts.append(f"{r.task.label} epoch {epochs_done(results / folder)}/{epochs.get(r.task.task_id, '?')}"
+                         if folder else r.task.label)
+        text = "; ".join(parts)
+        if self.tty:
+            self.bar.set_postfix_str(text[:200])
+        else:
+            print(f"[{self.done}/{self.total} done] running: {text or 'none'}", file=self.stream, flush=True)
 
     def close(self) -> None:
         self.bar.close()
@@ -230,6 +262,7 @@ def _schedule(plan: Plan, ex: Executor, todo: list[GridRun], bar: Progress, fold
     res = plan.results
     manifest = plan.manifest
     events: Counter = Counter()
+    epochs = {r.run_id: r.config.train.epochs for r in plan.runs}
     # shared phases still missing, for the runs still to do
     wanted = {k for r in todo for k in manifest.runs[r.run_id].phases}
     phase_queue = [k for k in manifest.phases if k in wanted and not (res / manifest.phases[k].artifact).is_file()]
@@ -277,7 +310,7 @@ def _schedule(plan: Plan, ex: Executor, todo: list[GridRun], bar: Progress, fold
                 write_runner_state()
             if stop_after is not None and stop_after(events):
                 raise KeyboardInterrupt
-            bar.refresh(active, res, folders)
+            bar.refresh(active, res, folders, epochs)
             if active:
                 time.sleep(0.2)
             elif waiting and not phase_queue and all(any(k in pending_phases for k in manifest.runs[r.run_id].phases)
