@@ -106,3 +106,21 @@ def test_demo_table(tmp_path):
     assert sum(1 for r in rows if r["method"] not in fixed) == 2 * (len(npasbench.METHODS.names()) - len(fixed))
     assert "Notes:" in out and "`superweights`" in out
     assert (tmp_path / "demo" / "summary.md").read_text() == out
+
+
+@pytest.mark.slow
+def test_the_real_demo(tmp_path):
+    """`npas demo` exactly as the README runs it (local executor, the shipped spec), then again: a cache hit."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "npasbench.cli", "demo", "--out", str(tmp_path / "demo"), "--no-progress"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert {r["method"] for r in summary["rows"]} == set(npasbench.METHODS.names()) and not summary["unfinished"]
+    assert all(r["status"] == "completed" for r in summary["rows"])
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "demo").rglob("result.json")}
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and len(stamps) == len(summary["rows"])
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "demo").rglob("result.json")} == stamps
