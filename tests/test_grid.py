@@ -213,7 +213,7 @@ def test_failed_run_is_reported_and_retried(tmp_path, capsys):
     body = GRID.replace('[[methods]]\nname = "unshared"\nbudgets = ["full"]\n', "")
     spec = write_spec(tmp_path, body.replace('datasets = ["synthetic"]', 'datasets = ["cifar10"]'))
     # cifar10 without data: the run fails at load time (not at plan time: planning reads no data)
-    text = spec.read_text() + f'\n[notes]\nhashed = "x"\n'
+    text = spec.read_text() + '\n[notes]\nhashed = "x"\n'
     spec.write_text(text.replace("[base]\n", f'[base]\n"data.root" = "{tmp_path / "nodata"}"\n'))
     out = run_grid(spec, "debug", progress=False)
     assert out.counts["failed"] == 2 and not out.ok

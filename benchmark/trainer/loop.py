@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import math
 import random
 import sys
@@ -50,7 +49,7 @@ from .distributed import (DistInfo, all_gather_floats, all_reduce_sum, any_rank,
 from .metrics import AnytimeMeter, JsonLines, TopK
 from .optim import build_optimizer, rebuild_optimizer, set_lr
 from .phase import PhaseContext, run_phases
-from .record import build_record, peak_memory_mb
+from .record import build_record
 from .schedule import LRSchedule
 from .signals import PreemptionFlag
 
