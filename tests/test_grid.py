@@ -430,3 +430,13 @@ def test_progress_lines_in_a_log(tmp_path):
     bar.refresh([Running(Task("id1", "r1", tmp_path / "log"), 0.0, 0)], tmp_path, {"id1": "r1"}, {"id1": 7})
     bar.close()
     assert stream.getvalue().splitlines() == ["start  r1", "[3/5 done] running: r1 epoch 2/7"]
+
+
+def test_bad_executor_writes_nothing(tmp_path):
+    spec = write_spec(tmp_path, GRID)
+    with pytest.raises(NPASError, match="--executor: 'slurm' is not an executor here"):
+        run_grid(spec, "slurm", progress=False)
+    assert not (tmp_path / "res").exists()
+    with pytest.raises(NPASError, match="runs at once must be >= 1"):
+        run_grid(spec, "local", parallel=-1, progress=False)
+    assert not (tmp_path / "res").exists()

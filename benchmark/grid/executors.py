@@ -154,6 +154,9 @@ class DebugExecutor:
 def make_executor(name: str, results: Path, parallel: int = 0) -> Executor:
     from ..errors import ConfigError
 
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 0:
+        raise ConfigError(f"--parallel / resources.max_parallel: runs at once must be >= 1 (0 = one per core or GPU), "
+                          f"got {parallel!r}.")
     if name == "local":
         return LocalExecutor(results, parallel)
     if name == "debug":

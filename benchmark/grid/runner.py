@@ -232,9 +232,9 @@ def run_grid(spec_path: str | Path, executor: str = "local", parallel: int = 0, 
     """Run every unfinished run of the grid; returns the final counts by state."""
     plan = plan_grid(spec_path, results, write=False)
     res = plan.results
+    ex = make_executor(executor, res.resolve(), parallel or plan.spec.resources.max_parallel)  # checked first
     res.mkdir(parents=True, exist_ok=True)
     with RunnerLock(res):
-        ex = make_executor(executor, res.resolve(), parallel or plan.spec.resources.max_parallel)
         manifest = plan.manifest
         todo = [r for r in plan.runs if finished_record(res / r.folder, r.run_id) is None]
         manifest.note_launch(ex.name, ex.parallel, [r.run_id for r in todo])
