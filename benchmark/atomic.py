@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -49,5 +50,22 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN / +-Infinity float replaced by None: JSON has no such tokens, and most
+    readers (and the leaderboards) refuse the ``NaN`` Python's json module writes by default."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that never writes NaN or Infinity (they become null)."""
+    return json.dumps(finite_json(obj), allow_nan=False, sort_keys=True, default=str, **kwargs)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(path, dumps(obj, indent=2) + "\n")

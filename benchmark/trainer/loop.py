@@ -403,6 +403,18 @@ class Trainer:
         self._wrap()
 
     # ------------------------------------------------------------------ the record
+    def _non_finite(self, final: dict[str, Any]) -> str:
+        """Why the finished model is unusable ('' if it is fine): a non-finite parameter or buffer
+        (e.g. a norm's running statistics), or a non-finite test loss or accuracy."""
+        for name, t in itertools.chain(self.model.named_parameters(), self.model.named_buffers()):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return f"non-finite values in {name}"
+        for key in ("loss", "top1", "top5"):
+            v = final.get(key)
+            if isinstance(v, float) and not math.isfinite(v):
+                return f"non-finite test {key}"
+        return ""
+
     def _finish(self, status: str, t_start: float) -> RunResult:
         final: dict[str, Any] = {}
         selection: dict[str, Any]
@@ -426,6 +438,11 @@ class Trainer:
             else:
                 final = self.evaluate(self.test_loader)
             final["split"] = "test"
+            bad = self._non_finite(final)
+            if bad:  # weights or evaluation gone non-finite although the training loss stayed finite
+                self.diverged_at = {"epoch": self.cfg.train.epochs, "step": self.step, "reason": bad}
+                status = "diverged"
+                selection = {"split": "none", "rule": "run diverged"}
             self.log.write({"kind": "final", "step": self.step, **final})
         else:
             selection = {"split": "none", "rule": f"run {status}"}

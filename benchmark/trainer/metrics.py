@@ -10,6 +10,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 
+from ..atomic import dumps
 from .distributed import DistInfo, all_reduce_sum
 
 
@@ -68,7 +69,7 @@ class JsonLines:
         if not self.enabled:
             return
         with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.write(dumps(record) + "\n")  # NaN/Infinity -> null: valid JSON for every reader
             fh.flush()
             os.fsync(fh.fileno())
         self.lines += 1
