@@ -139,3 +139,38 @@ def test_no_temp_files_left_behind(tiny):
     assert leftovers == []
     assert {p.name for p in res.run_dir.iterdir()} >= {"config.toml", "config.json", "metrics.jsonl", "result.json",
                                                        "checkpoints"}
+
+
+def test_every_checkpoint_corrupt_is_refused_not_restarted(tiny, capsys):
+    """No usable checkpoint left: refuse (CLI exit 2, naming the files and run.resume=never), never start over."""
+    from npasbench.cli import main
+
+    cfg = build_config({}, tiny)
+    res = train(cfg)
+    ckpts = list_checkpoints(res.run_dir / "checkpoints")
+    for c in ckpts:
+        c.write_bytes(b"\x00" * 64)
+    metrics_before = (res.run_dir / "metrics.jsonl").read_text()
+    with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
+        with pytest.raises(CheckpointError, match="no usable checkpoint") as info:
+            train(cfg)
+    assert all(c.name in str(info.value) for c in ckpts) and "run.resume=never" in str(info.value)
+    assert (res.run_dir / "metrics.jsonl").read_text() == metrics_before  # the evidence is untouched
+    argv = ["train"] + [f"{k}={v}" if not isinstance(v, list) else f"{k}={','.join(map(str, v))}"
+                        for k, v in tiny.items()]
+    assert main(argv) == 2
+    assert "no usable checkpoint" in capsys.readouterr().err
+    # starting over deliberately works
+    again = train(build_config({}, {**tiny, "run.resume": "never"}))
+    assert again.status == "completed"
+
+
+def test_checkpoint_missing_entries_is_a_clear_error(tiny):
+    cfg = build_config({}, tiny)
+    res = train(cfg)
+    path = list_checkpoints(res.run_dir / "checkpoints")[-1]
+    payload = torch.load(path, weights_only=True)
+    del payload["optimizer"], payload["rng"]
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="lacks optimizer, rng"):
+        load_checkpoint(path, cfg.hash())

@@ -23,6 +23,9 @@ from ..atomic import atomic_open
 from ..errors import CheckpointError
 
 FORMAT_VERSION = 1
+# what a resume reads (Trainer._restore); a payload without one of them is refused by name, not a KeyError
+REQUIRED_KEYS = ("model", "optimizer", "scaler", "epoch", "batch", "step", "rng", "extra", "config_hash",
+                 "metrics_lines", "best", "epoch_acc", "timing")
 _NAME = re.compile(r"^ckpt-e(\d{5})-s(\d{9})\.pt$")
 
 
@@ -104,6 +107,10 @@ def load_checkpoint(path: str | os.PathLike, config_hash: str | None = None) -> 
         ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"run.resume: {str(p)!r} is not a npasbench checkpoint (format {FORMAT_VERSION}).")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"run.resume: checkpoint {str(p)!r} lacks {', '.join(missing)} (written by other code, "
+                              "or damaged). Delete it, or resume from an older one.")
     if config_hash is not None and payload.get("config_hash") != config_hash:
         raise CheckpointError(
             f"run.resume: checkpoint {str(p)!r} belongs to config {payload.get('config_hash')}, this run is "
@@ -113,12 +120,22 @@ def load_checkpoint(path: str | os.PathLike, config_hash: str | None = None) -> 
 
 
 def find_latest(folder: Path, config_hash: str) -> tuple[Path, dict[str, Any]] | None:
-    """Newest checkpoint that loads and matches ``config_hash``; damaged ones are skipped with a warning."""
-    for path in reversed(list_checkpoints(folder)):
+    """Newest checkpoint that loads and matches ``config_hash``; damaged ones are skipped with a warning.
+
+    None only when the folder holds no checkpoint at all. When it holds some and every one is
+    unusable, that is an error (``CheckpointError``): silently starting over would replace the evidence."""
+    found = list_checkpoints(folder)
+    for path in reversed(found):
         try:
             return path, load_checkpoint(path, config_hash)
         except CheckpointError as exc:
             if "belongs to config" in str(exc):
                 raise
             warnings.warn(f"skipping unusable checkpoint: {exc}", stacklevel=2)
+    if found:
+        raise CheckpointError(
+            f"run.resume: no usable checkpoint in {str(folder)!r}: {', '.join(p.name for p in found)} "
+            f"{'is' if len(found) == 1 else 'are all'} corrupt or incomplete. To start this run over deliberately, "
+            "use run.resume=never (or move the checkpoints folder away)."
+        )
     return None
