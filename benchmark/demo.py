@@ -20,15 +20,14 @@ DEMO_SPEC = Path(__file__).resolve().parent / "grid" / "demo.toml"
 
 def run_demo(out: str | Path, *, spec: str | Path = DEMO_SPEC, executor: str = "local", parallel: int = 0,
              progress: bool = True) -> str:
-    from .grid.runner import plan_grid, run_grid, status_rows
+    from .grid.runner import run_grid
     from .grid.state import finished_record
 
     out = Path(out)
     outcome = run_grid(spec, executor, parallel, out, progress=progress)
-    plan = plan_grid(spec, out, write=False)
+    plan = outcome.plan
     records, missing = [], []
-    rows, _ = status_rows(plan)
-    for run, row in zip(plan.runs, rows):
+    for run, row in zip(plan.runs, outcome.rows):
         rec = finished_record(out / run.folder, run.run_id)
         if rec is None:
             missing.append(f"- `{run.folder}`: {row['state']}" + (f" ({row['detail']})" if row["detail"] else ""))

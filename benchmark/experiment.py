@@ -23,7 +23,7 @@ import json
 from typing import Any
 
 from .budget import Budget, parse_count
-from .config import Config
+from .config import Config, build_config
 from .errors import BudgetError, ConfigError, NPASError
 
 # Fields that cannot change a run's results, by section. ``run`` is excluded as a whole.
@@ -86,8 +86,6 @@ def resolve(cfg: Config) -> Config:
     from .plugins import get_method_class, parse_method_options
     from .options import to_dict
 
-    from .config import build_config
-
     # every field through its declared type (a default tuple of ints and the same values read back from
     # JSON as floats must hash alike)
     cfg = build_config(cfg.to_dict())
@@ -115,6 +113,17 @@ def resolve(cfg: Config) -> Config:
     )
 
 
+def config_request(cfg: Config, with_budget: bool = True):
+    """The ``BuildRequest`` of a resolved config, from the config alone (no data read): what a grid
+    plan builds to preview a model and to ask a method for its phases. A run builds its request from
+    the loaded data instead (the same numbers: a test checks the data sets against ``dataset_info``)."""
+    from .factory import make_request
+
+    image = cfg.data.synthetic_size if cfg.data.name == "synthetic" else None
+    return make_request(cfg.model.arch, cfg.data.name, budget_of(cfg) if with_budget else None,
+                        num_classes=_num_classes(cfg), image_size=image)
+
+
 def budget_of(cfg: Config) -> Budget | None:
     """The ``Budget`` of a resolved config."""
     return Budget.parse(cfg.model.budget, cfg.model.budget_mode)
@@ -126,4 +135,4 @@ def run_id(cfg: Config) -> str:
 
 
 __all__ = ["IDENTITY_EXCLUDED", "identity_dict", "digest", "resolve", "resolve_budget", "run_id", "budget_of",
-           "unshared_size"]
+           "config_request", "unshared_size"]

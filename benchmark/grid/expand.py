@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from ..config import Config, build_config
 from ..errors import NPASError
-from ..experiment import budget_of, digest, identity_dict, resolve, run_id
+from ..experiment import digest, identity_dict, resolve, run_id
 from .spec import AXES, GridSpec, MethodAxis, SpecError, line_of
 
 
@@ -215,13 +215,12 @@ class Previewer:
         return self._cache[key]
 
     def _build(self, cfg: Config) -> Preview:
-        from ..factory import build_checked, make_request
+        from ..experiment import config_request
+        from ..factory import build_checked
         from ..plugins import create_method
 
         method = create_method(cfg.method.name, cfg.method.options)
-        num_classes = cfg.data.synthetic_classes if cfg.data.name == "synthetic" else None
-        image = cfg.data.synthetic_size if cfg.data.name == "synthetic" else None
-        request = make_request(cfg.model.arch, cfg.data.name, budget_of(cfg), num_classes=num_classes, image_size=image)
+        request = config_request(cfg)
         note = ""
         if method.phases(request):
             stand_in = method.preview_artifacts(request)

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 
 MANIFEST = "grid.json"
 MANIFEST_VERSION = 1
+PHASES = "phases"  # <results>/phases: shared phase artifacts (run.phase_dir of every run of the grid)
 
 
 @dataclass
@@ -35,11 +36,14 @@ class PhaseJob:
 
     @property
     def artifact(self) -> str:
-        return f"phases/{self.method}-{self.phase}-{self.key}.json"
+        """Relative to the results folder; the name is the trainer's (``shared_artifact_path``)."""
+        from ..trainer.phase import shared_artifact_path
+
+        return str(shared_artifact_path(PHASES, self.method, self.phase, self.key))
 
     @property
     def failure(self) -> str:
-        return f"phases/{self.method}-{self.phase}-{self.key}.failed.json"
+        return f"{PHASES}/{self.method}-{self.phase}-{self.key}.failed.json"
 
 
 @dataclass

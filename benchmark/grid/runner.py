@@ -28,7 +28,7 @@ from ..plugins import create_method
 from ..trainer.phase import shared_phase_key
 from .executors import Executor, Running, Task, make_executor
 from .expand import GridRun, Previewer, expand
-from .manifest import Manifest, PhaseJob, RunEntry
+from .manifest import PHASES, Manifest, PhaseJob, RunEntry
 from .spec import GridSpec, load_spec
 from .state import STATES, epochs_done, finished_record, read_json, run_state, runner_queue
 from .task import EXIT_BLOCKED, EXIT_BUSY, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
@@ -47,15 +47,14 @@ class Plan:
 
 def _phase_jobs(runs: list[GridRun]) -> tuple[dict[str, PhaseJob], dict[str, list[str]]]:
     """Shared phases: one job per distinct phase input (method-declared), and each run's keys."""
-    from ..factory import make_request
+    from ..experiment import config_request
 
     jobs: dict[str, PhaseJob] = {}
     needs: dict[str, list[str]] = {}
     for run in runs:
         cfg = run.config
         method = create_method(cfg.method.name, cfg.method.options)
-        num_classes = cfg.data.synthetic_classes if cfg.data.name == "synthetic" else None
-        request = make_request(cfg.model.arch, cfg.data.name, None, num_classes=num_classes)
+        request = config_request(cfg)
         keys = []
         for phase in method.phases(request)[:1]:  # only a first phase can run on its own
             key = shared_phase_key(method, phase.name, cfg)
@@ -170,6 +169,10 @@ class RunnerLock:
 
 @dataclass
 class GridOutcome:
+    """How a ``run_grid`` call ended: the plan it ran, every run's (state, detail), counts by state."""
+
+    plan: Plan
+    rows: list[dict[str, Any]]
     counts: Counter
     total: int
     interrupted: bool = False
@@ -245,16 +248,14 @@ def run_grid(spec_path: str | Path, executor: str = "local", parallel: int = 0, 
         bar.event(f"grid {plan.spec.name}: {total} runs, {total - len(todo)} already finished, {len(todo)} to run "
                   f"({ex.name} executor, {ex.parallel} at a time); results in {res}")
         try:
-            counts = _schedule(plan, ex, todo, bar, folders, stop_after)
+            _schedule(plan, ex, todo, bar, folders, stop_after)
         except KeyboardInterrupt:
             bar.close()
-            _, counts = status_rows(plan)
-            return GridOutcome(counts, total, interrupted=True)
+            return GridOutcome(plan, *status_rows(plan), total, interrupted=True)
         finally:
             (res / "runner.json").unlink(missing_ok=True)
         bar.close()
-        _, counts = status_rows(plan)
-        return GridOutcome(counts, total)
+        return GridOutcome(plan, *status_rows(plan), total)
 
 
 def _schedule(plan: Plan, ex: Executor, todo: list[GridRun], bar: Progress, folders: dict[str, str],
@@ -290,7 +291,7 @@ def _schedule(plan: Plan, ex: Executor, todo: list[GridRun], bar: Progress, fold
             while free_slots and phase_queue:
                 k = phase_queue.pop(0)
                 job = manifest.phases[k]
-                start(Task(f"phase:{k}", f"phase {job.method}/{job.phase} {k[:8]}", res / "phases" / f"{k}.log"))
+                start(Task(f"phase:{k}", f"phase {job.method}/{job.phase} {k[:8]}", res / PHASES / f"{k}.log"))
             for r in list(waiting):
                 if not free_slots:
                     break

@@ -27,7 +27,7 @@ from ..atomic import write_json
 from ..config import build_config
 from ..errors import NPASError
 from ..experiment import run_id as compute_run_id
-from .manifest import Manifest
+from .manifest import PHASES, Manifest
 from .state import finished_record, read_json
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BLOCKED, EXIT_DIVERGED, EXIT_BUSY, EXIT_PREEMPTED = 0, 1, 2, 3, 4, 5, 75
@@ -92,6 +92,12 @@ def _error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
+def _record_failure(path: Path, exc: BaseException, label: str) -> None:
+    """``path`` (failed.json of a run or a phase): the error's last line and traceback; also to stderr."""
+    write_json(path, {"error": _error_text(exc), "traceback": traceback.format_exc(), "at": _now()})
+    print(f"{label}: {_error_text(exc)}", file=sys.stderr)
+
+
 def run_task(results: str | Path, task_id: str, threads: int = 0) -> int:
     results = Path(results).resolve()
     manifest = Manifest.load(results)
@@ -101,7 +107,7 @@ def run_task(results: str | Path, task_id: str, threads: int = 0) -> int:
 
 
 def _overrides(results: Path, folder: Path, threads: int) -> dict:
-    o = {"run.out": str(folder), "run.phase_dir": str(results / "phases"), "run.progress": False}
+    o = {"run.out": str(folder), "run.phase_dir": str(results / PHASES), "run.progress": False}
     if threads > 0:
         o["train.threads"] = threads
     return o
@@ -143,9 +149,7 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
             except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised or coded
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                write_json(run_dir / "failed.json", {"error": _error_text(exc), "traceback": traceback.format_exc(),
-                                                     "at": _now()})
-                print(f"grid task {rid}: {_error_text(exc)}", file=sys.stderr)
+                _record_failure(run_dir / "failed.json", exc, f"grid task {rid}")
                 return EXIT_CONFIG if isinstance(exc, NPASError) else EXIT_ERROR
             finally:
                 (run_dir / "running.json").unlink(missing_ok=True)
@@ -156,15 +160,16 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
 
 
 def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> int:
+    from ..trainer.phase import shared_work_dir
     from ..trainer.shared_phase import run_shared_phase
 
     if key not in manifest.phases:
         print(f"grid task: phase {key} is not in {results / 'grid.json'}", file=sys.stderr)
         return EXIT_CONFIG
     job = manifest.phases[key]
-    phase_dir = results / "phases"
+    phase_dir = results / PHASES
     try:
-        with folder_lock(phase_dir / f"{job.method}-{job.phase}-{key}.work"), stop_handlers():
+        with folder_lock(shared_work_dir(phase_dir, job.method, job.phase, key)), stop_handlers():
             (results / job.failure).unlink(missing_ok=True)
             cfg = build_config(job.config, _overrides(results, phase_dir, threads))
             try:
@@ -175,9 +180,7 @@ def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> in
             except BaseException as exc:  # noqa: BLE001
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                write_json(results / job.failure, {"error": _error_text(exc), "traceback": traceback.format_exc(),
-                                                   "at": _now()})
-                print(f"grid phase {key}: {_error_text(exc)}", file=sys.stderr)
+                _record_failure(results / job.failure, exc, f"grid phase {key}")
                 return EXIT_ERROR
             return EXIT_OK
     except Busy as exc:

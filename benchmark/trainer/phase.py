@@ -102,6 +102,11 @@ def shared_artifact_path(phase_dir: str | Path, method: str, phase: str, key: st
     return Path(phase_dir) / f"{method}-{phase}-{key}.json"
 
 
+def shared_work_dir(phase_dir: str | Path, method: str, phase: str, key: str) -> Path:
+    """The folder a shared phase works (and is locked) in while it computes its artifact."""
+    return Path(phase_dir) / f"{method}-{phase}-{key}.work"
+
+
 def read_artifact(path: Path, field: str, value: str) -> dict[str, Any] | None:
     """The artifact stored in ``path`` if it is readable and its ``field`` equals ``value``."""
     if not path.is_file():

@@ -20,7 +20,8 @@ from ..errors import ConfigError
 from ..experiment import budget_of, resolve
 from ..factory import make_request
 from ..plugins import create_method
-from .phase import PhaseContext, execute_phase, read_artifact, shared_artifact_path, shared_phase_key
+from .phase import (PhaseContext, execute_phase, read_artifact, shared_artifact_path, shared_phase_key,
+                    shared_work_dir)
 
 
 def shared_phase_target(cfg: Config, phase_name: str, phase_dir: str | Path) -> tuple[str, Path]:
@@ -56,7 +57,7 @@ def run_shared_phase(cfg: Config, phase_name: str, phase_dir: str | Path, progre
     if list(phases)[0] != phase_name:
         raise ConfigError(f"phase {phase_name!r} of {cfg.method.name!r} follows other phases; only a first phase "
                           "can run on its own.")
-    work = Path(phase_dir) / f"{method.name}-{phase_name}-{key}.work"
+    work = shared_work_dir(phase_dir, method.name, phase_name, key)
     ctx = PhaseContext(cfg=cfg, data=data, device=device, run_dir=work, request=request, config_hash=key,
                        progress=progress)
     artifact, seconds = execute_phase(method, phases[phase_name], request, ctx, {})
