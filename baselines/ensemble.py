@@ -66,7 +66,10 @@ class Ensemble(Method):
     reference = "Lakshminarayanan et al., NeurIPS 2017 (deep ensembles); anytime baseline of Teterwak et al., WACV 2024"
 
     def archs(self, request: BuildRequest) -> list[str]:
-        return self.options.arch_list() or [request.arch] * self.options.copies
+        return self.reference_archs(request.arch)
+
+    def reference_archs(self, arch: str) -> list[str]:
+        return self.options.arch_list() or [arch] * self.options.copies
 
     def build(self, request: BuildRequest) -> NPASModel:
         archs = self.archs(request)

@@ -37,6 +37,22 @@ def parse_count(text: str | int | float, field: str = "budget") -> int:
     return int(round(value))
 
 
+NO_BUDGET = ("none", "full")
+
+
+def is_no_budget(value: object, field: str = "budget") -> bool:
+    """True for None, "none" and "full" (the method's natural size). An empty or blank string is an
+    error, not "no budget": a budget lost to a shell variable must not silently train the full model."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        if not value.strip():
+            raise BudgetError(f"{field}: empty value {value!r}; give a count (e.g. 1.5M, 500k, \"10%\") or "
+                              "\"none\" for the method's natural size.")
+        return value.strip().lower() in NO_BUDGET
+    return False
+
+
 @dataclass(frozen=True)
 class Budget:
     params: int
@@ -47,10 +63,10 @@ class Budget:
             raise BudgetError(f"budget: must be positive, got {self.params}")
 
     @classmethod
-    def parse(cls, value: str | int | None, mode: str = "total") -> "Budget | None":
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "full")):
+    def parse(cls, value: str | int | None, mode: str = "total", field: str = "budget") -> "Budget | None":
+        if is_no_budget(value, field):
             return None
-        return cls(parse_count(value), mode)
+        return cls(parse_count(value, field), mode)
 
     def to_dict(self) -> dict:
         return {"params": self.params, "mode": self.mode}

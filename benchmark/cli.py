@@ -156,8 +156,15 @@ def cmd_params(args: argparse.Namespace) -> int:
     from .factory import create_model
     from .options import parse_kv
 
-    budget = Budget.parse(args.budget, args.budget_mode or "total")
-    built = create_model(args.method, args.arch, args.dataset, budget, parse_kv(args.opt))
+    from .experiment import check_budget_scale, resolve_budget
+    from .plugins import create_method
+
+    method = create_method(args.method, parse_kv(args.opt))
+    mode = args.budget_mode or "total"
+    count = resolve_budget(args.budget, mode, args.arch, args.dataset)
+    if count is not None:
+        check_budget_scale(method, count, args.arch, args.dataset)
+    built = create_model(method, args.arch, args.dataset, Budget.parse(count, mode))
     report = built.report(flops=not args.no_flops).to_dict()
     out = {"method": args.method, "arch": args.arch, "dataset": args.dataset, "options": built.method.options_dict(),
            **report}
@@ -228,10 +235,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    text = run_demo(args.out, executor=args.executor, parallel=args.parallel, progress=not args.no_progress)
-    print(text)
+    result = run_demo(args.out, executor=args.executor, parallel=args.parallel, progress=not args.no_progress)
+    print(result.text)
     print(f"written to {args.out}/summary.md")
-    return 0
+    if result.exit_code == 1:
+        print(f"npas demo: {len(result.unfinished)} run(s) did not complete (listed above; their failed.json / "
+              f"result.json say why); rerun `npas demo` to retry them", file=sys.stderr)
+    return result.exit_code
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -282,15 +292,29 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 130 if out.interrupted else (0 if out.ok else 1)
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """argparse, plus ``section.key=value`` overrides anywhere on a ``npas train`` line (before, between
+    or after the options): a ``nargs="*"`` positional alone only takes the first run of them."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "train":
+        overrides = [x for x in extra if "=" in x and not x.startswith("-")]
+        args.overrides = list(args.overrides) + overrides
+        extra = [x for x in extra if x not in overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     handler = {"methods": cmd_methods, "archs": cmd_archs, "params": cmd_params, "train": cmd_train,
                "demo": cmd_demo, "data": cmd_data, "grid": cmd_grid}[args.command]
     try:
         return handler(args)
     except NPASError as exc:
         print(f"npas {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code  # 2; 5 for a folder another process holds
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

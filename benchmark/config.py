@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +61,22 @@ class OptimConfig:
             )
         if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
             raise ConfigError(f"optim.milestones: must be strictly increasing, got {list(self.milestones)}.")
-        if self.lr <= 0:
-            raise ConfigError(f"optim.lr: must be positive, got {self.lr}.")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"optim.lr: must be a positive finite number, got {self.lr}.")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"optim.momentum: must be in [0, 1) (0 = plain SGD), got {self.momentum}.")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"optim.weight_decay: must be >= 0 (0 = off), got {self.weight_decay}.")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ConfigError(f"optim.grad_clip: a max gradient norm >= 0 (0 = off), got {self.grad_clip}.")
+        if not (math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0):
+            raise ConfigError(f"optim.warmup_epochs: must be >= 0 (0 = no warm-up), got {self.warmup_epochs}.")
+        if not 0 < self.warmup_start_factor <= 1:
+            raise ConfigError(f"optim.warmup_start_factor: must be in (0, 1], got {self.warmup_start_factor}.")
+        if any(not (math.isfinite(m) and m >= 0) for m in self.milestones):
+            raise ConfigError(f"optim.milestones: must be >= 0, got {list(self.milestones)}.")
+        if any(not (math.isfinite(g) and g > 0) for g in self.gammas):
+            raise ConfigError(f"optim.gammas: LR factors must be positive, got {list(self.gammas)}.")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"optim.label_smoothing: must be in [0, 1), got {self.label_smoothing}.")
         from .accounting import ROLES
@@ -94,6 +109,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: must be a positive integer, got {getattr(self, name)}.")
         if self.max_steps_per_epoch < 0:
             raise ConfigError("train.max_steps_per_epoch: must be >= 0 (0 = full epochs).")
+        if self.threads < 0:
+            raise ConfigError(f"train.threads: must be >= 0 (0 = torch's default), got {self.threads}.")
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,13 @@ class RunConfig:
     # a folder of phase artifacts shared between runs (a grid's <results>/phases): a phase whose method
     # declares its inputs (Method.phase_inputs) is read from here when present, and stored here otherwise
     phase_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"run.keep_checkpoints: must be >= 1 (the newest checkpoint is what a run resumes "
+                              f"from), got {self.keep_checkpoints}.")
+        if not self.out.strip():
+            raise ConfigError("run.out: empty; give the run folder, e.g. --out runs/my-run.")
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,12 @@ class Method(ABC):
         report the model's size and check its budget before anything trains. ``None``: not possible."""
         return None
 
+    def reference_archs(self, arch: str) -> list[str]:
+        """The plain networks this method's model stands in for (an ensemble: each member), given the
+        run's ``model.arch``. A budget is sanity-checked against their summed unshared size
+        (``experiment.MAX_BUDGET_RATIO``) before anything is built or trained."""
+        return [arch]
+
     def no_weight_decay_roles(self) -> frozenset[str]:
         return frozenset()
 

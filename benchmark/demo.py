@@ -10,16 +10,37 @@ skipped. A run that did not finish is listed with its state, never dropped silen
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .atomic import write_json, write_text
 from .leaderboard import frame, to_markdown
 
+if TYPE_CHECKING:
+    from .grid.runner import GridOutcome
+
 DEMO_SPEC = Path(__file__).resolve().parent / "grid" / "demo.toml"
 
 
+@dataclass
+class DemoResult:
+    """The demo's summary text and the grid outcome behind it (``ok``: every run finished)."""
+
+    text: str
+    outcome: "GridOutcome"
+    unfinished: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        """0 every run completed, 130 interrupted (rerun resumes), 1 some run failed, was blocked or diverged."""
+        if self.outcome.interrupted:
+            return 130
+        return 0 if self.outcome.ok and not self.unfinished else 1
+
+
 def run_demo(out: str | Path, *, spec: str | Path = DEMO_SPEC, executor: str = "local", parallel: int = 0,
-             progress: bool = True) -> str:
+             progress: bool = True) -> DemoResult:
     from .grid.runner import run_grid
     from .grid.state import finished_record
 
@@ -47,4 +68,4 @@ def run_demo(out: str | Path, *, spec: str | Path = DEMO_SPEC, executor: str = "
     write_text(out / "summary.md", text)
     write_json(out / "summary.json", {"rows": df.to_dict(orient="records"), "unfinished": missing,
                                       "interrupted": outcome.interrupted})
-    return text
+    return DemoResult(text, outcome, missing)

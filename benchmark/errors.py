@@ -6,8 +6,11 @@ from __future__ import annotations
 class NPASError(ValueError):
     """Base class for user-facing errors (bad config, bad input, impossible budget...).
 
-    The CLI prints these as a single clear line and exits with status 2, instead of a traceback.
+    The CLI prints these as a single clear line and exits with ``exit_code`` (2 unless a subclass
+    says otherwise), instead of a traceback.
     """
+
+    exit_code = 2
 
 
 class ConfigError(NPASError):
@@ -28,3 +31,13 @@ class DataError(NPASError):
 
 class CheckpointError(NPASError):
     """A checkpoint is missing, corrupt, or belongs to a different configuration."""
+
+
+class FolderBusy(NPASError):
+    """Another process holds the run (or phase) folder's lock: one folder, one writer."""
+
+    exit_code = 5
+
+
+class StorageError(NPASError):
+    """The operating system refused a write (full disk, quota, read-only or unwritable folder)."""

@@ -18,11 +18,12 @@ check here runs before a run writes anything.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from typing import Any
 
-from .budget import Budget, parse_count
+from .budget import Budget, is_no_budget, parse_count
 from .config import Config, build_config
 from .errors import BudgetError, ConfigError, NPASError
 
@@ -49,6 +50,13 @@ def digest(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+# A budget more than this many times the unshared network(s) it stands for is refused: no NPAS experiment
+# needs it (parameter upsampling studies go a few times over), and methods that fill their budget
+# (SSN's bank) would try to allocate it -- 1e12 parameters are 4 TB.
+MAX_BUDGET_RATIO = 64
+
+
+@functools.lru_cache(maxsize=64)
 def unshared_size(arch: str, dataset: str, num_classes: int | None = None) -> int:
     """Unique trainable parameters of the plain network (the reference of ``"10%"`` budgets)."""
     from .factory import create_model
@@ -58,7 +66,7 @@ def unshared_size(arch: str, dataset: str, num_classes: int | None = None) -> in
 
 def resolve_budget(value: Any, mode: str, arch: str, dataset: str, num_classes: int | None = None) -> int | None:
     """``"100k"`` -> 100000; ``"10%"`` -> 10% of the unshared network's size; None/"none"/"full" -> None."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "full")):
+    if is_no_budget(value, "model.budget"):
         return None
     if isinstance(value, str) and value.strip().endswith("%"):
         text = value.strip()[:-1]
@@ -73,6 +81,19 @@ def resolve_budget(value: Any, mode: str, arch: str, dataset: str, num_classes: 
                               f"parameters, i.e. budget_mode 'total', not {mode!r}. Give an absolute count instead.")
         return max(1, int(round(unshared_size(arch, dataset, num_classes) * frac / 100.0)))
     return parse_count(value, "model.budget")
+
+
+def check_budget_scale(method, budget: int, arch: str, dataset: str, num_classes: int | None = None) -> None:
+    """Refuse a budget beyond ``MAX_BUDGET_RATIO`` times the unshared size of the networks ``method``
+    stands in for (``Method.reference_archs``), before anything is built: a typo (1e12 for 1e6) must be a
+    one-line error, not an allocation of terabytes."""
+    archs = method.reference_archs(arch)
+    reference = sum(unshared_size(a, dataset, num_classes) for a in archs)
+    if budget > MAX_BUDGET_RATIO * reference:
+        what = archs[0] if len(archs) == 1 else f"networks of its {len(archs)} members ({', '.join(archs)})"
+        raise BudgetError(f"model.budget: {budget:,} parameters is {budget / reference:,.0f}x the unshared {what} "
+                          f"({reference:,}); budgets above {MAX_BUDGET_RATIO}x are refused. Check the number "
+                          "(e.g. 1.5M, 500k, \"10%\") or use \"none\" for the method's natural size.")
 
 
 def _num_classes(cfg: Config) -> int | None:
@@ -104,6 +125,9 @@ def resolve(cfg: Config) -> Config:
         raise BudgetError(f"model.budget_mode: method {cfg.method.name!r} supports "
                           f"{', '.join(cls.budget_modes)}, not {mode!r}.")
     budget = resolve_budget(cfg.model.budget, mode, cfg.model.arch, cfg.data.name, _num_classes(cfg))
+    if budget is not None:
+        check_budget_scale(cls(parse_method_options(cfg.method.name, options)), budget, cfg.model.arch,
+                           cfg.data.name, _num_classes(cfg))
     if budget is None:
         mode = "total"  # no budget: the mode means nothing, so it must not split one experiment into two ids
     return dataclasses.replace(
@@ -134,5 +158,5 @@ def run_id(cfg: Config) -> str:
     return digest(identity_dict(resolve(cfg)))
 
 
-__all__ = ["IDENTITY_EXCLUDED", "identity_dict", "digest", "resolve", "resolve_budget", "run_id", "budget_of",
+__all__ = ["IDENTITY_EXCLUDED", "MAX_BUDGET_RATIO", "check_budget_scale", "identity_dict", "digest", "resolve", "resolve_budget", "run_id", "budget_of",
            "config_request", "unshared_size"]

@@ -39,7 +39,16 @@ def make_request(arch: str, dataset: str, budget: Budget | None = None, artifact
 
 def build_checked(method: Method, request: BuildRequest) -> NPASModel:
     method.check_budget_mode(request.budget)
-    model = method.build(request)
+    try:
+        model = method.build(request)
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and "allocate" not in text and "out of memory" not in text:
+            raise
+        size = f"the budget of {request.budget}" if request.budget else "its natural size"
+        raise BudgetError(f"budget: building {method.name!r} {request.arch} at {size} ran out of memory on this "
+                          f"machine ({text.splitlines()[0][:160] if text else type(exc).__name__}). Lower "
+                          "model.budget or build on a machine with more memory.") from None
     if not isinstance(model, NPASModel):
         raise TypeError(f"method {method.name!r}.build returned {type(model).__name__}, expected NPASModel")
     for layer in model.weight_layers():

@@ -6,24 +6,29 @@ every row, so a synthetic number can never pass for a CIFAR one.
 
 from __future__ import annotations
 
-import json
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
+from .records import scan_records
+
 COLUMNS = ["method", "arch", "dataset", "budget", "params", "GFLOPs", "top1", "top5", "status", "time_s"]
 
 
-def load_records(folder: str | Path) -> list[dict[str, Any]]:
+def load_records(folder: str | Path, problems: list | None = None) -> list[dict[str, Any]]:
+    """Every usable record below ``folder``; damaged or foreign ones are skipped, each reported with a
+    warning (and appended to ``problems`` when given)."""
     records = []
-    for path in sorted(Path(folder).rglob("result.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc}); delete or regenerate it") from None
-        rec["_path"] = str(path)
-        records.append(rec)
+    for rec, problem in scan_records(folder):
+        if problem is not None:
+            warnings.warn(f"skipping record {problem}", stacklevel=2)
+            if problems is not None:
+                problems.append(problem)
+            continue
+        if rec is not None:
+            records.append(rec)
     return records
 
 

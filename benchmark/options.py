@@ -44,7 +44,9 @@ def coerce(value: Any, tp: Any, field: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
-        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
+        # "" is None only where a string is not allowed: an empty budget or path is an error of its own
+        if type(None) in args and (value is None or (isinstance(value, str) and (
+                value.lower() in ("none", "null") or (value == "" and str not in args)))):
             return None
         for arg in args:
             if arg is type(None):

@@ -91,7 +91,9 @@ def test_demo_table(tmp_path):
     # the data set is kept: SuperWeights' search clusters (and so whether 45% fits) depend on the data
     spec = tmp_path / "demo.toml"
     spec.write_text(text)
-    out = run_demo(tmp_path / "demo", spec=spec, executor="debug", progress=False)
+    result = run_demo(tmp_path / "demo", spec=spec, executor="debug", progress=False)
+    out = result.text
+    assert result.exit_code == 0 and result.outcome.ok
     assert "synthetic" in out and "| unshared" in out and "| ssn" in out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     rows = summary["rows"]

@@ -9,7 +9,7 @@ import torch
 
 import npasbench
 from npasbench import METHODS, Budget, BudgetError, ConfigError, RegistryError, create_model
-from npasbench.accounting import param_report, parameter_roles
+from npasbench.accounting import parameter_roles
 from npasbench.config import build_config
 from npasbench.contract import Method, NPASModel
 from npasbench.plugins import create_method, register_method

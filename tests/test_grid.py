@@ -288,22 +288,18 @@ def test_one_runner_per_results_folder(tmp_path):
             run_grid(spec, "debug", progress=False)
 
 
-def test_task_refuses_a_second_writer(tmp_path):
-    from npasbench.grid.task import EXIT_BUSY, folder_lock, run_task
+def test_task_refuses_a_second_writer(tmp_path, monkeypatch):
+    import npasbench.grid.task as task_mod
+    from npasbench.grid.task import EXIT_BUSY, run_task
+    from npasbench.storage import folder_lock
 
     spec = write_spec(tmp_path, GRID)
     plan = plan_grid(spec)
     r = plan.runs[0]
+    monkeypatch.setattr(task_mod, "TASK_LOCK_WAIT_S", 0.5)
     with folder_lock(tmp_path / "res" / r.folder):
         t0 = time.monotonic()
-        import npasbench.grid.task as task_mod
-
-        orig = task_mod.folder_lock
-        task_mod.folder_lock = lambda folder, wait_s=30.0: orig(folder, wait_s=0.5)
-        try:
-            assert run_task(tmp_path / "res", r.run_id) == EXIT_BUSY
-        finally:
-            task_mod.folder_lock = orig
+        assert run_task(tmp_path / "res", r.run_id) == EXIT_BUSY
         assert time.monotonic() - t0 < 10
 
 

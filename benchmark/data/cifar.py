@@ -113,12 +113,59 @@ def find_cifar_root(name: str, root: str | None) -> Path:
     )
 
 
+def _numpy_reconstruct():
+    try:  # numpy >= 2 moved the module; the files name the old path
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what the CIFAR files hold: dicts, lists, strings, numbers and numpy arrays.
+
+    A pickle can name any importable callable and have it called (``os.system`` included), so a
+    crafted file dropped in a data folder would run code under plain ``pickle.load``. CIFAR's files
+    (Python 2 pickles) name exactly three globals, those below; ``_codecs.encode`` is how Python 3
+    writes bytes in the same protocol (a re-pickled copy). Anything else is refused by name."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        # protocol 5 (a copy re-pickled by numpy >= 1.16): arrays come from a raw buffer
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: CIFAR files hold only numpy arrays, "
+                                         "lists and strings (a tampered or foreign file)")
+        if name == "_reconstruct":
+            return _numpy_reconstruct()
+        if name == "_frombuffer":
+            try:
+                from numpy._core.numeric import _frombuffer
+            except ImportError:  # pragma: no cover - numpy 1.x
+                from numpy.core.numeric import _frombuffer
+            return _frombuffer
+        if module == "_codecs":
+            import codecs
+
+            return codecs.encode
+        return getattr(np, name)
+
+
+def load_cifar_pickle(fh) -> object:
+    """``pickle.load`` restricted to what CIFAR files contain (``CifarUnpickler``)."""
+    return CifarUnpickler(fh, encoding="latin1").load()
+
+
 def _read_pickle_file(path: Path, spec: CifarSpec) -> tuple[np.ndarray, np.ndarray]:
     """One pickle -> (N x 3072 uint8 array, N int64 labels), with structural checks."""
     where = f"data.root: {spec.pretty} file {path}"
     try:
         with open(path, "rb") as fh:
-            entry = pickle.load(fh, encoding="latin1")
+            entry = load_cifar_pickle(fh)
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
             ImportError, IndexError, KeyError, MemoryError, UnicodeDecodeError) as exc:
         raise DataError(

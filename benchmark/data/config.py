@@ -61,8 +61,8 @@ class DataConfig:
         """Raise ConfigError naming the first bad field (``data.<field>``) and the fix."""
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"data.name must be a non-empty string, got {self.name!r}")
-        if self.root is not None and not isinstance(self.root, str):
-            raise ConfigError(f"data.root must be a path string or null, got {self.root!r}")
+        if self.root is not None and (not isinstance(self.root, str) or not self.root.strip()):
+            raise ConfigError(f"data.root must be a path string or null (left out), got {self.root!r}")
         for field in ("download", "augment"):
             if not isinstance(getattr(self, field), bool):
                 raise ConfigError(f"data.{field} must be true or false, got {getattr(self, field)!r}")

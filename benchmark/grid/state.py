@@ -2,7 +2,8 @@
 
 Markers, each written atomically: ``result.json`` (the trainer's record), ``running.json`` (the task,
 while it runs: host and pid), ``failed.json`` (the task, on an error: its last line and traceback),
-``blocked.json`` (the runner, when a phase the run needs failed). ``<results>/runner.json`` says
+``blocked.json`` (the runner, when a phase the run needs failed). A ``result.json`` that cannot be
+used (``records.read_record``) is the state ``bad record``, with what is wrong, and the run is rerun. ``<results>/runner.json`` says
 which runs a live runner has queued. A finished run is one whose valid ``result.json`` holds the same
 run id and record schema and a final status; a failed one is never treated as finished.
 """
@@ -15,10 +16,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from ..trainer.record import SCHEMA_VERSION
-
-FINAL = ("completed", "diverged")
-STATES = ("done", "diverged", "running", "queued", "failed", "blocked", "interrupted", "not started")
+from ..records import FINAL, read_record
+STATES = ("done", "diverged", "running", "queued", "bad record", "failed", "blocked", "interrupted", "not started")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -30,9 +29,10 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def finished_record(run_dir: Path, run_id: str) -> dict[str, Any] | None:
-    """The run's record if it finished (completed or diverged) as this run id and schema, else None."""
-    rec = read_json(run_dir / "result.json")
-    if rec is None or rec.get("schema_version") != SCHEMA_VERSION or rec.get("run_id") != run_id:
+    """The run's record if it finished (completed or diverged) as this run id and schema, else None
+    (a damaged record included: ``records.read_record`` checks it)."""
+    rec, _ = read_record(run_dir / "result.json")
+    if rec is None or rec.get("run_id") != run_id:
         return None
     return rec if rec.get("status") in FINAL else None
 
@@ -71,6 +71,9 @@ def run_state(run_dir: Path, run_id: str, queued: set[str] | None = None) -> tup
         return "running", f"epoch {epochs_done(run_dir)}/{running.get('epochs', '?')}"
     if queued and run_id in queued:
         return "queued", ""
+    _, problem = read_record(run_dir / "result.json")
+    if problem is not None:  # reported, and rerun (the rerun resumes and writes a good record)
+        return "bad record", problem.problem
     failed = read_json(run_dir / "failed.json")
     if failed:
         return "failed", str(failed.get("error", "")).strip().splitlines()[-1:][0] if failed.get("error") else ""

@@ -12,20 +12,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import fcntl
 import os
 import platform
 import signal
 import sys
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import Iterator
 
 from ..atomic import write_json
 from ..config import build_config
-from ..errors import NPASError
+from ..errors import FolderBusy, NPASError
+from ..storage import folder_lock
+from ..trainer.signals import StopRequested as Stopped
 from ..experiment import run_id as compute_run_id
 from .manifest import PHASES, Manifest
 from .state import finished_record, read_json
@@ -33,14 +33,7 @@ from .state import finished_record, read_json
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BLOCKED, EXIT_DIVERGED, EXIT_BUSY, EXIT_PREEMPTED = 0, 1, 2, 3, 4, 5, 75
 
 
-class Busy(Exception):
-    """Another process holds the folder's lock."""
-
-
-class Stopped(BaseException):
-    """SIGTERM/SIGUSR1 outside the training loop (set-up, a phase): stop cleanly, resumable (exit 75).
-
-    Inside the loop the trainer's own handler takes over and checkpoints at the next step."""
+TASK_LOCK_WAIT_S = 30.0  # a requeued task may start while the previous one still writes its checkpoint
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -49,7 +42,8 @@ def _stop(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def stop_handlers() -> Iterator[None]:
-    """SIGTERM/SIGUSR1 raise ``Stopped`` while inside; the previous handlers come back afterwards."""
+    """SIGTERM/SIGUSR1 raise ``Stopped`` while inside (outside the trainer, which installs its own);
+    the previous handlers come back afterwards."""
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for s in (signal.SIGTERM, signal.SIGUSR1):
@@ -59,29 +53,6 @@ def stop_handlers() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def folder_lock(folder: Path, wait_s: float = 30.0) -> Iterator[None]:
-    """An exclusive ``flock`` on ``folder/.lock``; released on any exit, also by a crash (the kernel drops it).
-
-    Waits up to ``wait_s`` (a previous task of the same run may still be writing its checkpoint after a
-    signal), then raises ``Busy``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise Busy(f"{folder} is held by another process") from None
-                time.sleep(0.2)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _now() -> str:
@@ -94,8 +65,11 @@ def _error_text(exc: BaseException) -> str:
 
 def _record_failure(path: Path, exc: BaseException, label: str) -> None:
     """``path`` (failed.json of a run or a phase): the error's last line and traceback; also to stderr."""
-    write_json(path, {"error": _error_text(exc), "traceback": traceback.format_exc(), "at": _now()})
     print(f"{label}: {_error_text(exc)}", file=sys.stderr)
+    try:
+        write_json(path, {"error": _error_text(exc), "traceback": traceback.format_exc(), "at": _now()})
+    except NPASError as again:  # e.g. the disk that failed the run is still full: the log line above remains
+        print(f"{label}: could not record the failure either: {again}", file=sys.stderr)
 
 
 def run_task(results: str | Path, task_id: str, threads: int = 0) -> int:
@@ -122,7 +96,7 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
     entry = manifest.runs[rid]
     run_dir = results / entry.folder
     try:
-        with folder_lock(run_dir), stop_handlers():
+        with folder_lock(run_dir, wait_s=TASK_LOCK_WAIT_S), stop_handlers():
             if finished_record(run_dir, rid) is not None:
                 return EXIT_OK  # finished meanwhile (a cache hit)
             for key in entry.phases:
@@ -142,7 +116,7 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
                 if compute_run_id(cfg) != rid:
                     raise NPASError(f"run {rid}: its config now resolves to {compute_run_id(cfg)} (the code or a "
                                     "method's defaults changed since the grid was planned); re-plan the grid.")
-                result = train(cfg)
+                result = train(cfg, lock=False)  # this task holds the folder's lock
             except Stopped:
                 print(f"grid task {rid}: stopped by a signal before or after training; resumable", file=sys.stderr)
                 return EXIT_PREEMPTED
@@ -154,7 +128,7 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
             finally:
                 (run_dir / "running.json").unlink(missing_ok=True)
             return result.exit_code
-    except Busy as exc:
+    except FolderBusy as exc:
         print(f"grid task {rid}: {exc}; not started twice", file=sys.stderr)
         return EXIT_BUSY
 
@@ -169,7 +143,8 @@ def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> in
     job = manifest.phases[key]
     phase_dir = results / PHASES
     try:
-        with folder_lock(shared_work_dir(phase_dir, job.method, job.phase, key)), stop_handlers():
+        with folder_lock(shared_work_dir(phase_dir, job.method, job.phase, key), wait_s=TASK_LOCK_WAIT_S,
+                         field="run.phase_dir"), stop_handlers():
             (results / job.failure).unlink(missing_ok=True)
             cfg = build_config(job.config, _overrides(results, phase_dir, threads))
             try:
@@ -183,7 +158,7 @@ def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> in
                 _record_failure(results / job.failure, exc, f"grid phase {key}")
                 return EXIT_ERROR
             return EXIT_OK
-    except Busy as exc:
+    except FolderBusy as exc:
         print(f"grid phase {key}: {exc}", file=sys.stderr)
         return EXIT_BUSY
 

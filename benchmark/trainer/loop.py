@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import itertools
 import math
+import os
 import random
 import sys
 import time
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import write_json, write_text
+from ..storage import check_free_space, folder_lock, probe_writable
 from ..config import Config
 from ..contract import Method, NPASModel
 from ..data import BatchLoader, DataBundle, load_data, make_loader
@@ -49,9 +51,9 @@ from .distributed import (DistInfo, all_gather_floats, all_reduce_sum, any_rank,
 from .metrics import AnytimeMeter, JsonLines, TopK
 from .optim import build_optimizer, rebuild_optimizer, set_lr
 from .phase import PhaseContext, run_phases
-from .record import build_record
+from .record import build_record, stopped_record
 from .schedule import LRSchedule
-from .signals import PreemptionFlag
+from .signals import PreemptionFlag, StopRequested
 
 EXIT_OK = 0
 EXIT_DIVERGED = 4
@@ -85,7 +87,9 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, preemption: PreemptionFlag | None = None) -> None:
+    """One run. ``lock=False`` when the caller already holds the run folder's lock (a grid task)."""
+
+    def __init__(self, cfg: Config, preemption: PreemptionFlag | None = None, lock: bool = True) -> None:
         # Resolve first: an unknown method/arch/data set/budget mode fails here, before anything is written,
         # and the run id (config hash) is the experiment's, however the config was spelled.
         cfg = resolve(cfg)
@@ -95,6 +99,10 @@ class Trainer:
         # not `preemption or ...`: an unsignalled PreemptionFlag is falsy, so `or` would drop the caller's flag
         self.preemption = preemption if preemption is not None else PreemptionFlag()
         self.status = "running"
+        self.lock = lock
+        self.stage = "start"
+        self.dist: DistInfo | None = None
+        self.is_main = int(os.environ.get("RANK", "0")) == 0  # until the process group says
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -162,11 +170,14 @@ class Trainer:
     def _write_config(self) -> None:
         """The resolved config and its id, written once the run has been checked and set up."""
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.toml", self.cfg.to_toml())
-            write_json(self.run_dir / "config.json", {"config": self.cfg.to_dict(), "config_hash": self.config_hash,
-                                                      "run_id": self.config_hash})
+            self._write_config_files()
         barrier(self.dist)
+
+    def _write_config_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "config.toml", self.cfg.to_toml())
+        write_json(self.run_dir / "config.json", {"config": self.cfg.to_dict(), "config_hash": self.config_hash,
+                                                  "run_id": self.config_hash})
 
     def _wrap(self) -> None:
         """(Re)build the optimizer view of the model: DDP and torch.compile wrappers."""
@@ -208,15 +219,20 @@ class Trainer:
         barrier(self.dist)
         return path
 
-    def _restore(self) -> tuple[int, int]:
-        """Load the checkpoint chosen by run.resume; return (epoch, batch) to continue at."""
+    def _find_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """The checkpoint run.resume chooses, loaded and checked (config id, entries): before the data,
+        the model and the phases, so that a folder of another experiment or a set of damaged checkpoints
+        is refused in a second, not after a search."""
         mode = self.cfg.run.resume
-        found = None
         if mode == "auto":
-            found = ckpt.find_latest(self.run_dir / "checkpoints", self.config_hash)
-        elif mode != "never":
+            return ckpt.find_latest(self.run_dir / "checkpoints", self.config_hash)
+        if mode != "never":
             path = Path(mode)
-            found = (path, ckpt.load_checkpoint(path, self.config_hash))
+            return path, ckpt.load_checkpoint(path, self.config_hash)
+        return None
+
+    def _restore(self, found: tuple[Path, dict[str, Any]] | None) -> tuple[int, int]:
+        """Load ``found`` (from ``_find_checkpoint``) into model and optimizer; return (epoch, batch)."""
         if found is None:
             self.optimizer = build_optimizer(self.model, self.cfg.optim, self.exempt)
             self.log.truncate(0)
@@ -292,6 +308,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> RunResult:
+        """Set up, train, write the record. The stop contract (``signals.py``) holds from the first line:
+        SIGTERM/SIGUSR1 at any point ends the run resumably with ``EXIT_PREEMPTED``."""
+        self.preemption.install(raising=True)
+        try:
+            with contextlib.ExitStack() as held:
+                try:
+                    return self._run(held)
+                except StopRequested as stop:
+                    return self._stopped(stop)
+        finally:
+            self.preemption.uninstall()
+            if self.dist is not None:
+                cleanup(self.dist)
+
+    def _run(self, held: contextlib.ExitStack) -> RunResult:
         t_start = self.t_start = time.perf_counter()
         self.wall_before = 0.0
         self.timing = {"train_s": 0.0, "train_images": 0, "eval_s": 0.0, "eval_images": 0}
@@ -299,22 +330,75 @@ class Trainer:
         self.step, self.loss_sum, self.seen = 0, 0.0, 0
         self.resumed_from = None
         self.last_eval: tuple[int, dict[str, Any]] | None = None
+        self.stage = "set-up"
         self._setup()
-        try:
-            self._setup_data()
-            self._setup_model()
-            start_epoch, start_batch = self._restore()
-            self._write_config()
-            self._wrap()
-            self.setup_s = time.perf_counter() - t_start  # this process: start of run() to its first training step
-            self.preemption.install()
+        self._claim_folder(held)
+        self.stage = "checkpoint lookup"
+        found = self._find_checkpoint()
+        self.stage = "data"
+        self._setup_data()
+        self.stage = "model and phases"
+        self._setup_model()
+        self.stage = "restore"
+        start_epoch, start_batch = self._restore(found)
+        self._check_space()
+        self._write_config()
+        self._wrap()
+        self.setup_s = time.perf_counter() - t_start  # this process: start of run() to its first training step
+        self.stage = "training"
+        self.preemption.arm()
+        status = self._loop(start_epoch, start_batch)
+        self.stage = "final evaluation"
+        return self._finish(status, t_start)
+
+    def _claim_folder(self, held: contextlib.ExitStack) -> None:
+        """Rank 0: lock the run folder (one writer) and try a write there and in run.phase_dir, so a
+        busy, read-only or unwritable folder is refused before any work. Every rank gets the verdict."""
+        error: Exception | None = None
+        if self.is_main:
             try:
-                status = self._loop(start_epoch, start_batch)
-            finally:
-                self.preemption.uninstall()
-            return self._finish(status, t_start)
-        finally:
-            cleanup(self.dist)
+                if self.lock:
+                    held.enter_context(folder_lock(self.run_dir, field="run.out"))
+                self.claimed = True  # from here a stop can say so in the folder
+                probe_writable(self.run_dir, "run.out")
+                if self.cfg.run.phase_dir:
+                    probe_writable(self.cfg.run.phase_dir, "run.phase_dir")
+            except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
+                error = exc
+        if self.dist is not None and self.dist.enabled:
+            error = broadcast_object(error, self.dist)
+        if error is not None:
+            raise error
+
+    def _check_space(self) -> None:
+        """Refuse a disk that cannot take one more checkpoint (and best.pt): found now, not after an epoch."""
+        if not self.is_main:
+            return
+        state = sum(t.numel() * t.element_size() for t in self.model.state_dict().values() if torch.is_tensor(t))
+        momentum = 1 if self.cfg.optim.momentum > 0 else 0
+        per_checkpoint = state * (1 + momentum) + 2**20
+        check_free_space(self.run_dir, 2 * per_checkpoint, "run.out", "a checkpoint and best.pt of this model")
+
+    def _stopped(self, stop: StopRequested) -> RunResult:
+        """A stop signal before the training loop: nothing half-done is kept (every write is atomic, a
+        phase's artifact appears only once it has finished), the folder says it was stopped, and the
+        same command resumes. A folder of another experiment, or a finished record, is left untouched."""
+        self.preemption.arm()  # a second signal now only sets the flag
+        name = str(stop).replace("stopped by ", "")
+        record: dict[str, Any] = {}
+        if self.is_main and getattr(self, "claimed", False):
+            config = self.run_dir / "config.json"
+            previous = _read_json(self.run_dir / "result.json")
+            owner = _read_json(config).get("run_id", self.config_hash) if config.is_file() else self.config_hash
+            finished = previous.get("run_id") == self.config_hash and previous.get("status") in ("completed", "diverged")
+            if owner == self.config_hash and not finished:
+                record = stopped_record(self.cfg, self.config_hash, self.stage, name)
+                self._write_config_files()
+                write_json(self.run_dir / "result.json", record)
+        if self.is_main:
+            print(f"run stopped by {name} during {self.stage}; resumable: run the same command again "
+                  f"({self.run_dir})", file=sys.stderr)
+        return RunResult("preempted", EXIT_PREEMPTED, self.run_dir, record)
 
     def _loop(self, start_epoch: int, start_batch: int) -> str:
         cfg = self.cfg
@@ -456,5 +540,17 @@ class Trainer:
         return RunResult(status, code, self.run_dir, record)
 
 
-def train(cfg: Config, preemption: PreemptionFlag | None = None) -> RunResult:
-    return Trainer(cfg, preemption).run()
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or {} when it is missing, unreadable or not an object."""
+    import json
+
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def train(cfg: Config, preemption: PreemptionFlag | None = None, lock: bool = True) -> RunResult:
+    """Run one experiment. ``lock=False``: the caller holds the run folder's lock already (a grid task)."""
+    return Trainer(cfg, preemption, lock).run()

@@ -68,10 +68,15 @@ class JsonLines:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(dumps(record) + "\n")  # NaN/Infinity -> null: valid JSON for every reader
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(dumps(record) + "\n")  # NaN/Infinity -> null: valid JSON for every reader
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # a partial last line is dropped on resume (truncate to the checkpoint's count)
+            from ..storage import storage_error
+
+            raise storage_error(exc, "append to", self.path) from None
         self.lines += 1
 
     def truncate(self, keep: int) -> None:

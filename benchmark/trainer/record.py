@@ -79,3 +79,25 @@ def build_record(t: "Trainer", status: str, final: dict[str, Any], selection: di
     if status == "diverged":
         record["diverged_at"] = getattr(t, "diverged_at", None)
     return record
+
+
+def stopped_record(cfg, run_id: str, stage: str, signal_name: str) -> dict[str, Any]:
+    """The record of a run stopped before its training loop (``status: preempted``): what it is and
+    where it stopped; nothing measured yet. Readers treat it as unfinished, like any non-completed run."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "preempted",
+        "run_id": run_id,
+        "config_hash": run_id,
+        "stopped": {"stage": stage, "signal": signal_name},
+        "method": {"name": cfg.method.name, "source": METHODS.entry(cfg.method.name).source},
+        "arch": cfg.model.arch,
+        "metrics": {},
+        "selection": {"split": "none", "rule": "run preempted"},
+        "epochs": cfg.train.epochs,
+        "seed": cfg.train.seed,
+        "config": cfg.to_dict(),
+        "git": git_info(),
+        "packages": package_versions(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

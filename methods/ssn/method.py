@@ -26,12 +26,11 @@ Deliberate differences from the official code, each documented on its option:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch.nn as nn
 
-from npasbench.budget import Budget
 from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, Phase
 from npasbench.errors import BudgetError, ConfigError
 from npasbench.models.layers import Conv, LayerSpec, Linear, OwnedWeight
@@ -87,8 +86,18 @@ class SSNOptions(MethodOptions):
             raise ConfigError("method.options.param_groups: must be -1, 0, 1 or a number of groups > 1.")
         if len(self.search_milestones) != len(self.search_gammas):
             raise ConfigError("method.options.search_gammas: need one gamma per search milestone.")
-        if self.emb_size < 1 or self.search_epochs < 1 or self.search_max_params < 1:
-            raise ConfigError("method.options: emb_size, search_epochs and search_max_params must be positive.")
+        for name in ("emb_size", "search_epochs", "search_max_params"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"method.options.{name}: must be a positive integer, got {getattr(self, name)}.")
+        if self.search_steps_per_epoch < 0:
+            raise ConfigError("method.options.search_steps_per_epoch: must be >= 0 (0 = the run's setting), "
+                              f"got {self.search_steps_per_epoch}.")
+        ms = list(self.search_milestones)
+        if any(m < 0 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:])):
+            raise ConfigError(f"method.options.search_milestones: epochs >= 0, strictly increasing, got {ms}.")
+        if any(not 0 < g <= 1 for g in self.search_gammas):
+            raise ConfigError("method.options.search_gammas: LR factors in (0, 1], got "
+                              f"{list(self.search_gammas)}.")
 
 
 @dataclass
@@ -335,7 +344,10 @@ class SSN(Method):
     def search_model(self, request: BuildRequest) -> NPASModel:
         net, specs = backbone_specs(request.arch, request.num_classes)
         layout = GroupLayout([0] * len(specs), False, "search")
-        plan = self._plan(specs, layout, self.options.search_max_params, learn=True)
+        try:
+            plan = self._plan(specs, layout, self.options.search_max_params, learn=True)
+        except ValueError as exc:
+            raise ConfigError(f"method.options.search_max_params: {exc}; raise it (default 5000000).") from None
         return self.assemble(net, specs, plan, request.arch, learn=True)
 
 

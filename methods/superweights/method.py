@@ -108,6 +108,9 @@ class SuperWeightOptions(MethodOptions):
                 raise ConfigError(f"method.options.{name}: must be >= 0, got {getattr(self, name)}.")
         if not -1.0 <= self.coefficient_unshare_threshold <= 1.0:
             raise ConfigError("method.options.coefficient_unshare_threshold: a cosine similarity in [-1, 1].")
+        if not -1.0 <= self.group_split_threshold_start <= 1.0:
+            raise ConfigError("method.options.group_split_threshold_start: a cosine similarity in [-1, 1], got "
+                              f"{self.group_split_threshold_start}.")
         if self.group_split_threshold_decrement <= 0:
             raise ConfigError("method.options.group_split_threshold_decrement: must be > 0.")
 
@@ -129,6 +132,9 @@ class SuperWeights(Method):
     budget_modes = ("total", "max_params")
     demo_options = {"group_split_epochs": 1, "search_steps_per_epoch": 8, "coefficient_unshare_epochs": 2,
                     "coefficient_unshare_batches": 4}
+
+    def reference_archs(self, arch: str) -> list[str]:
+        return self.options.arch_list() or [arch]
 
     # -- members and clusters -----------------------------------------------------------------
     def archs(self, request: BuildRequest) -> list[str]:
