@@ -55,8 +55,8 @@ TIMING_KEYS = {"timing", "wall_s", "train_s", "eval_s", "train_images_per_s", "e
 class ProbedTrainer(Trainer):
     """The real trainer, plus: the initial weights, and what every Conv forward saw."""
 
-    def _restore(self):
-        out = super()._restore()
+    def _restore(self, found):
+        out = super()._restore(found)
         self.initial_state = copy.deepcopy(self.model.state_dict())
         return out
 
