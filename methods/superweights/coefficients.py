@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .clustering import priority_merge
@@ -110,6 +111,44 @@ def initial_rows(plan: SWPlan, mode: str, matches: dict[int, dict[int, tuple[int
                         continue
                 r[(m, u.layer)] = (max(r.values()) + 1) if r else 0
     return RowMap(rows)
+
+
+def initial_coefficients(plan: SWPlan, rowmap: RowMap, key: BankKey, width: int) -> torch.Tensor:
+    """Initial values of bank ``key``'s coefficient rows (``rowmap.count(key)`` x ``width``), drawn as the
+    official ``ParameterBank.set_layer_coeff`` draws them.
+
+    The official code gives every member network its own ``ParameterBank`` for the bank, which draws
+    one ``orthogonal_`` matrix of shape (that member's layers reading the bank, width) and offers its
+    i-th layer row i; a layer that reuses a combiner created before (shared coefficients) takes that
+    combiner's values instead, so its own row goes unused. Here a table row takes the row of the first
+    use pointing at it (members in order, layers in order) from that use's member's matrix. Hence:
+
+    - ``bank`` (one row shared by the whole bank): row 0 of member 0's (readers x K) matrix. With more
+      readers than templates that matrix has orthonormal *columns*, so the row's norm is below 1
+      (E|row|^2 = K / readers); drawing ``orthogonal_`` of shape (1, K) instead would give a unit vector.
+    - ``own``: use i of member m gets row i of member m's matrix (not one matrix over all members' uses).
+    - ``matched``: member 0's rows as ``own``; another member's matched use shares the row it joined,
+      an unmatched one gets its row from its own member's matrix.
+
+    Every member's matrix is drawn, used or not, so each bank consumes the random stream exactly as
+    the official one does (one normal block of readers x width per member); only the order across
+    banks differs (the official visits banks in order of first use, member by member).
+    """
+    r = rowmap.rows[key]
+    uses = bank_uses(plan)[key]
+    out = torch.zeros(rowmap.count(key), width)
+    filled: set[int] = set()
+    for m in sorted({m for m, _ in uses}):
+        readers = [layer for mm, layer in uses if mm == m]
+        draw = nn.init.orthogonal_(torch.empty(len(readers), width))
+        for i, layer in enumerate(readers):
+            row = r[(m, layer)]
+            if row not in filled:
+                filled.add(row)
+                out[row] = draw[i]
+    if len(filled) != out.shape[0]:  # pragma: no cover - initial_rows numbers the rows of a bank's uses 0..n-1
+        raise ValueError(f"bank {key}: rows {sorted(set(range(out.shape[0])) - filled)} have no use")
+    return out
 
 
 def unshare(rowmap: RowMap, uses: dict[BankKey, list[Use]], grads: dict[int, dict[BankKey, torch.Tensor]],

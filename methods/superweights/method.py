@@ -44,7 +44,7 @@ from npasbench.models.layers import Conv, OwnedWeight
 from npasbench.models.registry import create_backbone, get_arch
 from npasbench.plugins import register_method
 
-from .coefficients import RowMap, bank_uses, initial_rows, unshare
+from .coefficients import RowMap, bank_uses, initial_coefficients, initial_rows, unshare
 from .modules import CoefficientTable, Projection, TemplateBank
 from .network import SWNet, bank_name
 from .plan import SWPlan, depth_bins, make_plan
@@ -246,9 +246,10 @@ class SuperWeights(Method):
         for key in plan.bank_order():
             b = plan.banks[key]
             name = bank_name(key)
+            if o.share_type != "avg":  # coefficients drawn before the templates, as the official bank setup
+                width = self.coefficient_width(b.templates)
+                tables[name] = CoefficientTable(initial_coefficients(plan, rows, key, width))
             banks[name] = TemplateBank(b.templates, b.numel, o.bank_tail_init)
-            if o.share_type != "avg":
-                tables[name] = CoefficientTable(rows.count(key), self.coefficient_width(b.templates))
             if o.share_type == "emb":  # each member's bank module has its own projection in the official code
                 for m in sorted({m for m, _ in b.readers}):
                     projections[f"{name}_m{m}"] = Projection(o.emb_size, b.templates)

@@ -43,11 +43,10 @@ class TemplateBank(nn.Module):
 class CoefficientTable(nn.Module):
     npas_roles = {"rows": "coefficients"}
 
-    def __init__(self, rows: int, width: int) -> None:
+    def __init__(self, values: torch.Tensor) -> None:
+        """``values``: the initial rows (``coefficients.initial_coefficients``: the official draw)."""
         super().__init__()
-        self.rows = nn.Parameter(torch.zeros(rows, width))
-        if rows > 0:
-            nn.init.orthogonal_(self.rows.data)  # as the official set_layer_coeff
+        self.rows = nn.Parameter(values.detach().clone())
 
     def resize(self, values: torch.Tensor) -> None:
         """Replace the rows (unsharing): a new parameter, so the optimizer must be rebuilt."""

@@ -1,0 +1,288 @@
+"""Learning parity: the official models and ours, trained through one identical loop, and ``npas train``.
+
+    python -m npasbench.parity.harness --ssn /path/to/BryanPlummer/SSN --superweights /path/to/SuperWeights \
+        [--data-root ../shared/data] [--seeds 0 1 2] [--epochs 3] [--out results/parity] [--only ROW ...]
+
+One loop for every arm (``train_arm``): CIFAR-100 from our in-memory loader (flip + 4-px pad-crop +
+cutout 16, order and augmentation drawn from the seed: every arm of a seed sees the same batches),
+SGD 0.1 Nesterov momentum 0.9, weight decay 5e-4 except coefficients (the official
+``group_weight_decay`` for the official models, our ``build_optimizer`` with the method's exemptions for
+ours: shown step-equivalent by ``npasbench.parity.steps``), cosine learning rate per step, batch 128,
+mean cross-entropy, then the test set. The model is initialised from the seed by its own code. The
+``npas train`` arm runs the real trainer on the same config; ``npasbench.parity.pipeline`` shows its
+training steps are bit-identical to the bare loop's on the same batches, so at the same seed it must
+equal the "ours" arm (checked on seed 0, where both are run).
+
+Every finished arm is one JSON under ``<out>/runs/`` (a cache hit on rerun: the harness is resumable and
+the figures can be committed as they come); ``<out>/parity.md`` is rewritten from whatever exists:
+mean +- sample standard deviation over the seeds run (n given), and ours minus official.
+Nothing of the official code is copied: it is imported from the checkouts given by path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..atomic import write_json, write_text
+from ..provenance import git_info, hardware, package_versions
+from .official import cpu_device_lookups
+from .steps import official_optimizer
+
+BATCH, LR, MOMENTUM, WD, CUTOUT = 128, 0.1, 0.9, 5e-4, 16
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model of the parity table and how each arm builds it."""
+
+    name: str
+    label: str
+    method: str  # our method for the ours / npas-train arms
+    budget: int | None  # max_params (the official knob; our budget_mode max_params)
+    options: dict
+    official: str | None  # "ssn" | "superweights" | None (no runnable official arm, see note)
+    note: str = ""
+
+    def overrides(self, seed: int, epochs: int, root: str, out: str) -> dict[str, Any]:
+        o = {"method.name": self.method, "model.arch": "wrn-16-1", "data.name": "cifar100", "data.root": root,
+             "data.cutout": CUTOUT, "train.epochs": epochs, "train.batch_size": BATCH, "train.seed": seed,
+             "train.eval_every": epochs, "optim.lr": LR, "optim.momentum": MOMENTUM, "optim.weight_decay": WD,
+             "optim.schedule": "cosine", "optim.nesterov": True, "run.out": out, "run.progress": False}
+        if self.budget:
+            o["model.budget"], o["model.budget_mode"] = self.budget, "max_params"
+        for k, v in self.options.items():
+            o[f"method.options.{k}"] = v
+        return o
+
+
+ROWS = (
+    Row("plain", "plain WRN-16-1", "unshared", None, {}, "ssn"),
+    Row("ssn-wavg", "SSN WRN-16-1 wavg/inter, max_params 50k", "ssn", 50_000,
+        {"share_type": "wavg", "upsample_type": "inter", "param_groups": 1}, "ssn"),
+    Row("ssn-emb", "SSN WRN-16-1 emb/inter, max_params 50k", "ssn", 50_000,
+        {"share_type": "emb", "upsample_type": "inter", "param_groups": 1}, None,
+        "the official `emb` cannot be built unmodified (`set_layer_coeff` uses `params` before assignment for "
+        "emb: UnboundLocalError), and the harness patches nothing but device lookups"),
+    Row("superweights", "SuperWeights WRN-16-1, 4 depth bins, max_params 100k, no search", "superweights", 100_000,
+        {"group_split_epochs": 0, "coefficient_unshare_epochs": 0}, "superweights"),
+)
+
+
+def _loaders(root: str, seed: int, epochs: int):
+    from ..config import build_config
+    from ..data import load_data, make_loader
+
+    cfg = build_config({}, {"data.name": "cifar100", "data.root": root, "data.cutout": CUTOUT})
+    bundle = load_data(cfg.data)
+    train = make_loader(bundle, "train", BATCH, cfg.data, seed=seed, drop_last=True, device=torch.device("cpu"))
+    test = make_loader(bundle, "test", 500, cfg.data, device=torch.device("cpu"))
+    return train, test
+
+
+def train_arm(model: torch.nn.Module, optimizer: torch.optim.Optimizer, forward: Callable, root: str, seed: int,
+              epochs: int, desc: str) -> dict[str, Any]:
+    """The one loop: cosine per step, mean cross-entropy, then top-1/top-5 on the test set."""
+    import math
+
+    train, test = _loaders(root, seed, epochs)
+    total = epochs * len(train)
+    k = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, mininterval=10)
+    steps = len(train)
+    for epoch in range(epochs):
+        model.train()
+        for b, (x, y) in enumerate(train.epoch(epoch)):
+            # cosine per step, written as the trainer computes it (same float operations: the npas-train arm
+            # can then be bit-identical to this loop at the same seed)
+            lr = LR * (0.5 * (1.0 + math.cos(math.pi * min(1.0, (epoch + b / steps) / epochs))))
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            loss = F.cross_entropy(forward(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            k += 1
+            bar.update(1)
+            if k % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    train_s = time.perf_counter() - t0
+    model.eval()
+    correct1 = correct5 = n = 0
+    with torch.no_grad():
+        for x, y in test.epoch(0):
+            top = forward(x).topk(5, -1).indices
+            correct1 += int((top[:, 0] == y).sum())
+            correct5 += int((top == y[:, None]).any(-1).sum())
+            n += y.numel()
+    return {"top1": 100 * correct1 / n, "top5": 100 * correct5 / n, "test_examples": n, "steps": k,
+            "train_s": round(train_s, 1)}
+
+
+def _trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def run_official(row: Row, repos: dict[str, str], root: str, seed: int, epochs: int) -> dict[str, Any]:
+    if row.official == "ssn":
+        from .ssn_map import official_wrn
+
+        share = row.options.get("share_type", "none")
+        model = official_wrn(repos["ssn"], "wrn-16-1", 100, share, row.options.get("upsample_type", "inter"),
+                             row.budget or 0, seed=seed)
+    else:
+        from .superweights_map import official_model
+
+        model = official_model(repos["superweights"], "wrn-16-1", 100, row.budget, 4, seed=seed)
+    optimizer = official_optimizer(model, LR, MOMENTUM, WD)
+
+    def forward(x):
+        with cpu_device_lookups():
+            out = model(x)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    res = train_arm(model, optimizer, forward, root, seed, epochs, f"{row.name} official s{seed}")
+    return {**res, "params": _trainable(model)}
+
+
+def run_ours(row: Row, root: str, seed: int, epochs: int) -> dict[str, Any]:
+    from ..config import build_config
+    from ..experiment import budget_of, resolve
+    from ..factory import create_model
+    from ..trainer.optim import build_optimizer
+
+    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused")))
+    torch.manual_seed(seed)
+    built = create_model(row.method, "wrn-16-1", "cifar100", budget_of(cfg), cfg.method.options)
+    model = built.model
+    optimizer = build_optimizer(model, cfg.optim, built.method.no_weight_decay_roles())
+    res = train_arm(model, optimizer, lambda x: model(x)[0], root, seed, epochs, f"{row.name} ours s{seed}")
+    return {**res, "params": built.report(flops=False).total}
+
+
+def run_npas_train(row: Row, root: str, seed: int, epochs: int, work: Path) -> dict[str, Any]:
+    from ..config import build_config
+    from ..trainer import train
+
+    out = work / f"{row.name}-s{seed}"
+    result = train(build_config({}, row.overrides(seed, epochs, root, str(out))))
+    m = result.record["metrics"]
+    return {"top1": m["top1"], "top5": m["top5"], "test_examples": m["examples"], "steps": result.record["steps"],
+            "train_s": result.record["timing"]["train_s"], "params": result.record["params"]["total"],
+            "status": result.status, "run_id": result.record["run_id"]}
+
+
+ARMS = ("official", "ours", "npas-train")
+
+
+def arm_plan(rows: tuple[Row, ...], seeds: list[int]) -> list[tuple[Row, str, int]]:
+    """Seed by seed (every row's first seed before any second seed), official, then npas train; the bare
+    "ours" arm on the first seed only (at a seed it equals npas train: see the module docstring)."""
+    plan = []
+    for i, seed in enumerate(seeds):
+        for row in rows:
+            for arm in ARMS:
+                if arm == "official" and row.official is None:
+                    continue
+                if arm == "ours" and i > 0:
+                    continue
+                plan.append((row, arm, seed))
+    return plan
+
+
+def summarize(out: Path, rows: tuple[Row, ...]) -> str:
+    import json
+
+    found: dict[tuple[str, str], list[dict]] = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        rec = json.loads(path.read_text())
+        found.setdefault((rec["row"], rec["arm"]), []).append(rec)
+
+    def cell(recs: list[dict]) -> str:
+        if not recs:
+            return "-"
+        vals = [r["top1"] for r in recs]
+        sd = f" +- {statistics.stdev(vals):.2f}" if len(vals) > 1 else ""
+        return f"{statistics.mean(vals):.2f}{sd} (n={len(vals)})"
+
+    lines = ["# Learning parity with the official code (CIFAR-100, WRN-16-1, 3 epochs)", "",
+             "Test top-1 (%), mean +- sample standard deviation over the seeds run (n). One loop for every arm: "
+             "our CIFAR-100 loader (flip, 4-px pad-crop, cutout 16; order and augmentation drawn from the seed, so "
+             "every arm of a seed sees the same batches), SGD 0.1 Nesterov 0.9, weight decay 5e-4 except "
+             "coefficients, cosine per step, batch 128. `npas train` = the real trainer on the same config.", "",
+             "| model | params (official / ours) | official | ours, same loop | ours, `npas train` | npas train - official |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        off, ours, npas = (found.get((row.name, a), []) for a in ARMS)
+        params = " / ".join(str(r[0]["params"]) if r else "-" for r in (off, npas or ours))
+        delta = "-"
+        if off and npas:
+            delta = f"{statistics.mean(r['top1'] for r in npas) - statistics.mean(r['top1'] for r in off):+.2f}"
+        lines.append(f"| {row.label} | {params} | {cell(off)} | {cell(ours)} | {cell(npas)} | {delta} |")
+    same = [(o, n) for (rname, arm), recs in found.items() if arm == "ours" for o in recs
+            for n in found.get((rname, "npas-train"), []) if n["seed"] == o["seed"]]
+    if same:
+        lines += ["", "Same seed, bare loop vs `npas train` (expected equal: identical batches and steps): " + ", ".join(
+            f"{o['row']} s{o['seed']}: {o['top1']:.2f} vs {n['top1']:.2f}" for o, n in same)]
+    notes = [f"- {row.label}: {row.note}" for row in rows if row.note]
+    if notes:
+        lines += ["", "Notes:", ""] + notes
+    lines += ["", "Reproduce: `python -m npasbench.parity.harness --ssn <SSN checkout> --superweights <SuperWeights "
+              "checkout> --data-root <folder with cifar-100-python>` (resumable; one JSON per arm in runs/)."]
+    text = "\n".join(lines) + "\n"
+    write_text(out / "parity.md", text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m npasbench.parity.harness", description=__doc__.splitlines()[0])
+    p.add_argument("--ssn", required=True, help="checkout of BryanPlummer/SSN")
+    p.add_argument("--superweights", required=True, help="checkout of piotr-teterwak/SuperWeights")
+    p.add_argument("--data-root", default="../shared/data", help="folder holding cifar-100-python/")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--out", default="results/parity")
+    p.add_argument("--only", nargs="*", default=None, help="row names: " + ", ".join(r.name for r in ROWS))
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    rows = tuple(r for r in ROWS if a.only is None or r.name in a.only)
+    out = Path(a.out)
+    repos = {"ssn": a.ssn, "superweights": a.superweights}
+    plan = arm_plan(rows, a.seeds)
+    for i, (row, arm, seed) in enumerate(plan, 1):
+        path = out / "runs" / f"{row.name}__{arm}__s{seed}__e{a.epochs}.json"
+        if path.is_file():
+            continue  # finished: a cache hit
+        print(f"[{i}/{len(plan)}] {row.name} {arm} seed {seed}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        if arm == "official":
+            res = run_official(row, repos, a.data_root, seed, a.epochs)
+        elif arm == "ours":
+            res = run_ours(row, a.data_root, seed, a.epochs)
+        else:
+            res = run_npas_train(row, a.data_root, seed, a.epochs, out / "work")
+        rec = {"row": row.name, "arm": arm, "seed": seed, "epochs": a.epochs, **res,
+               "wall_s": round(time.perf_counter() - t0, 1), "git": git_info(), "packages": package_versions(),
+               "hardware": hardware(torch.device("cpu")), "command": " ".join(sys.argv)}
+        write_json(path, rec)
+        print(f"    top1 {res['top1']:.2f}  ({rec['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+        summarize(out, ROWS)
+    print(summarize(out, ROWS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
