@@ -6,7 +6,8 @@
     npas train  --method M --arch A --dataset D --budget B --epochs E --out DIR [section.key=value ...]
     npas train  --config exp.toml [section.key=value ...]
     npas demo                         a small grid: every method, two budgets, synthetic data; comparison table
-    npas grid plan|run|status SPEC    benchmark grids (slurm/*.toml): the table of runs, run them, their states
+    npas grid plan|run|status|collect SPEC   benchmark grids (slurm/*.toml): runs, their states, the leaderboard
+    npas leaderboard [FOLDERS] [--out results/LEADERBOARD.md]   records -> markdown + CSVs + plots
     npas data prepare cifar100|cifar10|imagenet --root DIR --out DIR [--max-res 256 --jpeg-quality 90 ...]
                                       write FFCV .beton files (data.pipeline=ffcv reads them from data.beton_dir)
 """
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-j", "--parallel", type=int, default=0, help="runs at once (default: one per core / GPU)")
     d.add_argument("--no-progress", action="store_true")
 
+    lb = sub.add_parser("leaderboard", help="result records -> leaderboard markdown, CSVs and plots")
+    lb.add_argument("folders", nargs="*", default=["results"], help="folders holding run folders (default: results)")
+    lb.add_argument("--out", default="results/LEADERBOARD.md", help="markdown file (CSVs and PNGs are written beside)")
+    lb.add_argument("--bootstrap", type=int, default=0, help="95%% intervals from N seeded bootstrap resamples "
+                                                              "(default: Student t)")
+    lb.add_argument("--no-plots", action="store_true")
+
     _add_data_parser(sub)
     _add_grid_parser(sub)
     return parser
@@ -74,7 +82,8 @@ def _add_grid_parser(sub) -> None:
     gsub = g.add_subparsers(dest="grid_command", required=True)
     for name, text in (("plan", "the table of runs (ids, options, budgets -> unique params, FLOPs, state); runs nothing"),
                        ("run", "run every unfinished run (shared phases first), at most N at a time; resumable"),
-                       ("status", "one table of run states, read from the results folder (never blocks)")):
+                       ("status", "one table of run states, read from the results folder (never blocks)"),
+                       ("collect", "the grid's leaderboard from whatever runs exist (<results>/LEADERBOARD.md)")):
         p = gsub.add_parser(name, help=text, description=text)
         p.add_argument("spec", help="grid spec TOML file")
         p.add_argument("--results", default=None, help="results folder (default: the spec's grid.results)")
@@ -277,6 +286,15 @@ def cmd_grid(args: argparse.Namespace) -> int:
             phases = plan.manifest.phases
             print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); manifest {plan.results / 'grid.json'}")
         return 0
+    if args.grid_command == "collect":
+        from .grid.spec import load_spec
+        from .leaderboard import build_leaderboard
+
+        spec = load_spec(args.spec, args.results)
+        board = build_leaderboard([spec.results], spec.results / "LEADERBOARD.md",
+                                  f"npas grid collect {args.spec}", expected_seeds=len(spec.seeds))
+        _print_board(board)
+        return 0
     if args.grid_command == "status":
         rows, counts = grid_status(args.spec, args.results)
         if args.json:
@@ -306,10 +324,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _print_board(board) -> None:
+    c = board.collection
+    print(f"{len(c.records)} finished runs in {len(board.cells)} cells; left out: "
+          + (", ".join(f"{c.count(k)} {k}" for k in ("problem", "unfinished", "failed", "duplicate") if c.count(k))
+             or "nothing"))
+    for note in c.notes:
+        print(f"  {note}")
+    for path in board.written:
+        print(f"wrote {path}")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import build_leaderboard
+
+    command = "npas leaderboard " + " ".join(args.folders) + (f" --out {args.out}")
+    if args.bootstrap:
+        command += f" --bootstrap {args.bootstrap}"
+    board = build_leaderboard(args.folders, args.out, command, bootstrap=args.bootstrap, plots=not args.no_plots)
+    _print_board(board)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     handler = {"methods": cmd_methods, "archs": cmd_archs, "params": cmd_params, "train": cmd_train,
-               "demo": cmd_demo, "data": cmd_data, "grid": cmd_grid}[args.command]
+               "demo": cmd_demo, "data": cmd_data, "grid": cmd_grid, "leaderboard": cmd_leaderboard}[args.command]
     try:
         return handler(args)
     except NPASError as exc:

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .records import scan_records
+from ..records import scan_records
 
 COLUMNS = ["method", "arch", "dataset", "budget", "params", "GFLOPs", "top1", "top5", "status", "time_s"]
 

@@ -1,0 +1,90 @@
+"""``npas leaderboard``: collect -> tidy -> aggregate -> markdown + CSVs (+ plots), written atomically."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from ..atomic import write_text
+from ..errors import ConfigError
+from .aggregate import Cell, aggregate, cells_frame
+from .collect import Collection, collect
+from .render import render
+from .tidy import tidy
+
+
+@dataclass
+class Leaderboard:
+    collection: Collection
+    runs: pd.DataFrame
+    cells: list[Cell]
+    markdown: str
+    written: list[Path]
+
+
+def _csv(df: pd.DataFrame) -> str:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, float_format="%.4f", lineterminator="\n")
+    return buf.getvalue()
+
+
+def anytime_frontiers(records: list[dict]) -> dict[tuple, list[list[str]]]:
+    """(dataset, arch, method, variant) -> rows of the ensemble's anytime table, top-1 averaged over seeds."""
+    from .tidy import _dataset, variant_of
+
+    acc: dict[tuple, dict[str, list]] = {}
+    for rec in records:
+        rows = (rec.get("metrics") or {}).get("anytime") if rec["status"] == "completed" else None
+        if not rows:
+            continue
+        key = (_dataset(rec), rec["arch"], rec["method"]["name"],
+               variant_of(rec["method"]["name"], rec["config"]["method"].get("options", {})) or "defaults")
+        table = acc.setdefault(key, {})
+        for r in rows:
+            name = "+".join(r.get("members", [])) if isinstance(r.get("members"), list) else str(r.get("subset"))
+            entry = table.setdefault(name, [r.get("flops", 0), []])
+            if r.get("top1") is not None:
+                entry[1].append(r["top1"])
+    out = {}
+    for key, table in acc.items():
+        # the frontier of the seed-averaged accuracies: a subset is on it when no cheaper one is as accurate
+        means = sorted(((flops, -(sum(t) / len(t)), name) for name, (flops, t) in table.items() if t))
+        rows, best = [], float("-inf")
+        for flops, neg, name in means:
+            rows.append([name, f"{flops / 1e9:.3f}", f"{-neg:.2f}", "yes" if -neg > best else ""])
+            best = max(best, -neg)
+        out[key] = rows
+    return out
+
+
+def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: str, *, bootstrap: int = 0,
+                      expected_seeds: int | None = None, plots: bool = True) -> Leaderboard:
+    """Write ``out`` (markdown) and beside it ``<stem>_runs.csv``, ``<stem>_cells.csv`` and the plots."""
+    out = Path(out)
+    if out.suffix != ".md":
+        raise ConfigError(f"--out: {out} should be a markdown file (.md)")
+    collection = collect(folders)
+    if not collection.records and not collection.notes:
+        raise ConfigError(f"leaderboard: no result.json below {', '.join(collection.folders)}; run something first "
+                          "(e.g. npas demo, npas grid run) or point at the folder that holds the run folders.")
+    runs = tidy(collection.records)
+    cells = aggregate(runs, bootstrap=bootstrap, expected_seeds=expected_seeds)
+    written: list[Path] = []
+    figures: dict[tuple[str, str], str] = {}
+    if plots and cells:
+        from .plots import write_plots
+
+        for key, path in write_plots(cells, out.parent, out.stem).items():
+            figures[key] = path.name
+            written.append(path)
+    text = render(cells, collection, command, anytime_frontiers(collection.records), figures)
+    stem = out.with_suffix("")
+    write_text(f"{stem}_runs.csv", _csv(runs.drop(columns=["path"])))
+    write_text(f"{stem}_cells.csv", _csv(cells_frame(cells)))
+    write_text(out, text)
+    written += [Path(f"{stem}_runs.csv"), Path(f"{stem}_cells.csv"), out]
+    return Leaderboard(collection, runs, cells, text, written)

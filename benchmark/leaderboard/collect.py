@@ -1,0 +1,121 @@
+"""Collect result records below folders: what counts, and a one-line account of everything that does not.
+
+A leaderboard is only as honest as its inputs. ``collect`` walks the folders for ``result.json`` and
+sorts each file into one of:
+
+- **final** records (``completed`` or ``diverged``), the only ones a table uses (a diverged run is
+  counted in its cell, never averaged);
+- **unfinished** runs: a ``preempted`` record, a run folder with ``running.json`` or checkpoints and
+  no record yet, or ``failed.json`` -- each reported in one line;
+- **problems**: files ``records.read_record`` cannot use (truncated, not UTF-8, not an object, an
+  unknown schema, missing keys), reported with the reason and skipped;
+- **duplicates**: the same run id found twice (a copied folder, two result trees). The record kept is
+  chosen deterministically -- completed before diverged, then the newest ``created_at``, then the
+  smallest path -- and the others are reported.
+
+One bad file never stops the rest, and the order of everything is fixed (sorted paths), so the same
+folders always give the same collection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import ConfigError
+from ..records import FINAL, read_record
+
+
+@dataclass(frozen=True)
+class Note:
+    """One line about a file or run that is not in the numbers."""
+
+    kind: str  # "problem" | "unfinished" | "failed" | "duplicate"
+    path: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.path}: {self.text}"
+
+
+@dataclass
+class Collection:
+    records: list[dict[str, Any]] = field(default_factory=list)  # final, deduplicated, sorted by path
+    notes: list[Note] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for n in self.notes if n.kind == kind)
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the working folder when below it (stable text for the same tree), else as is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _rank(rec: dict[str, Any]) -> tuple:
+    # completed first, then the newest record, then the smallest path (deterministic)
+    return (0 if rec["status"] == "completed" else 1, _neg(rec.get("created_at") or ""), rec["_path"])
+
+
+def _neg(text: str) -> tuple:
+    return tuple(-ord(c) for c in text)
+
+
+def _run_folders_without_record(root: Path) -> Iterable[tuple[Path, str, str]]:
+    """Run folders (config.json present) that hold no result.json: running, failed or interrupted."""
+    for config in sorted(root.rglob("config.json")):
+        folder = config.parent
+        if (folder / "result.json").exists():
+            continue
+        if (folder / "failed.json").is_file():
+            yield folder, "failed", "failed (see failed.json); rerun it"
+        elif (folder / "running.json").is_file():
+            yield folder, "unfinished", "in progress (running.json)"
+        elif (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir()):
+            yield folder, "unfinished", "interrupted (checkpoints, no record); resumable"
+        else:
+            yield folder, "unfinished", "set up, not trained"
+
+
+def collect(folders: Iterable[str | Path]) -> Collection:
+    """Every usable final record below ``folders`` and one note for each thing left out."""
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise ConfigError("leaderboard: give at least one results folder (e.g. results/).")
+    for f in folders:
+        if not f.is_dir():
+            raise ConfigError(f"leaderboard: {f} is not a folder; give the folder that holds the run folders.")
+    out = Collection(folders=[str(f) for f in folders])
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    paths = sorted({p.resolve() for f in folders for p in f.rglob("result.json")})
+    for path in paths:
+        rec, problem = read_record(path)
+        if problem is not None:
+            out.notes.append(Note("problem", str(path), problem.problem))
+            continue
+        if rec is None:
+            continue
+        if rec["status"] not in FINAL:
+            stage = (rec.get("stopped") or {}).get("stage")
+            out.notes.append(Note("unfinished", str(path.parent), f"{rec['status']}" + (f" during {stage}" if stage else "")
+                                  + "; resumable"))
+            continue
+        rec = dict(rec, _path=str(path))
+        by_id.setdefault(rec["run_id"], []).append(rec)
+    for rid in sorted(by_id):
+        ranked = sorted(by_id[rid], key=_rank)
+        out.records.append(ranked[0])
+        for other in ranked[1:]:
+            out.notes.append(Note("duplicate", other["_path"], f"run {rid} also at {display_path(ranked[0]['_path'])} (kept: "
+                                  f"{ranked[0]['status']}, {ranked[0].get('created_at')})"))
+    for f in folders:
+        for folder, kind, text in _run_folders_without_record(f):
+            out.notes.append(Note(kind, str(folder.resolve()), text))
+    out.records.sort(key=lambda r: r["_path"])
+    out.notes.sort(key=lambda n: (n.kind, n.path))
+    return out

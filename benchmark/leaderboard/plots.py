@@ -1,0 +1,56 @@
+"""Plots beside the markdown (matplotlib, Agg): top-1 against unique parameters (log x), a line per
+method and variant with the 95% interval as error bars, one PNG per (data set, architecture).
+
+Deterministic bytes for the same records: fixed figure size and dpi, no metadata (PNG "Software"
+dropped), sorted series; written atomically."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from ..atomic import atomic_open
+from .aggregate import Cell
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def write_plots(cells: list[Cell], folder: Path, stem: str) -> dict[tuple[str, str], Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: dict[tuple[str, str], Path] = {}
+    sections: dict[tuple[str, str], list[Cell]] = {}
+    for c in cells:
+        if c.key["entity"] in ("model", "ensemble") and c.top1.mean is not None:
+            sections.setdefault((c.key["dataset"], c.key["arch"]), []).append(c)
+    for (dataset, arch), group in sorted(sections.items()):
+        series: dict[str, list[Cell]] = {}
+        for c in group:
+            label = c.key["method"] + (f" [{c.key['variant']}]" if c.key["variant"] else "")
+            series.setdefault(label, []).append(c)
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+        for label, pts in sorted(series.items()):
+            pts = sorted(pts, key=lambda c: c.params)
+            ax.errorbar([c.params for c in pts], [c.top1.mean for c in pts],
+                        yerr=[c.top1.half_width or 0.0 for c in pts], marker="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("unique trainable parameters")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(f"{dataset}, {arch}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata={"Software": None})
+        plt.close(fig)
+        path = folder / f"{stem}_{_slug(dataset)}_{_slug(arch)}.png"
+        with atomic_open(path, "wb") as fh:
+            fh.write(buf.getvalue())
+        out[(dataset, arch)] = path
+    return out

@@ -1,0 +1,111 @@
+"""Final records -> one tidy table: a row per run and per scored entity (the model; for an ensemble, the
+ensemble and each member), with the columns every table, plot and CSV is computed from."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import pandas as pd
+
+COLUMNS = ["dataset", "synthetic", "arch", "members", "method", "variant", "budget", "budget_mode", "budget_pct",
+           "params", "gflops", "entity", "top1", "top5", "status", "seed", "epochs", "train_s", "device",
+           "git_sha", "dirty", "selection", "run_id", "path"]
+
+
+@lru_cache(maxsize=256)
+def _defaults(method: str) -> dict[str, Any]:
+    from ..options import to_dict
+    from ..plugins import METHODS
+
+    try:
+        return to_dict(METHODS.get(method).Options())
+    except Exception:  # noqa: BLE001 - a plugin not installed here: every option is shown
+        return {}
+
+
+def variant_of(method: str, options: dict[str, Any]) -> str:
+    """The options that differ from the method's defaults, ``k=v`` sorted ("" = the defaults)."""
+    defaults = _defaults(method)
+    parts = []
+    for k in sorted(options):
+        v = options[k]
+        if k in defaults and _same(defaults[k], v):
+            continue
+        parts.append(f"{k}={_fmt(v)}")
+    return ", ".join(parts)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
+@lru_cache(maxsize=256)
+def _unshared(arch: str, dataset: str, num_classes: int | None) -> int | None:
+    from ..experiment import unshared_size
+
+    try:
+        return unshared_size(arch, dataset, num_classes)
+    except Exception:  # noqa: BLE001 - an architecture not registered here
+        return None
+
+
+def _dataset(rec: dict[str, Any]) -> str:
+    name = rec["dataset"].get("name", "?")
+    return name + (" (synthetic)" if rec.get("synthetic") and "synthetic" not in name else "")
+
+
+def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    cfg = rec.get("config", {})
+    budget = rec.get("budget") or None
+    ds = rec["dataset"]
+    classes = ds.get("num_classes") if ds.get("name") == "synthetic" else None
+    ref = _unshared(rec["arch"], ds.get("name", "?"), classes)
+    pct = (100.0 * budget["params"] / ref) if budget and ref and budget.get("mode") == "total" else None
+    flops = (rec["params"].get("flops") or {})
+    timing = rec.get("timing") or {}
+    hw = rec.get("hardware") or {}
+    device = hw.get("device", "cpu")
+    git = rec.get("git") or {}
+    metrics = rec["metrics"]
+    selection = rec.get("selection") or {}
+    method = rec["method"]["name"]
+    base = {
+        "dataset": _dataset(rec), "synthetic": bool(rec.get("synthetic")), "arch": rec["arch"],
+        "members": ",".join(rec.get("members") or [rec["arch"]]), "method": method,
+        "variant": variant_of(method, (cfg.get("method") or {}).get("options") or {}),
+        "budget": budget["params"] if budget else None, "budget_mode": budget["mode"] if budget else None,
+        "budget_pct": pct, "params": rec["params"]["total"], "status": rec["status"], "seed": rec.get("seed"),
+        "epochs": rec.get("epochs"), "train_s": (timing.get("train_s") or 0.0) * (rec.get("world_size") or 1),
+        "device": "gpu" if str(device).startswith("cuda") else "cpu", "git_sha": git.get("sha") or "",
+        "dirty": bool(git.get("dirty")), "selection": selection.get("split", "none"), "run_id": rec["run_id"],
+        "path": rec["_path"],
+    }
+    ok = rec["status"] == "completed"
+    per_member = flops.get("per_member") or []
+    rows = [{**base, "entity": "ensemble" if len(per_member) > 1 else "model",
+             "gflops": (flops.get("total") or 0) / 1e9 if flops else None,
+             "top1": metrics.get("top1") if ok else None, "top5": metrics.get("top5") if ok else None}]
+    for i, m in enumerate(metrics.get("members") or []):
+        rows.append({**base, "entity": f"member {m.get('name', i)}",
+                     "gflops": per_member[i] / 1e9 if i < len(per_member) else None,
+                     "top1": m.get("top1") if ok else None, "top5": m.get("top5") if ok else None})
+    return rows
+
+
+def tidy(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run and entity, columns ``COLUMNS``, in a fixed order."""
+    rows = [r for rec in records for r in rows_of(rec)]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    if len(df):
+        df = df.sort_values(["dataset", "arch", "method", "variant", "budget", "entity", "seed", "run_id"],
+                            na_position="first", kind="stable").reset_index(drop=True)
+    return df
