@@ -7,6 +7,7 @@ data set, architecture, epochs and seeds, and the flags a reader needs before tr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import pandas as pd
 
 from .stats import Summary, summarize
 
-KEY = ["dataset", "arch", "members", "method", "variant", "budget", "budget_mode", "entity", "epochs"]
+KEY = ["dataset", "arch", "members", "method", "variant", "budget", "budget_mode", "entity", "epochs", "recipe"]
 REFERENCE_METHOD = "unshared"
 
 
@@ -44,57 +45,59 @@ class Cell:
             "high budget (>= 100% of the unshared network)"
 
 
-def _key(row: pd.Series) -> tuple:
-    return tuple(None if pd.isna(row[k]) else row[k] for k in KEY)
+def _clean(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def aggregate(df: pd.DataFrame, bootstrap: int = 0, expected_seeds: int | None = None) -> list[Cell]:
-    """Cells in a fixed order (the tidy table's)."""
-    if df.empty:
-        return []
-    groups: dict[tuple, pd.DataFrame] = {}
-    for k, g in df.groupby(KEY, dropna=False, sort=False):
-        groups[tuple(None if (isinstance(v, float) and pd.isna(v)) else v for v in k)] = g
-    reference = {}
+def aggregate(rows: list[dict[str, Any]] | pd.DataFrame, bootstrap: int = 0,
+              expected_seeds: int | None = None) -> list[Cell]:
+    """Cells in a fixed order (the tidy rows'). Plain Python over the rows (``tidy.tidy_rows``): a grid
+    has thousands of small cells, where per-group pandas calls would cost more than the arithmetic."""
+    if isinstance(rows, pd.DataFrame):
+        rows = [{k: _clean(v) for k, v in r.items()} for r in rows.to_dict("records")]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in KEY), []).append(row)
+    reference: dict[tuple, dict[int, float]] = {}
     for k, g in groups.items():
         key = dict(zip(KEY, k))
         if key["method"] == REFERENCE_METHOD and key["variant"] == "" and key["budget"] is None:
-            reference[(key["dataset"], key["arch"], key["epochs"])] = g
+            reference[(key["dataset"], key["arch"], key["epochs"], key["recipe"])] = _by_seed(g)
     cells = []
     for k, g in groups.items():
         key = dict(zip(KEY, k))
-        done = g[g["status"] == "completed"]
-        top1 = summarize(done["top1"].tolist(), bootstrap)
-        top5 = summarize(done["top5"].tolist(), bootstrap)
-        ref = reference.get((key["dataset"], key["arch"], key["epochs"]))
+        done = [r for r in g if r["status"] == "completed"]
+        top1 = summarize([r["top1"] for r in done], bootstrap)
+        top5 = summarize([r["top5"] for r in done], bootstrap)
+        ref = reference.get((key["dataset"], key["arch"], key["epochs"], key["recipe"]))
         delta = None
         if ref is not None and key["method"] != REFERENCE_METHOD and key["entity"] in ("model", "ensemble"):
-            ref_done = ref[ref["status"] == "completed"].set_index("seed")["top1"]
-            pairs = [float(t) - float(ref_done[s]) for s, t in zip(done["seed"], done["top1"]) if s in ref_done.index]
-            delta = summarize(pairs, bootstrap)
+            mine = _by_seed(g)
+            delta = summarize([t - ref[s] for s, t in sorted(mine.items()) if s in ref], bootstrap)
         flags = []
-        if bool(g["synthetic"].any()):
+        if any(r["synthetic"] for r in g):
             flags.append("synthetic data")
         if top1.n == 1:
             flags.append("1 seed")
         if expected_seeds and top1.n < expected_seeds:
             flags.append(f"{top1.n} of {expected_seeds} seeds")
-        if g["git_sha"].nunique() > 1:
-            flags.append(f"mixed code ({g['git_sha'].nunique()} git shas)")
-        if bool(g["dirty"].any()):
+        shas = {r["git_sha"] for r in g}
+        if len(shas) > 1:
+            flags.append(f"mixed code ({len(shas)} git shas)")
+        if any(r["dirty"] for r in g):
             flags.append("dirty tree")
-        if (g["selection"] == "test").any():
+        if any(r["selection"] == "test" for r in g):
             flags.append("selected on test")
-        diverged = int((g["status"] == "diverged").sum())
+        diverged = sum(1 for r in g if r["status"] == "diverged")
         if diverged:
             flags.append(f"{diverged} of {len(g)} diverged")
-        if g["params"].nunique() > 1:
+        if len({r["params"] for r in g}) > 1:
             flags.append("params differ between runs")
-        cells.append(Cell(key=key, top1=top1, top5=top5, delta=delta, params=int(g["params"].iloc[0]),
-                          gflops=None if pd.isna(g["gflops"].iloc[0]) else float(g["gflops"].iloc[0]),
-                          budget_pct=None if pd.isna(g["budget_pct"].iloc[0]) else float(g["budget_pct"].iloc[0]),
-                          train_hours=float(g["train_s"].sum()) / 3600.0, device=str(g["device"].iloc[0]),
-                          runs=len(g), diverged=diverged, seeds=sorted(int(s) for s in g["seed"]), flags=flags))
+        first = g[0]
+        cells.append(Cell(key=key, top1=top1, top5=top5, delta=delta, params=int(first["params"]),
+                          gflops=first["gflops"], budget_pct=first["budget_pct"],
+                          train_hours=sum(r["train_s"] or 0.0 for r in g) / 3600.0, device=str(first["device"]),
+                          runs=len(g), diverged=diverged, seeds=sorted(int(r["seed"]) for r in g), flags=flags))
     # a cell with fewer seeds than the other cells of its section
     most: dict[tuple, int] = {}
     for c in cells:
@@ -105,6 +108,15 @@ def aggregate(df: pd.DataFrame, bootstrap: int = 0, expected_seeds: int | None =
         if 1 < c.top1.n < m and not any("seeds" in f for f in c.flags):
             c.flags.append(f"{c.top1.n} seeds (others {m})")
     return cells
+
+
+def _by_seed(rows: list[dict[str, Any]]) -> dict[int, float]:
+    """Completed top-1 per seed (the mean where a seed occurs twice, e.g. a repeated run)."""
+    acc: dict[int, list[float]] = {}
+    for r in rows:
+        if r["status"] == "completed" and r["top1"] is not None:
+            acc.setdefault(int(r["seed"]), []).append(float(r["top1"]))
+    return {s: sum(v) / len(v) for s, v in acc.items()}
 
 
 def cells_frame(cells: list[Cell]) -> pd.DataFrame:

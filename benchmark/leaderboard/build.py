@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from .aggregate import Cell, aggregate, cells_frame
 from .collect import Collection, collect
 from .render import render
-from .tidy import tidy
+from .tidy import tidy, tidy_rows
 
 
 @dataclass
@@ -71,8 +71,9 @@ def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: s
     if not collection.records and not collection.notes:
         raise ConfigError(f"leaderboard: no result.json below {', '.join(collection.folders)}; run something first "
                           "(e.g. npas demo, npas grid run) or point at the folder that holds the run folders.")
-    runs = tidy(collection.records)
-    cells = aggregate(runs, bootstrap=bootstrap, expected_seeds=expected_seeds)
+    rows = tidy_rows(collection.records)
+    runs = tidy(rows=rows)
+    cells = aggregate(rows, bootstrap=bootstrap, expected_seeds=expected_seeds)
     written: list[Path] = []
     figures: dict[tuple[str, str], str] = {}
     if plots and cells:

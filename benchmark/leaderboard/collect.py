@@ -19,6 +19,7 @@ folders always give the same collection.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -66,12 +67,20 @@ def _neg(text: str) -> tuple:
     return tuple(-ord(c) for c in text)
 
 
-def _run_folders_without_record(root: Path) -> Iterable[tuple[Path, str, str]]:
+def _walk(root: Path) -> tuple[list[str], list[str]]:
+    """(result.json files, run folders with a config.json and no result.json) below ``root``: one walk."""
+    results, bare = [], []
+    for folder, _dirs, files in os.walk(root):  # strings, not Path objects: thousands of run folders
+        if "result.json" in files:
+            results.append(os.path.join(folder, "result.json"))
+        elif "config.json" in files:
+            bare.append(folder)
+    return results, bare
+
+
+def _run_folders_without_record(folders: list[str]) -> Iterable[tuple[Path, str, str]]:
     """Run folders (config.json present) that hold no result.json: running, failed or interrupted."""
-    for config in sorted(root.rglob("config.json")):
-        folder = config.parent
-        if (folder / "result.json").exists():
-            continue
+    for folder in map(Path, sorted(folders)):
         if (folder / "failed.json").is_file():
             yield folder, "failed", "failed (see failed.json); rerun it"
         elif (folder / "running.json").is_file():
@@ -92,20 +101,24 @@ def collect(folders: Iterable[str | Path]) -> Collection:
             raise ConfigError(f"leaderboard: {f} is not a folder; give the folder that holds the run folders.")
     out = Collection(folders=[str(f) for f in folders])
     by_id: dict[str, list[dict[str, Any]]] = {}
-    paths = sorted({p.resolve() for f in folders for p in f.rglob("result.json")})
-    for path in paths:
+    found, bare = set(), set()
+    for f in folders:
+        results, without = _walk(f.resolve())
+        found.update(results)
+        bare.update(without)
+    for path in sorted(found):
         rec, problem = read_record(path)
         if problem is not None:
-            out.notes.append(Note("problem", str(path), problem.problem))
+            out.notes.append(Note("problem", path, problem.problem))
             continue
         if rec is None:
             continue
         if rec["status"] not in FINAL:
             stage = (rec.get("stopped") or {}).get("stage")
-            out.notes.append(Note("unfinished", str(path.parent), f"{rec['status']}" + (f" during {stage}" if stage else "")
+            out.notes.append(Note("unfinished", os.path.dirname(path), f"{rec['status']}" + (f" during {stage}" if stage else "")
                                   + "; resumable"))
             continue
-        rec = dict(rec, _path=str(path))
+        rec = dict(rec, _path=path)
         by_id.setdefault(rec["run_id"], []).append(rec)
     for rid in sorted(by_id):
         ranked = sorted(by_id[rid], key=_rank)
@@ -113,9 +126,8 @@ def collect(folders: Iterable[str | Path]) -> Collection:
         for other in ranked[1:]:
             out.notes.append(Note("duplicate", other["_path"], f"run {rid} also at {display_path(ranked[0]['_path'])} (kept: "
                                   f"{ranked[0]['status']}, {ranked[0].get('created_at')})"))
-    for f in folders:
-        for folder, kind, text in _run_folders_without_record(f):
-            out.notes.append(Note(kind, str(folder.resolve()), text))
+    for folder, kind, text in _run_folders_without_record(sorted(bare)):
+        out.notes.append(Note(kind, str(folder), text))
     out.records.sort(key=lambda r: r["_path"])
     out.notes.sort(key=lambda n: (n.kind, n.path))
     return out

@@ -13,7 +13,8 @@ from .collect import Collection, display_path
 CAPTION = ("top-1 / top-5: test accuracy (%), mean over seeds ± half-width of the 95% Student-t interval of the "
            "mean (n = seeds; no ± for one seed). Δ unshared: paired difference to the unshared network at the same "
            "data set, architecture, epochs and seeds, same interval. params: unique trainable parameters (shared "
-           "storage counted once). GFLOPs: inference, one image. Time: summed training time of the cell's runs.")
+           "storage counted once). GFLOPs: inference, one image. Time: summed training time of the cell's runs. recipe (shown where a section "
+           "mixes them): a digest of the training settings; runs with different recipes never share a cell.")
 
 
 def _num(v: float | None, fmt: str) -> str:
@@ -24,11 +25,12 @@ def _hours(c: Cell) -> str:
     return f"{c.train_hours:.2f} {'GPU' if c.device == 'gpu' else 'CPU'}-h"
 
 
-def _row(c: Cell) -> list[str]:
+def _row(c: Cell, recipe: bool = False) -> list[str]:
     budget = "none" if c.key["budget"] is None else f"{int(c.key['budget']):,}"
     entity = "" if c.key["entity"] == "model" else c.key["entity"]
     params = "(in ensemble)" if entity.startswith("member") else f"{c.params:,}"  # members share the storage
-    return [c.key["method"], c.key["variant"] or "(defaults)", entity, budget, _num(c.budget_pct, ".1f"), params, _num(c.gflops, ".3f"), c.top1.text(), c.top5.text(),
+    head = [c.key["method"], c.key["variant"] or "(defaults)"] + ([c.key["recipe"]] if recipe else [])
+    return head + [entity, budget, _num(c.budget_pct, ".1f"), params, _num(c.gflops, ".3f"), c.top1.text(), c.top5.text(),
             c.delta.text() if c.delta else "-", _hours(c), "; ".join(c.flags)]
 
 
@@ -53,9 +55,11 @@ def render(cells: list[Cell], collection: Collection, command: str, anytime: dic
         if plots and (dataset, arch) in plots:
             lines += [f"![top-1 vs unique parameters]({plots[(dataset, arch)]})", ""]
         regimes = sorted({c.regime for c in group}, key=lambda r: (REGIMES.index(r) if r in REGIMES else 9, r))
+        mixed = len({c.key["recipe"] for c in group}) > 1  # then say which recipe each row used
+        headers = HEADERS[:2] + ["recipe"] + HEADERS[2:] if mixed else HEADERS
         for regime in regimes:
-            rows = [_row(c) for c in group if c.regime == regime]
-            lines += [f"### {regime}", "", tabulate(rows, headers=HEADERS, tablefmt="github", disable_numparse=True), ""]
+            rows = [_row(c, mixed) for c in group if c.regime == regime]
+            lines += [f"### {regime}", "", tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
         for key, frontier in sorted((anytime or {}).items()):
             if (key[0], key[1]) != (dataset, arch):
                 continue

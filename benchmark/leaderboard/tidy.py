@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-COLUMNS = ["dataset", "synthetic", "arch", "members", "method", "variant", "budget", "budget_mode", "budget_pct",
+COLUMNS = ["dataset", "synthetic", "arch", "members", "method", "variant", "recipe", "budget", "budget_mode", "budget_pct",
            "params", "gflops", "entity", "top1", "top5", "status", "seed", "epochs", "train_s", "device",
            "git_sha", "dirty", "selection", "run_id", "path"]
 
@@ -58,6 +58,25 @@ def _unshared(arch: str, dataset: str, num_classes: int | None) -> int | None:
         return None
 
 
+# what a cell must share besides method, variant, budget and seed: the training recipe (optimiser,
+# schedule, epochs, batch, augmentation, data subsets), without paths and the per-run seed
+_RECIPE_DROP = {"train": ("seed", "threads", "device", "eval_batch_size"),
+                "data": ("root", "download", "num_workers", "os_cache", "beton_dir")}
+
+
+def recipe_of(config: dict[str, Any]) -> str:
+    """A short digest of the training recipe: runs that differ in it never share a cell."""
+    from ..experiment import digest
+
+    parts = {}
+    for section in ("optim", "train", "data"):
+        d = dict(config.get(section) or {})
+        for k in _RECIPE_DROP.get(section, ()):
+            d.pop(k, None)
+        parts[section] = d
+    return digest(parts, 8)
+
+
 def _dataset(rec: dict[str, Any]) -> str:
     name = rec["dataset"].get("name", "?")
     return name + (" (synthetic)" if rec.get("synthetic") and "synthetic" not in name else "")
@@ -81,7 +100,7 @@ def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
     base = {
         "dataset": _dataset(rec), "synthetic": bool(rec.get("synthetic")), "arch": rec["arch"],
         "members": ",".join(rec.get("members") or [rec["arch"]]), "method": method,
-        "variant": variant_of(method, (cfg.get("method") or {}).get("options") or {}),
+        "variant": variant_of(method, (cfg.get("method") or {}).get("options") or {}), "recipe": recipe_of(cfg),
         "budget": budget["params"] if budget else None, "budget_mode": budget["mode"] if budget else None,
         "budget_pct": pct, "params": rec["params"]["total"], "status": rec["status"], "seed": rec.get("seed"),
         "epochs": rec.get("epochs"), "train_s": (timing.get("train_s") or 0.0) * (rec.get("world_size") or 1),
@@ -101,11 +120,16 @@ def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def tidy(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run and entity, columns ``COLUMNS``, in a fixed order."""
-    rows = [r for rec in records for r in rows_of(rec)]
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    if len(df):
-        df = df.sort_values(["dataset", "arch", "method", "variant", "budget", "entity", "seed", "run_id"],
-                            na_position="first", kind="stable").reset_index(drop=True)
-    return df
+def _order(r: dict[str, Any]) -> tuple:
+    return (r["dataset"], r["arch"], r["method"], r["variant"], r["recipe"], r["budget"] is not None,
+            r["budget"] or 0, r["entity"], r["seed"] if r["seed"] is not None else -1, r["run_id"])
+
+
+def tidy_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One dict per run and entity (keys ``COLUMNS``, missing values None), in a fixed order."""
+    return sorted((r for rec in records for r in rows_of(rec)), key=_order)
+
+
+def tidy(records: list[dict[str, Any]] | None = None, rows: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """The tidy table as a DataFrame (columns ``COLUMNS``), in ``tidy_rows``' order."""
+    return pd.DataFrame(rows if rows is not None else tidy_rows(records or []), columns=COLUMNS)
