@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--bootstrap", type=int, default=0, help="95%% intervals from N seeded bootstrap resamples "
                                                               "(default: Student t)")
     lb.add_argument("--no-plots", action="store_true")
+    lb.add_argument("--references", default=None, help="TOML of [[reference]] numbers shown beside ours "
+                                                         "(see npasbench.leaderboard.references)")
 
     _add_data_parser(sub)
     _add_grid_parser(sub)
@@ -341,7 +343,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     command = "npas leaderboard " + " ".join(args.folders) + (f" --out {args.out}")
     if args.bootstrap:
         command += f" --bootstrap {args.bootstrap}"
-    board = build_leaderboard(args.folders, args.out, command, bootstrap=args.bootstrap, plots=not args.no_plots)
+    if args.references:
+        command += f" --references {args.references}"
+    board = build_leaderboard(args.folders, args.out, command, bootstrap=args.bootstrap, plots=not args.no_plots,
+                              references=args.references)
     _print_board(board)
     return 0
 

@@ -88,10 +88,34 @@ def populate(root: Path) -> None:
     (running / "running.json").write_text("{}")
 
 
+REFERENCES = """
+[[reference]]
+dataset = "cifar100"
+arch = "wrn-10-1"
+method = "unshared"
+budget = "none"
+epochs = 3
+top1 = 61.5
+source = "a number measured here on the official code (test data)"
+verified = true
+
+[[reference]]
+dataset = "cifar100"
+arch = "wrn-10-1"
+method = "ssn"
+budget = 40000
+top1 = 56.0
+source = "a paper's table, not checked (test data)"
+verified = false
+"""
+
+
 def test_golden_markdown_and_csvs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     populate(Path("runs"))
-    board = build_leaderboard(["runs"], "out/LEADERBOARD.md", "npas leaderboard runs --out out/LEADERBOARD.md")
+    Path("refs.toml").write_text(REFERENCES)
+    board = build_leaderboard(["runs"], "out/LEADERBOARD.md", "npas leaderboard runs --out out/LEADERBOARD.md",
+                              references="refs.toml")
     c = board.collection
     assert len(c.records) == 12  # 9 + ensemble + 2 hashed
     assert {n.kind for n in c.notes} == {"problem", "unfinished", "duplicate"}
@@ -109,6 +133,47 @@ def test_golden_markdown_and_csvs(tmp_path, monkeypatch):
     assert "1 of 2 diverged" in md and "mixed code (2 git shas)" in md and "dirty tree" in md
     assert "### low budget" in md and "### high budget" in md and "### natural size" in md
     assert "Anytime frontier" in md and "not valid JSON" in md and "in progress" in md
+    assert "| unshared | (defaults) | none     | 61.50" in md and "-1.33" in md  # ours 60.17 - reference 61.50
+    assert "no (not checked against the source)" in md
+
+
+@pytest.mark.parametrize("text,message", [
+    ('[[reference]]\ndataset = "c"\narch = "a"\nmethod = "m"\nbudget = "none"\ntop1 = 1.0\nverified = true\n',
+     "missing source"),
+    ('[[reference]]\ndataset = "c"\narch = "a"\nmethod = "m"\nbudget = "none"\ntop1 = 1.0\nsource = "x"\n',
+     "missing verified"),
+    ('[[reference]]\ndataset = "c"\narch = "a"\nmethod = "m"\nbudget = "10k"\ntop1 = 1.0\nsource = "x"\n'
+     'verified = true\n', "budget must be"),
+    ('[[reference]]\ndataset = "c"\narch = "a"\nmethod = "m"\nbudget = "none"\ntop1 = 1.0\nsource = " "\n'
+     'verified = true\n', "source is empty"),
+    ('[[reference]]\ndataset = "c"\narch = "a"\nmethod = "m"\nbudget = "none"\ntop1 = 1.0\nsource = "x"\n'
+     'verified = true\nbogus = 1\n', "unknown key"),
+    ("not toml [", "not valid TOML"),
+])
+def test_bad_reference_files_are_refused_before_writing(tmp_path, text, message):
+    populate(tmp_path / "runs")
+    (tmp_path / "r.toml").write_text(text)
+    with pytest.raises(NPASError, match=message):
+        build_leaderboard([tmp_path / "runs"], tmp_path / "L.md", "cmd", references=tmp_path / "r.toml")
+    assert not (tmp_path / "L.md").exists()
+
+
+def test_a_real_grid_collects(tmp_path):
+    """Records the trainer wrote: a tiny grid (debug executor), then `npas grid collect`."""
+    from npasbench.cli import main
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(f'[grid]\nname = "g"\nresults = "{tmp_path / "res"}"\n\n[base]\n"train.epochs" = 1\n'
+                    '"train.max_steps_per_epoch" = 2\n"data.synthetic_train" = 256\n"data.synthetic_test" = 128\n\n'
+                    '[axes]\narchs = ["wrn-10-1"]\ndatasets = ["synthetic"]\nbudgets = ["50%"]\nseeds = [0, 1]\n\n'
+                    '[[methods]]\nname = "unshared"\nbudgets = ["full"]\n\n[[methods]]\nname = "ssn"\n')
+    assert main(["grid", "run", str(spec), "--executor", "debug", "--no-progress"]) == 0
+    assert main(["grid", "collect", str(spec)]) == 0
+    md = (tmp_path / "res" / "LEADERBOARD.md").read_text()
+    assert "## synthetic, wrn-10-1" in md and "synthetic data" in md and "(n=2)" in md
+    assert "| ssn " in md and "| unshared " in md and "Δ unshared" in md
+    cells = (tmp_path / "res" / "LEADERBOARD_cells.csv").read_text().splitlines()
+    assert len(cells) == 3  # header, unshared, ssn
 
 
 def test_same_records_same_bytes_and_plot(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from ..atomic import write_text
 from ..errors import ConfigError
 from .aggregate import Cell, aggregate, cells_frame
 from .collect import Collection, collect
+from .references import load_references
 from .render import render
 from .tidy import tidy, tidy_rows
 
@@ -62,11 +63,14 @@ def anytime_frontiers(records: list[dict]) -> dict[tuple, list[list[str]]]:
 
 
 def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: str, *, bootstrap: int = 0,
-                      expected_seeds: int | None = None, plots: bool = True) -> Leaderboard:
-    """Write ``out`` (markdown) and beside it ``<stem>_runs.csv``, ``<stem>_cells.csv`` and the plots."""
+                      expected_seeds: int | None = None, plots: bool = True,
+                      references: str | Path | None = None) -> Leaderboard:
+    """Write ``out`` (markdown) and beside it ``<stem>_runs.csv``, ``<stem>_cells.csv`` and the plots.
+    Every input is checked before anything is written."""
     out = Path(out)
     if out.suffix != ".md":
         raise ConfigError(f"--out: {out} should be a markdown file (.md)")
+    refs = load_references(references) if references else []
     collection = collect(folders)
     if not collection.records and not collection.notes:
         raise ConfigError(f"leaderboard: no result.json below {', '.join(collection.folders)}; run something first "
@@ -82,7 +86,15 @@ def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: s
         for key, path in write_plots(cells, out.parent, out.stem).items():
             figures[key] = path.name
             written.append(path)
-    text = render(cells, collection, command, anytime_frontiers(collection.records), figures)
+    frontiers = anytime_frontiers(collection.records)
+    anytime_figures: dict[tuple, str] = {}
+    if plots and frontiers:
+        from .plots import write_anytime_plots
+
+        for key, path in write_anytime_plots(frontiers, out.parent, out.stem).items():
+            anytime_figures[key] = path.name
+            written.append(path)
+    text = render(cells, collection, command, frontiers, figures, anytime_figures, refs)
     stem = out.with_suffix("")
     write_text(f"{stem}_runs.csv", _csv(runs.drop(columns=["path"])))
     write_text(f"{stem}_cells.csv", _csv(cells_frame(cells)))

@@ -1,5 +1,7 @@
 """Plots beside the markdown (matplotlib, Agg): top-1 against unique parameters (log x), a line per
-method and variant with the 95% interval as error bars, one PNG per (data set, architecture).
+method and variant with the 95% interval as error bars, one PNG per (data set, architecture); and for
+ensembles the anytime frontier (top-1 against inference GFLOPs of every member subset, the frontier
+drawn as a line).
 
 Deterministic bytes for the same records: fixed figure size and dpi, no metadata (PNG "Software"
 dropped), sorted series; written atomically."""
@@ -53,4 +55,47 @@ def write_plots(cells: list[Cell], folder: Path, stem: str) -> dict[tuple[str, s
         with atomic_open(path, "wb") as fh:
             fh.write(buf.getvalue())
         out[(dataset, arch)] = path
+    return out
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    _figure().close(fig)
+    with atomic_open(path, "wb") as fh:
+        fh.write(buf.getvalue())
+    return path
+
+
+def write_anytime_plots(frontiers: dict[tuple, list[list[str]]], folder: Path, stem: str) -> dict[tuple, Path]:
+    """One PNG per ensemble cell of ``build.anytime_frontiers`` (rows: subset, GFLOPs, top-1, on frontier)."""
+    plt = _figure()
+    out = {}
+    for key, rows in sorted(frontiers.items()):
+        pts = [(float(g), float(t), f == "yes", name) for name, g, t, f in rows if t != "-"]
+        if not pts:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="0.6", label="member subsets")
+        front = [p for p in pts if p[2]]
+        ax.plot([p[0] for p in front], [p[1] for p in front], marker="o", label="anytime frontier")
+        for g, t, _, name in front:
+            ax.annotate(name, (g, t), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("inference GFLOPs (one image)")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title(f"{key[2]} [{key[3]}]: {key[0]}, {key[1]}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        out[key] = _save(fig, folder / f"{stem}_anytime_{_slug(key[0])}_{_slug(key[1])}_{_slug(key[2])}_"
+                                       f"{_slug(key[3])}.png")
     return out
