@@ -188,6 +188,26 @@ def test_same_records_same_bytes_and_plot(tmp_path, monkeypatch):
     assert b"Software" not in png[:4096] and b"matplotlib" not in png
 
 
+def test_golden_plot_bytes(tmp_path, monkeypatch):
+    """The plot's bytes against the golden digest recorded for this matplotlib version (Agg output is
+    stable within a version, not across them: a new version needs its digest recorded)."""
+    import matplotlib
+
+    monkeypatch.chdir(tmp_path)
+    populate(Path("runs"))
+    build_leaderboard(["runs"], "out/L.md", "cmd")
+    digest = hashlib.sha256((Path("out") / "L_cifar100_wrn-10-1.png").read_bytes()).hexdigest()
+    golden = GOLDEN / "plot_sha256.json"
+    known = json.loads(golden.read_text()) if golden.is_file() else {}
+    if UPDATE:
+        known[matplotlib.__version__] = digest
+        golden.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
+    if matplotlib.__version__ not in known:
+        pytest.skip(f"no golden plot digest for matplotlib {matplotlib.__version__} (recorded: {sorted(known)}); "
+                    "NPAS_UPDATE_GOLDEN=1 records it")
+    assert digest == known[matplotlib.__version__]
+
+
 def test_cells_numbers(tmp_path):
     populate(tmp_path)
     board = build_leaderboard([tmp_path], tmp_path / "L.md", "cmd", plots=False)

@@ -13,7 +13,7 @@ mean cross-entropy, then the test set. The model is initialised from the seed by
 training steps are bit-identical to the bare loop's on the same batches, so at the same seed it must
 equal the "ours" arm (checked on seed 0, where both are run).
 
-Every finished arm is one JSON under ``<out>/runs/`` (a cache hit on rerun: the harness is resumable and
+Every finished arm is one JSON under ``<out>/arms/`` (a cache hit on rerun: the harness is resumable and
 the figures can be committed as they come); ``<out>/parity.md`` is rewritten from whatever exists:
 mean +- sample standard deviation over the seeds run (n given), and ours minus official.
 Nothing of the official code is copied: it is imported from the checkouts given by path.
@@ -205,7 +205,7 @@ def summarize(out: Path, rows: tuple[Row, ...]) -> str:
     import json
 
     found: dict[tuple[str, str], list[dict]] = {}
-    for path in sorted((out / "runs").glob("*.json")):
+    for path in sorted((out / "arms").glob("*.json")):
         rec = json.loads(path.read_text())
         found.setdefault((rec["row"], rec["arm"]), []).append(rec)
 
@@ -239,7 +239,7 @@ def summarize(out: Path, rows: tuple[Row, ...]) -> str:
     if notes:
         lines += ["", "Notes:", ""] + notes
     lines += ["", "Reproduce: `python -m npasbench.parity.harness --ssn <SSN checkout> --superweights <SuperWeights "
-              "checkout> --data-root <folder with cifar-100-python>` (resumable; one JSON per arm in runs/)."]
+              "checkout> --data-root <folder with cifar-100-python>` (resumable; one JSON per arm in arms/)."]
     text = "\n".join(lines) + "\n"
     write_text(out / "parity.md", text)
     return text
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     repos = {"ssn": a.ssn, "superweights": a.superweights}
     plan = arm_plan(rows, a.seeds)
     for i, (row, arm, seed) in enumerate(plan, 1):
-        path = out / "runs" / f"{row.name}__{arm}__s{seed}__e{a.epochs}.json"
+        path = out / "arms" / f"{row.name}__{arm}__s{seed}__e{a.epochs}.json"
         if path.is_file():
             continue  # finished: a cache hit
         print(f"[{i}/{len(plan)}] {row.name} {arm} seed {seed}", file=sys.stderr, flush=True)
