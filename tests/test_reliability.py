@@ -163,6 +163,21 @@ def test_sigterm_during_a_search_phase_is_a_clean_resumable_stop(tmp_path):
     assert done["run_id"] == rec["run_id"]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2], ids=lambda s: s.name)
+def test_every_stop_signal_checkpoints_in_the_loop(tmp_path, signum):
+    """SLURM's SIGTERM, a configured USR1, and USR2 (what submitit sends its jobs): the same clean stop."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(out, epochs=30), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: bool(list_checkpoints(out / "checkpoints")), what="the first checkpoint")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-2000:]
+    rec = json.loads((out / "result.json").read_text())
+    assert rec["status"] == "preempted" and rec["epochs"] == 30
+    state = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])
+    assert state["step"] == rec["steps"]  # the checkpoint is where the run stopped
+
+
 def test_sigterm_while_reading_the_data(tmp_path):
     """CIFAR-100 from its pickles takes a few seconds: a stop there is the same clean stop."""
     from conftest import cifar100_root

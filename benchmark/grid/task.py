@@ -25,6 +25,7 @@ from ..atomic import write_json
 from ..config import build_config
 from ..errors import FolderBusy, NPASError
 from ..storage import folder_lock
+from ..trainer.signals import PreemptionFlag
 from ..trainer.signals import StopRequested as Stopped
 from ..experiment import run_id as compute_run_id
 from .manifest import PHASES, Manifest
@@ -42,11 +43,11 @@ def _stop(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def stop_handlers() -> Iterator[None]:
-    """SIGTERM/SIGUSR1 raise ``Stopped`` while inside (outside the trainer, which installs its own);
+    """SIGTERM/SIGUSR1/SIGUSR2 raise ``Stopped`` while inside (outside the trainer, which installs its own);
     the previous handlers come back afterwards."""
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for s in (signal.SIGTERM, signal.SIGUSR1):
+        for s in PreemptionFlag.SIGNALS:
             previous[s] = signal.signal(s, _stop)
     try:
         yield

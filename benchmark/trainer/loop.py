@@ -9,7 +9,8 @@ Guarantees:
 - a seeded CPU run is reproducible, and a run killed at any point and resumed from its newest
   checkpoint ends with the same weights and metrics as an uninterrupted run (data order and
   augmentation are functions of (seed, epoch, batch); RNG states are checkpointed);
-- SIGTERM/SIGUSR1 -> checkpoint at the next step boundary, exit code ``EXIT_PREEMPTED``;
+- SIGTERM/SIGUSR1/SIGUSR2 in the loop -> checkpoint at the next step boundary, exit code ``EXIT_PREEMPTED``;
+  before the loop (data, model, phases) -> a clean stop with a ``preempted`` record, the same exit code;
 - a non-finite loss stops the run with status ``diverged`` (exit code ``EXIT_DIVERGED``);
 - every run leaves ``result.json`` (schema in ``record.py``), ``metrics.jsonl`` and its resolved
   config in the run folder.
@@ -309,7 +310,7 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
     def run(self) -> RunResult:
         """Set up, train, write the record. The stop contract (``signals.py``) holds from the first line:
-        SIGTERM/SIGUSR1 at any point ends the run resumably with ``EXIT_PREEMPTED``."""
+        SIGTERM/SIGUSR1/SIGUSR2 at any point ends the run resumably with ``EXIT_PREEMPTED``."""
         self.preemption.install(raising=True)
         try:
             with contextlib.ExitStack() as held:

@@ -1,7 +1,8 @@
-"""Graceful preemption: SIGTERM / SIGUSR1 stop a run cleanly and resumably, from its first line on.
+"""Graceful preemption: SIGTERM / SIGUSR1 / SIGUSR2 stop a run cleanly and resumably, from its first line on.
 
-SLURM sends SIGTERM (or a configured USR1) before killing a preempted job. A run installs the
-handler before anything else and keeps it until its record is written:
+SLURM sends SIGTERM (or a configured USR1) before killing a preempted job; submitit's jobs are sent
+USR2 (its ``SUBMITIT_PREEMPT_SIGNAL``; its own handler only logs SIGTERM inside a job), so all three
+are caught. A run installs the handler before anything else and keeps it until its record is written:
 
 - before the training loop (loading data, building the model, a phase such as SSN's group search,
   restoring a checkpoint) the handler raises ``StopRequested``; the trainer writes a ``preempted``
@@ -33,7 +34,7 @@ class StopRequested(BaseException):
 
 
 class PreemptionFlag:
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -54,7 +55,7 @@ class PreemptionFlag:
             raise StopRequested(signum)
 
     def install(self, raising: bool = False) -> "PreemptionFlag":
-        """Catch SIGTERM/SIGUSR1 (main thread only). ``raising``: set-up mode, see the module docstring."""
+        """Catch ``SIGNALS`` (main thread only). ``raising``: set-up mode, see the module docstring."""
         self.raising = raising
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
