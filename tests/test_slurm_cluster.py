@@ -1,0 +1,109 @@
+"""The SLURM facts a grid submission depends on, read from a real slurmctld on localhost.
+
+The cluster is started by ``slurm/localhost-cluster.sh`` (Debian's slurm-wlm + munge, root) in a private
+state folder with a small MaxArraySize, and stopped afterwards. Without root or the packages the
+cluster tests skip with that reason (CI runs as root and ``.ci/run`` installs the packages).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from npasbench.errors import NPASError
+from npasbench.grid.slurm_cluster import (ClusterConfig, SlurmUnavailable, array_chunks, check_shared_folder,
+                                          query_cluster, sbatch_parameters)
+from npasbench.grid.spec import Resources
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "slurm" / "localhost-cluster.sh"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the localhost SLURM cluster needs root (CI runs as root)")
+    state = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "NPAS_SLURM_MAX_ARRAY": "5"}
+    r = subprocess.run([str(SCRIPT), "start", str(state)], capture_output=True, text=True, env=env, timeout=300)
+    if r.returncode != 0:
+        pytest.fail(f"could not start the localhost SLURM cluster: {r.stderr[-2000:]}")
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(state / "slurm.conf")
+    try:
+        yield state
+    finally:
+        subprocess.run([str(SCRIPT), "stop", str(state)], capture_output=True, timeout=60)
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+
+
+def test_query_a_real_controller(cluster):
+    cfg = query_cluster()
+    assert cfg.max_array_size == 5 and cfg.cluster_name == "npas-localhost"
+    assert cfg.preempt_send_user_signal and not cfg.accounting
+    r = subprocess.run(["sbatch", "--wrap", "true", "--array=0-4", "-o", str(cluster / "o_%a.txt")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    too_long = subprocess.run(["sbatch", "--wrap", "true", "--array=0-5"], capture_output=True, text=True, timeout=30)
+    assert too_long.returncode != 0  # index 5 >= MaxArraySize: why every chunk is indexed from 0
+    assert len(array_chunks(12, cfg.max_array_size)) == 3
+
+
+def test_no_controller_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol
+    with pytest.raises(SlurmUnavailable, match="scontrol is not on PATH"):
+        query_cluster()
+    if shutil.which("scontrol", path=os.defpath + ":/usr/bin") is None:
+        return
+    monkeypatch.setenv("PATH", os.defpath + ":/usr/bin")
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "missing.conf"))
+    with pytest.raises(SlurmUnavailable, match="failed|did not answer"):
+        query_cluster(timeout_s=10)
+
+
+def test_parse_refuses_what_is_not_a_config():
+    with pytest.raises(SlurmUnavailable, match="MaxArraySize"):
+        ClusterConfig.parse("hello\n")
+    cfg = ClusterConfig.parse("ClusterName = c\nMaxArraySize = 1001\nAccountingStorageType = accounting_storage/slurmdbd\n")
+    assert cfg.max_array_size == 1001 and cfg.accounting and not cfg.preempt_send_user_signal
+
+
+@pytest.mark.parametrize("n,size,lengths", [(0, 5, []), (1, 5, [1]), (5, 5, [5]), (6, 5, [5, 1]), (12, 5, [5, 5, 2]),
+                                            (2500, 1001, [1001, 1001, 498])])
+def test_array_chunks(n, size, lengths):
+    chunks = array_chunks(n, size)
+    assert [len(c) for c in chunks] == lengths
+    assert [i for c in chunks for i in c] == list(range(n))
+    with pytest.raises(ValueError):
+        array_chunks(3, 0)
+
+
+def test_node_local_folders_are_refused(tmp_path):
+    for path in ("/tmp/results", "/dev/shm/x", "/var/tmp/y", "/tmp"):
+        with pytest.raises(NPASError, match="node-local"):
+            check_shared_folder(path, "grid.results")
+    check_shared_folder(REPO / "results", "grid.results")
+
+
+def test_sbatch_parameters_are_submitits(tmp_path):
+    import submitit
+
+    res = Resources(partition="gpu", gpus_per_run=4, cpus_per_run=32, mem_gb=64, time_min=240, qos="high",
+                    array_parallelism=8)
+    params = sbatch_parameters(res, "npas-grid")
+    assert params["tasks_per_node"] == 4 and params["cpus_per_task"] == 8 and params["gpus_per_node"] == 4
+    ex = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
+    ex.update_parameters(**params)  # submitit validates every key
+    text = ex._executor._make_submission_file_text("true", "uid")
+    for line in ("--partition=gpu", "--qos=high", "--gpus-per-node=4", "--ntasks-per-node=4", "--cpus-per-task=8",
+                 "--time=240", "--mem=64GB"):
+        assert line in text, line
+    plain = sbatch_parameters(Resources(), "cpu-grid")
+    assert plain == {"name": "cpu-grid", "timeout_min": 60, "cpus_per_task": 1, "tasks_per_node": 1, "nodes": 1}
