@@ -29,6 +29,16 @@ class RecordProblem:
         return f"{self.path}: {self.problem}"
 
 
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when the file is missing, unreadable, not JSON or not an object
+    (the markers beside a run: config.json, running.json, failed.json...)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def _shape_problem(rec: Any) -> str:
     """What makes ``rec`` unusable as a record ('' when it is fine)."""
     if not isinstance(rec, dict):

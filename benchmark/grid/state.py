@@ -10,22 +10,16 @@ run id and record schema and a final status; a failed one is never treated as fi
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
-from ..records import FINAL, read_record
+from ..records import FINAL, read_json_object, read_record
 STATES = ("done", "diverged", "running", "queued", "bad record", "failed", "blocked", "interrupted", "not started")
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
+read_json = read_json_object  # the grid's markers (runner.json, running.json, failed.json, blocked.json)
 
 
 def finished_record(run_dir: Path, run_id: str) -> dict[str, Any] | None:

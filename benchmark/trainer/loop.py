@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import write_json, write_text
+from ..records import read_json_object
 from ..storage import check_free_space, folder_lock, probe_writable
 from ..config import Config
 from ..contract import Method, NPASModel
@@ -389,8 +390,8 @@ class Trainer:
         record: dict[str, Any] = {}
         if self.is_main and getattr(self, "claimed", False):
             config = self.run_dir / "config.json"
-            previous = _read_json(self.run_dir / "result.json")
-            owner = _read_json(config).get("run_id", self.config_hash) if config.is_file() else self.config_hash
+            previous = read_json_object(self.run_dir / "result.json") or {}
+            owner = (read_json_object(config) or {}).get("run_id", self.config_hash)
             finished = previous.get("run_id") == self.config_hash and previous.get("status") in ("completed", "diverged")
             if owner == self.config_hash and not finished:
                 record = stopped_record(self.cfg, self.config_hash, self.stage, name)
@@ -539,17 +540,6 @@ class Trainer:
         if self.progress and status != "completed":
             print(f"run {status}: see {self.run_dir / 'result.json'}", file=sys.stderr)
         return RunResult(status, code, self.run_dir, record)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or {} when it is missing, unreadable or not an object."""
-    import json
-
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
 
 
 def train(cfg: Config, preemption: PreemptionFlag | None = None, lock: bool = True) -> RunResult:
