@@ -1,4 +1,5 @@
-"""The SLURM facts a grid submission depends on, read from a real slurmctld on localhost.
+"""SLURM against a real slurmctld on localhost: the facts a submission depends on, and grid tasks run
+through submitit, preempted, requeued and resumed.
 
 The cluster is started by ``slurm/localhost-cluster.sh`` (Debian's slurm-wlm + munge, root) in a private
 state folder with a small MaxArraySize, and stopped afterwards. Without root or the packages the
@@ -107,3 +108,78 @@ def test_sbatch_parameters_are_submitits(tmp_path):
         assert line in text, line
     plain = sbatch_parameters(Resources(), "cpu-grid")
     assert plain == {"name": "cpu-grid", "timeout_min": 60, "cpus_per_task": 1, "tasks_per_node": 1, "nodes": 1}
+
+
+GRID = """[grid]
+name = "sl"
+results = "{results}"
+
+[base]
+"train.epochs" = 12
+"train.max_steps_per_epoch" = 4
+"data.synthetic_train" = 512
+"data.synthetic_test" = 128
+
+[axes]
+archs = ["wrn-10-1"]
+datasets = ["synthetic"]
+budgets = ["full"]
+seeds = [0, 1]
+
+[[methods]]
+name = "unshared"
+"""
+
+
+def _wait(predicate, timeout, what):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_grid_tasks_through_submitit_preempted_requeued_resumed(cluster, tmp_path):
+    """Two runs as a submitit array on the real cluster; one is interrupted (submitit's USR2) after its
+    first checkpoint: requeued, resumed from that checkpoint, and ends equal to an uninterrupted run."""
+    import json
+
+    import submitit
+
+    from npasbench.grid.runner import plan_grid
+    from npasbench.grid.slurm_job import GridJob
+    from npasbench.grid.task import run_task
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(GRID.format(results=tmp_path / "res"))
+    plan = plan_grid(spec)
+    ex = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
+    ex.update_parameters(**sbatch_parameters(Resources(cpus_per_run=1, time_min=10), "npas-test"))
+    jobs = ex.map_array(GridJob(tmp_path / "res"), [r.run_id for r in plan.runs])
+    first = plan.results / plan.runs[0].folder
+    _wait(lambda: (first / "checkpoints").is_dir() and any((first / "checkpoints").iterdir()), 180, "a checkpoint")
+    jobs[0]._interrupt()
+    _wait(lambda: "PENDING" in subprocess.run(["squeue", "-h", "-j", jobs[0].job_id, "-o", "%T"], capture_output=True,
+                                              text=True).stdout, 60, "the requeue")
+    subprocess.run(["scontrol", "update", f"JobId={jobs[0].job_id}", "StartTime=now"], check=True)  # skip the delay
+
+    def done(folder):
+        rec = folder / "result.json"
+        return rec.is_file() and json.loads(rec.read_text()).get("status") == "completed"
+
+    folders = [plan.results / r.folder for r in plan.runs]
+    _wait(lambda: all(done(f) for f in folders), 300, "both runs to complete")
+    rec = json.loads((first / "result.json").read_text())
+    assert rec["resumed_from"] and rec["slurm"]["requeues"] == 1
+    assert json.loads((folders[1] / "result.json").read_text())["slurm"]["requeues"] == 0
+    # the same run, uninterrupted, in-process: equal metrics
+    ref = tmp_path / "ref"
+    ref_spec = tmp_path / "ref.toml"
+    ref_spec.write_text(GRID.format(results=ref).replace("seeds = [0, 1]", "seeds = [0]"))
+    ref_plan = plan_grid(ref_spec)
+    assert ref_plan.runs[0].run_id == plan.runs[0].run_id
+    assert run_task(ref, ref_plan.runs[0].run_id) == 0
+    assert json.loads((ref / ref_plan.runs[0].folder / "result.json").read_text())["metrics"] == rec["metrics"]

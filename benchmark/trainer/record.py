@@ -5,12 +5,14 @@ experiment), method{name, source} (its options are in config.method.options), ar
 (``DataBundle.describe()``), synthetic, budget, params (``ParamReport``), metrics (test top-1/top-5,
 per member for ensembles), selection (which split chose the reported weights), seed, config,
 config_hash, git{sha, dirty}, packages, hardware, timing (wall time, train/eval throughput),
-peak_memory_mb, pipeline, phases, resumed_from, created_at.
+peak_memory_mb, pipeline, phases, resumed_from, created_at; under SLURM also slurm{job_id, array_job_id,
+array_task_id, requeues}.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import resource
 import sys
 from typing import TYPE_CHECKING, Any
@@ -78,6 +80,10 @@ def build_record(t: "Trainer", status: str, final: dict[str, Any], selection: di
     }
     if status == "diverged":
         record["diverged_at"] = getattr(t, "diverged_at", None)
+    if "SLURM_JOB_ID" in os.environ:  # the scheduler's view: which job, and how often it was requeued
+        record["slurm"] = {"job_id": os.environ["SLURM_JOB_ID"], "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
+                           "array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+                           "requeues": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)}
     return record
 
 
