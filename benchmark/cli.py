@@ -85,11 +85,15 @@ def _add_grid_parser(sub) -> None:
     for name, text in (("plan", "the table of runs (ids, options, budgets -> unique params, FLOPs, state); runs nothing"),
                        ("run", "run every unfinished run (shared phases first), at most N at a time; resumable"),
                        ("status", "one table of run states, read from the results folder (never blocks)"),
-                       ("collect", "the grid's leaderboard from whatever runs exist (<results>/LEADERBOARD.md)")):
+                       ("collect", "the grid's leaderboard from whatever runs exist (<results>/LEADERBOARD.md)"),
+                       ("submit", "submit the unfinished runs to SLURM as job arrays (submitit) and exit")):
         p = gsub.add_parser(name, help=text, description=text)
         p.add_argument("spec", help="grid spec TOML file")
         p.add_argument("--results", default=None, help="results folder (default: the spec's grid.results)")
         p.add_argument("--json", action="store_true", help="print the table as JSON")
+        if name == "submit":
+            p.add_argument("--dry-run", action="store_true", help="print the arrays and their parameters; submit nothing")
+            p.add_argument("--threads", type=int, default=0, help="train.threads of every task (default: the job's CPUs)")
         if name == "run":
             p.add_argument("--executor", default="local", help="local (processes, default) | debug (in-process)")
             p.add_argument("-j", "--parallel", type=int, default=0,
@@ -287,6 +291,22 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(_table(rows))
             phases = plan.manifest.phases
             print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); manifest {plan.results / 'grid.json'}")
+        return 0
+    if args.grid_command == "submit":
+        from .grid.submit import SLURM_STATE, submit_grid
+
+        plan, arrays = submit_grid(args.spec, args.results, dry_run=args.dry_run, threads=args.threads)
+        if not arrays:
+            print(f"nothing to submit: all {len(plan.runs)} runs of {plan.spec.name} are finished")
+            return 0
+        for a in arrays:
+            dep = f", after {'+'.join(a.depends_on)} arrays (afterany)" if a.depends_on else ""
+            job = f"job {a.job_id}: " if a.job_id else ""
+            print(f"{job}{a.kind} array of {len(a.task_ids)} task(s){dep}; parameters {json.dumps(a.parameters)}")
+        if args.dry_run:
+            print("(dry run: nothing submitted)")
+        else:
+            print(f"submitted; the arrays are recorded in {plan.results / SLURM_STATE}; watch with `npas grid status`")
         return 0
     if args.grid_command == "collect":
         from .grid.spec import load_spec

@@ -183,3 +183,64 @@ def test_grid_tasks_through_submitit_preempted_requeued_resumed(cluster, tmp_pat
     assert ref_plan.runs[0].run_id == plan.runs[0].run_id
     assert run_task(ref, ref_plan.runs[0].run_id) == 0
     assert json.loads((ref / ref_plan.runs[0].folder / "result.json").read_text())["metrics"] == rec["metrics"]
+
+
+TWO_PHASE = """[grid]
+name = "two"
+results = "{results}"
+
+[base]
+"train.epochs" = 1
+"train.max_steps_per_epoch" = 2
+"data.synthetic_train" = 256
+"data.synthetic_test" = 128
+
+[axes]
+archs = ["wrn-10-1"]
+datasets = ["synthetic"]
+budgets = ["40k", "30k"]
+seeds = [0]
+
+[[methods]]
+name = "ssn"
+variants = [{{param_groups = 2, search_epochs = 1, search_milestones = [], search_gammas = [], search_steps_per_epoch = 3}}]
+
+[[methods]]
+name = "unshared"
+budgets = ["full"]
+"""
+
+
+@pytest.mark.slow
+def test_submit_a_two_phase_grid(cluster, tmp_path, capsys):
+    """`npas grid submit`: the SSN search is its own array, the training array waits on it (afterany),
+    every run ends done; a second submit finds nothing to do; --dry-run submits nothing."""
+    import json
+
+    from npasbench.cli import main
+    from npasbench.grid.runner import grid_status
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(TWO_PHASE.format(results=tmp_path / "res"))
+    assert main(["grid", "submit", str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "phase array of 1 task(s)" in out and "train array of 3 task(s), after phase arrays" in out
+    assert "nothing submitted" in out and not (tmp_path / "res" / "slurm.json").exists()
+    assert main(["grid", "submit", str(spec)]) == 0
+    state = json.loads((tmp_path / "res" / "slurm.json").read_text())
+    phase, train = state["arrays"]
+    assert phase["kind"] == "phase" and train["parameters"]["slurm_additional_parameters"] == {
+        "dependency": f"afterany:{phase['job_id']}"}
+    _wait(lambda: grid_status(spec, None)[1].get("done", 0) == 3, 400, "all runs done")
+    assert main(["grid", "submit", str(spec)]) == 0
+    assert "nothing to submit" in capsys.readouterr().out
+
+
+def test_max_array_size_splits_the_arrays(cluster, tmp_path):
+    """12 runs under MaxArraySize 5 (the test cluster's): three training arrays of 5, 5 and 2 (planned)."""
+    from npasbench.grid.submit import plan_arrays
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(GRID.format(results=tmp_path / "res").replace("seeds = [0, 1]", "seeds = " + str(list(range(12)))))
+    _, arrays, size = plan_arrays(spec)
+    assert size == 5 and [len(a.task_ids) for a in arrays] == [5, 5, 2] and all(a.kind == "train" for a in arrays)

@@ -1,0 +1,103 @@
+"""``npas grid submit SPEC [--dry-run]``: a grid's unfinished runs as SLURM job arrays, through submitit.
+
+- Runs already finished are not submitted (a cache hit); only run ids cross the pickle (``GridJob``).
+- Shared phase jobs are one array; every training array that needs one of them depends on it with
+  ``afterany`` (``afterok`` on a failed phase would leave dependents pending forever), and the task
+  itself ends a run as ``blocked`` with the phase's error when the phase failed.
+- Arrays are cut under the cluster's MaxArraySize (read from ``scontrol show config``), each indexed
+  from 0; ``[resources]`` gives the sbatch parameters (``slurm_cluster.sbatch_parameters``).
+- The results and submitit folders must be writable and, on a cluster of more than one node, not
+  node-local.
+- Submit and exit: ``<results>/slurm.json`` records every array (job id, its run ids, its parameters,
+  the git sha of the code submitted) for status, cancel and resubmit from a new shell.
+- ``--dry-run`` prints the arrays and their exact parameters and submits nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_json
+from ..provenance import git_info
+from ..records import read_json_object
+from ..storage import probe_writable
+from .manifest import PHASES
+from .runner import plan_grid
+from .slurm_cluster import array_chunks, check_shared_folder, query_cluster, sbatch_parameters
+from .state import finished_record
+
+SLURM_STATE = "slurm.json"
+
+
+@dataclass
+class ArrayPlan:
+    kind: str  # "phase" | "train"
+    task_ids: list[str]
+    parameters: dict[str, Any]
+    depends_on: list[str] = field(default_factory=list)  # kinds of arrays this one waits for
+    job_id: str | None = None
+
+
+def _node_count(timeout_s: float = 15.0) -> int:
+    r = subprocess.run(["sinfo", "-h", "-o", "%D"], capture_output=True, text=True, timeout=timeout_s)
+    return sum(int(x) for x in r.stdout.split() if x.isdigit()) if r.returncode == 0 else 0
+
+
+def plan_arrays(spec_path: str | Path, results: str | Path | None = None) -> tuple[Any, list[ArrayPlan], int]:
+    """(grid plan, arrays to submit in order, MaxArraySize): checks the cluster and the folders first."""
+    plan = plan_grid(spec_path, results)
+    cluster = query_cluster()
+    res = plan.results.resolve()
+    probe_writable(res, "grid.results")
+    probe_writable(res / "submitit", "grid.results (submitit's folder)")
+    if _node_count() > 1:
+        check_shared_folder(res, "grid.results")
+    manifest = plan.manifest
+    todo = [r for r in plan.runs if finished_record(res / r.folder, r.run_id) is None]
+    wanted = {k for r in todo for k in manifest.runs[r.run_id].phases}
+    phases = [k for k in manifest.phases if k in wanted and not (res / manifest.phases[k].artifact).is_file()]
+    name = f"npas-{plan.spec.name}"
+    arrays: list[ArrayPlan] = []
+    for chunk in array_chunks(len(phases), cluster.max_array_size):
+        arrays.append(ArrayPlan("phase", [f"phase:{phases[i]}" for i in chunk],
+                                sbatch_parameters(plan.spec.resources, f"{name}-phase")))
+    for chunk in array_chunks(len(todo), cluster.max_array_size):
+        ids = [todo[i].run_id for i in chunk]
+        needs = any(manifest.runs[rid].phases for rid in ids) and bool(phases)
+        arrays.append(ArrayPlan("train", ids, sbatch_parameters(plan.spec.resources, name),
+                                ["phase"] if needs else []))
+    return plan, arrays, cluster.max_array_size
+
+
+def submit_grid(spec_path: str | Path, results: str | Path | None = None, dry_run: bool = False,
+                threads: int = 0) -> tuple[Any, list[ArrayPlan]]:
+    import submitit
+
+    from .slurm_job import GridJob
+
+    plan, arrays, _ = plan_arrays(spec_path, results)
+    if dry_run or not arrays:
+        return plan, arrays
+    res = plan.results.resolve()
+    (res / PHASES).mkdir(parents=True, exist_ok=True)
+    state = read_json_object(res / SLURM_STATE) or {"arrays": []}
+    executor = submitit.AutoExecutor(folder=res / "submitit", cluster="slurm")
+    phase_jobs: list[str] = []
+    for array in arrays:
+        params = dict(array.parameters)
+        if array.depends_on and phase_jobs:
+            params["slurm_additional_parameters"] = {"dependency": "afterany:" + ":".join(phase_jobs)}
+        executor.update_parameters(**params)
+        jobs = executor.map_array(GridJob(res, threads), array.task_ids)
+        array.job_id = jobs[0].job_id.split("_")[0]
+        if array.kind == "phase":
+            phase_jobs.append(array.job_id)
+        state["arrays"].append({"job_id": array.job_id, "kind": array.kind, "tasks": array.task_ids,
+                                "parameters": params, "git": git_info(),
+                                "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        write_json(res / SLURM_STATE, state)  # after every array: a crash between arrays loses nothing
+    return plan, arrays
