@@ -86,11 +86,18 @@ def _add_grid_parser(sub) -> None:
                        ("run", "run every unfinished run (shared phases first), at most N at a time; resumable"),
                        ("status", "one table of run states, read from the results folder (never blocks)"),
                        ("collect", "the grid's leaderboard from whatever runs exist (<results>/LEADERBOARD.md)"),
-                       ("submit", "submit the unfinished runs to SLURM as job arrays (submitit) and exit")):
+                       ("submit", "submit the unfinished runs to SLURM as job arrays (submitit) and exit"),
+                       ("cancel", "scancel the grid's SLURM tasks (all, or --runs); run folders are kept"),
+                       ("resubmit", "submit again the failed/blocked runs the scheduler no longer holds")):
         p = gsub.add_parser(name, help=text, description=text)
         p.add_argument("spec", help="grid spec TOML file")
         p.add_argument("--results", default=None, help="results folder (default: the spec's grid.results)")
         p.add_argument("--json", action="store_true", help="print the table as JSON")
+        if name == "cancel":
+            p.add_argument("--runs", nargs="+", default=None, help="run ids (or prefixes) to cancel; default: all")
+        if name == "resubmit":
+            p.add_argument("--failed", action="store_true", required=True, help="the failed and blocked runs")
+            p.add_argument("--threads", type=int, default=0)
         if name == "submit":
             p.add_argument("--dry-run", action="store_true", help="print the arrays and their parameters; submit nothing")
             p.add_argument("--threads", type=int, default=0, help="train.threads of every task (default: the job's CPUs)")
@@ -292,18 +299,28 @@ def cmd_grid(args: argparse.Namespace) -> int:
             phases = plan.manifest.phases
             print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); manifest {plan.results / 'grid.json'}")
         return 0
-    if args.grid_command == "submit":
-        from .grid.submit import SLURM_STATE, submit_grid
+    if args.grid_command == "cancel":
+        from .grid.submit import cancel_grid
 
-        plan, arrays = submit_grid(args.spec, args.results, dry_run=args.dry_run, threads=args.threads)
+        jobs = cancel_grid(args.spec, args.results, args.runs)
+        print(f"cancelled {len(jobs)} task(s)" + (f": {' '.join(jobs)}" if jobs else "") + "; run folders kept")
+        return 0
+    if args.grid_command in ("submit", "resubmit"):
+        from .grid.submit import SLURM_STATE, resubmit_failed, submit_grid
+
+        if args.grid_command == "resubmit":
+            plan, arrays = resubmit_failed(args.spec, args.results, threads=args.threads)
+        else:
+            plan, arrays = submit_grid(args.spec, args.results, dry_run=args.dry_run, threads=args.threads)
         if not arrays:
-            print(f"nothing to submit: all {len(plan.runs)} runs of {plan.spec.name} are finished")
+            print(f"nothing to submit: no unfinished {'failed ' if args.grid_command == 'resubmit' else ''}runs among "
+                  f"the {len(plan.runs)} of {plan.spec.name}")
             return 0
         for a in arrays:
             dep = f", after {'+'.join(a.depends_on)} arrays (afterany)" if a.depends_on else ""
             job = f"job {a.job_id}: " if a.job_id else ""
             print(f"{job}{a.kind} array of {len(a.task_ids)} task(s){dep}; parameters {json.dumps(a.parameters)}")
-        if args.dry_run:
+        if getattr(args, "dry_run", False):
             print("(dry run: nothing submitted)")
         else:
             print(f"submitted; the arrays are recorded in {plan.results / SLURM_STATE}; watch with `npas grid status`")
@@ -318,12 +335,24 @@ def cmd_grid(args: argparse.Namespace) -> int:
         _print_board(board)
         return 0
     if args.grid_command == "status":
+        from .grid.spec import load_spec
+        from .grid.submit import scheduler_view
+
         rows, counts = grid_status(args.spec, args.results)
+        view, note = scheduler_view(load_spec(args.spec, args.results).results)
+        if view:
+            full = {task[:10]: v for task, v in view.items()}
+            for row in rows:
+                v = full.get(row["run id"], {})
+                row.update({"slurm job": v.get("job", ""), "slurm state": v.get("state", ""),
+                            "reason": v.get("reason", ""), "node": v.get("node", ""), "elapsed": v.get("elapsed", "")})
         if args.json:
             print(json.dumps({"runs": rows, "counts": dict(counts)}, indent=2))
         else:
             print(_table(rows))
             print("\n" + summary_line(counts, len(rows)))
+            if note:
+                print(note)
         return 0
     out = run_grid(args.spec, args.executor, args.parallel, args.results, progress=not args.no_progress)
     from .grid.runner import summary_line as line

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_json
+from ..errors import NPASError
 from ..provenance import git_info
 from ..records import read_json_object
 from ..storage import probe_writable
@@ -47,8 +48,10 @@ def _node_count(timeout_s: float = 15.0) -> int:
     return sum(int(x) for x in r.stdout.split() if x.isdigit()) if r.returncode == 0 else 0
 
 
-def plan_arrays(spec_path: str | Path, results: str | Path | None = None) -> tuple[Any, list[ArrayPlan], int]:
-    """(grid plan, arrays to submit in order, MaxArraySize): checks the cluster and the folders first."""
+def plan_arrays(spec_path: str | Path, results: str | Path | None = None,
+                only: set[str] | None = None) -> tuple[Any, list[ArrayPlan], int]:
+    """(grid plan, arrays to submit in order, MaxArraySize): checks the cluster and the folders first.
+    ``only``: restrict to these run ids (a resubmission)."""
     plan = plan_grid(spec_path, results)
     cluster = query_cluster()
     res = plan.results.resolve()
@@ -57,7 +60,8 @@ def plan_arrays(spec_path: str | Path, results: str | Path | None = None) -> tup
     if _node_count() > 1:
         check_shared_folder(res, "grid.results")
     manifest = plan.manifest
-    todo = [r for r in plan.runs if finished_record(res / r.folder, r.run_id) is None]
+    todo = [r for r in plan.runs if finished_record(res / r.folder, r.run_id) is None
+            and (only is None or r.run_id in only)]
     wanted = {k for r in todo for k in manifest.runs[r.run_id].phases}
     phases = [k for k in manifest.phases if k in wanted and not (res / manifest.phases[k].artifact).is_file()]
     name = f"npas-{plan.spec.name}"
@@ -74,12 +78,12 @@ def plan_arrays(spec_path: str | Path, results: str | Path | None = None) -> tup
 
 
 def submit_grid(spec_path: str | Path, results: str | Path | None = None, dry_run: bool = False,
-                threads: int = 0) -> tuple[Any, list[ArrayPlan]]:
+                threads: int = 0, only: set[str] | None = None) -> tuple[Any, list[ArrayPlan]]:
     import submitit
 
     from .slurm_job import GridJob
 
-    plan, arrays, _ = plan_arrays(spec_path, results)
+    plan, arrays, _ = plan_arrays(spec_path, results, only)
     if dry_run or not arrays:
         return plan, arrays
     res = plan.results.resolve()
@@ -101,3 +105,76 @@ def submit_grid(spec_path: str | Path, results: str | Path | None = None, dry_ru
                                 "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         write_json(res / SLURM_STATE, state)  # after every array: a crash between arrays loses nothing
     return plan, arrays
+
+
+# -- the scheduler's view, cancel, resubmit --------------------------------------------------------
+def submitted_tasks(results: str | Path) -> dict[str, str]:
+    """run id (or phase:<key>) -> the SLURM id of its newest submission ("<array job>_<index>")."""
+    state = read_json_object(Path(results) / SLURM_STATE) or {}
+    out = {}
+    for array in state.get("arrays", []):
+        for i, task in enumerate(array.get("tasks", [])):
+            out[task] = f"{array['job_id']}_{i}"
+    return out
+
+
+def scheduler_view(results: str | Path, timeout_s: float = 15.0) -> tuple[dict[str, dict[str, str]], str]:
+    """({task id: {state, reason, node, elapsed, job}}, note). From ``squeue`` (bounded, never a hang):
+    jobs that left the queue are absent; without accounting their final scheduler state is unknown and
+    the run folders are the truth (the note says so)."""
+    tasks = submitted_tasks(results)
+    if not tasks:
+        return {}, ""
+    arrays = sorted({t.split("_")[0] for t in tasks.values()})
+    try:
+        r = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r|%N|%M"],
+                           capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {}, f"squeue unavailable ({type(exc).__name__}): states from the run folders only"
+    if r.returncode != 0 and "Invalid job id" not in r.stderr:
+        return {}, f"squeue failed ({r.stderr.strip()[:120]}): states from the run folders only"
+    queue = {}
+    for line in r.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) == 5:
+            queue[parts[0]] = {"state": parts[1], "reason": "" if parts[2] == "None" else parts[2], "node": parts[3],
+                               "elapsed": parts[4]}
+    view = {task: {**queue.get(job, {"state": "", "reason": "", "node": "", "elapsed": ""}), "job": job}
+            for task, job in tasks.items()}
+    note = ""
+    try:
+        if not query_cluster(timeout_s).accounting:
+            note = ("no SLURM accounting here: jobs that left the queue show no scheduler state; the run folders "
+                    "(state column) are the truth")
+    except NPASError:
+        note = "no SLURM controller reachable: states from the run folders only"
+    return view, note
+
+
+def cancel_grid(spec_path: str | Path, results: str | Path | None = None, runs: list[str] | None = None) -> list[str]:
+    """``scancel`` the grid's queued and running tasks (or those of ``runs``: run ids or their prefixes);
+    run folders are never touched (a cancelled run resumes from its checkpoint when resubmitted)."""
+    from .spec import load_spec
+
+    spec = load_spec(spec_path, results)
+    tasks = submitted_tasks(spec.results)
+    chosen = [job for task, job in tasks.items() if runs is None or any(task.startswith(p) for p in runs)]
+    if chosen:
+        r = subprocess.run(["scancel", *chosen], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise NPASError(f"scancel failed: {r.stderr.strip()[:200]}")
+    return chosen
+
+
+def resubmit_failed(spec_path: str | Path, results: str | Path | None = None, threads: int = 0):
+    """Submit again the runs whose state is failed or blocked and that the scheduler no longer holds;
+    never a running, queued or finished run, never a deleted folder."""
+    from .runner import grid_status
+
+    view, _ = scheduler_view(plan_grid(spec_path, results, write=False).results)
+    rows, _ = grid_status(spec_path, results)
+    plan = plan_grid(spec_path, results, write=False)
+    by_prefix = {r.run_id[:10]: r.run_id for r in plan.runs}
+    failed = {by_prefix[row["run id"]] for row in rows if row["state"] in ("failed", "blocked")}
+    failed = {rid for rid in failed if view.get(rid, {}).get("state", "") in ("", "COMPLETED", "FAILED", "CANCELLED")}
+    return submit_grid(spec_path, results, threads=threads, only=failed)

@@ -25,7 +25,7 @@ from ..atomic import write_json
 from ..config import build_config
 from ..errors import FolderBusy, NPASError
 from ..storage import folder_lock
-from ..trainer.signals import PreemptionFlag
+from ..trainer.signals import PreemptionFlag, note_signal
 from ..trainer.signals import StopRequested as Stopped
 from ..experiment import run_id as compute_run_id
 from .manifest import PHASES, Manifest
@@ -38,6 +38,7 @@ TASK_LOCK_WAIT_S = 30.0  # a requeued task may start while the previous one stil
 
 
 def _stop(signum: int, frame: object) -> None:
+    note_signal(signum)
     raise Stopped(signum)
 
 

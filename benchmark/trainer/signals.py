@@ -21,6 +21,20 @@ import threading
 from types import FrameType
 
 
+_last_signal: int | None = None  # the most recent stop signal this process received (see last_stop_signal)
+
+
+def note_signal(signum: int) -> None:
+    global _last_signal
+    _last_signal = signum
+
+
+def last_stop_signal() -> int | None:
+    """Which signal stopped the work last (None: none). A SLURM job needs it: USR2 is submitit's
+    preemption/timeout signal (requeue), SIGTERM is ``scancel`` or a shutdown (do not requeue)."""
+    return _last_signal
+
+
 class StopRequested(BaseException):
     """A stop signal outside the training loop. A ``BaseException``, so that no ``except Exception``
     on the way (a data reader, a phase) swallows it."""
@@ -51,6 +65,7 @@ class PreemptionFlag:
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
+        note_signal(signum)
         if self.raising:
             raise StopRequested(signum)
 
