@@ -169,11 +169,11 @@ def cancel_grid(spec_path: str | Path, results: str | Path | None = None, runs: 
 def resubmit_failed(spec_path: str | Path, results: str | Path | None = None, threads: int = 0):
     """Submit again the runs whose state is failed or blocked and that the scheduler no longer holds;
     never a running, queued or finished run, never a deleted folder."""
-    from .runner import grid_status
+    from .runner import status_rows
 
-    view, _ = scheduler_view(plan_grid(spec_path, results, write=False).results)
-    rows, _ = grid_status(spec_path, results)
-    plan = plan_grid(spec_path, results, write=False)
+    plan = plan_grid(spec_path, results, write=False)  # once: expanding a grid builds its models
+    view, _ = scheduler_view(plan.results)
+    rows, _ = status_rows(plan)
     by_prefix = {r.run_id[:10]: r.run_id for r in plan.runs}
     failed = {by_prefix[row["run id"]] for row in rows if row["state"] in ("failed", "blocked")}
     failed = {rid for rid in failed if view.get(rid, {}).get("state", "") in ("", "COMPLETED", "FAILED", "CANCELLED")}
