@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .trainer.record import SCHEMA_VERSION
-
+SCHEMA_VERSION = 2  # of result.json -- 2: run_id; method options only in config.method.options
 FINAL = ("completed", "diverged")
 STATUSES = ("completed", "diverged", "preempted")
 

@@ -408,6 +408,40 @@ def test_sigterm_during_set_up_stops_the_task_cleanly(tmp_path):
     assert run_grid(spec, "debug", progress=False).counts["done"] == 4
 
 
+@pytest.mark.parametrize("where", ["after running.json", "waiting for the lock"])
+def test_a_signal_outside_training_is_a_clean_stop(tmp_path, monkeypatch, where):
+    """The window CI once hit: SIGTERM right after running.json was renamed into place (still inside the
+    atomic write, before the training's own try). A real signal is raised at that moment, in-process."""
+    from npasbench.grid import task as grid_task
+    from npasbench.grid.manifest import Manifest
+
+    spec = write_spec(tmp_path, GRID)
+    plan = plan_grid(spec)
+    r = plan.runs[0]
+    res = tmp_path / "res"
+    Manifest.load(res)  # planned
+    real_write = grid_task.write_json
+    real_lock = grid_task.folder_lock
+
+    def write_then_signal(path, obj):
+        real_write(path, obj)
+        if Path(path).name == "running.json":
+            signal.raise_signal(signal.SIGTERM)
+
+    def lock_then_signal(*a, **k):
+        signal.raise_signal(signal.SIGTERM)
+        return real_lock(*a, **k)
+
+    if where == "after running.json":
+        monkeypatch.setattr(grid_task, "write_json", write_then_signal)
+    else:
+        monkeypatch.setattr(grid_task, "folder_lock", lock_then_signal)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert grid_task.run_task(res, r.run_id) == grid_task.EXIT_PREEMPTED
+    assert signal.getsignal(signal.SIGTERM) == previous  # the task's handlers are gone again
+    assert not (res / r.folder / "running.json").exists() and not (res / r.folder / "failed.json").exists()
+
+
 def test_progress_lines_in_a_log(tmp_path):
     """Not a terminal: one line per event and, periodically, the current runs with their epochs."""
     import io

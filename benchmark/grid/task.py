@@ -97,8 +97,8 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
         return EXIT_CONFIG
     entry = manifest.runs[rid]
     run_dir = results / entry.folder
-    try:
-        with folder_lock(run_dir, wait_s=TASK_LOCK_WAIT_S), stop_handlers():
+    try:  # the handlers first: a signal while waiting for the lock or writing a marker is a clean stop too
+        with stop_handlers(), folder_lock(run_dir, wait_s=TASK_LOCK_WAIT_S):
             if finished_record(run_dir, rid) is not None:
                 return EXIT_OK  # finished meanwhile (a cache hit)
             for key in entry.phases:
@@ -133,6 +133,10 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
     except FolderBusy as exc:
         print(f"grid task {rid}: {exc}; not started twice", file=sys.stderr)
         return EXIT_BUSY
+    except Stopped:  # outside training: between markers, in the lock wait, or in a clean-up
+        (run_dir / "running.json").unlink(missing_ok=True)
+        print(f"grid task {rid}: stopped by a signal outside training; resumable", file=sys.stderr)
+        return EXIT_PREEMPTED
 
 
 def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> int:
@@ -145,8 +149,8 @@ def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> in
     job = manifest.phases[key]
     phase_dir = results / PHASES
     try:
-        with folder_lock(shared_work_dir(phase_dir, job.method, job.phase, key), wait_s=TASK_LOCK_WAIT_S,
-                         field="run.phase_dir"), stop_handlers():
+        with stop_handlers(), folder_lock(shared_work_dir(phase_dir, job.method, job.phase, key),
+                                          wait_s=TASK_LOCK_WAIT_S, field="run.phase_dir"):
             (results / job.failure).unlink(missing_ok=True)
             cfg = build_config(job.config, _overrides(results, phase_dir, threads))
             try:
@@ -163,6 +167,9 @@ def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> in
     except FolderBusy as exc:
         print(f"grid phase {key}: {exc}", file=sys.stderr)
         return EXIT_BUSY
+    except Stopped:
+        print(f"grid phase {key}: stopped by a signal; it runs again from its start", file=sys.stderr)
+        return EXIT_PREEMPTED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,11 +21,11 @@ import torch
 
 from ..plugins import METHODS
 from ..provenance import git_info, hardware, package_versions
+from ..records import SCHEMA_VERSION  # defined beside the reader, re-exported here for writers
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import Trainer
 
-SCHEMA_VERSION = 2  # 2: run_id; method options only in config.method.options
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
