@@ -320,7 +320,13 @@ def cmd_grid(args: argparse.Namespace) -> int:
             dep = f", after {'+'.join(a.depends_on)} arrays (afterany)" if a.depends_on else ""
             job = f"job {a.job_id}: " if a.job_id else ""
             print(f"{job}{a.kind} array of {len(a.task_ids)} task(s){dep}; parameters {json.dumps(a.parameters)}")
+            if getattr(args, "dry_run", False):
+                folders = {r.run_id: r.folder for r in plan.runs}
+                for i, task in enumerate(a.task_ids):
+                    print(f"  [{i}] {task}  {folders.get(task, '')}")
         if getattr(args, "dry_run", False):
+            print(f"timeouts requeued at most {plan.spec.resources.max_timeouts} time(s) per run; the jobs would run a "
+                  "snapshot of this code (taken at submission)")
             print("(dry run: nothing submitted)")
         else:
             print(f"submitted; the arrays are recorded in {plan.results / SLURM_STATE}; watch with `npas grid status`")

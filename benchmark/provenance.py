@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -15,7 +16,18 @@ PACKAGES = ("npasbench", "torch", "torchvision", "numpy", "pandas", "submitit", 
 
 
 def git_info(start: Path | None = None) -> dict[str, Any]:
-    """sha and dirty flag of the repository holding this package (or ``start``), if any."""
+    """sha and dirty flag of the repository holding this package (or ``start``), if any.
+
+    Inside a SLURM job's code snapshot (``grid.code_snapshot``) the package is a copy, not a checkout:
+    the git state recorded when the snapshot was taken is returned, with the snapshot's digest."""
+    if start is None:
+        marker = Path(__file__).resolve().parent.parent / "code.json"
+        if marker.is_file():
+            try:
+                snap = json.loads(marker.read_text(encoding="utf-8"))
+                return {**snap.get("git", {}), "snapshot": snap.get("digest")}
+            except (OSError, ValueError):
+                return {"sha": None, "dirty": None, "note": f"unreadable code snapshot marker {marker}"}
     where = start or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)

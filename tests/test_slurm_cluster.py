@@ -1,5 +1,6 @@
 """SLURM against a real slurmctld on localhost: the facts a submission depends on, submitting a grid,
-its status, cancel and resubmit. (Preemption -> requeue -> resume is not tested yet: see GridJob.)
+its status, cancel and resubmit, preemption -> requeue -> resume, the timeout cap, the code snapshot,
+a two-process (gloo DDP) run.
 
 The cluster is started by ``slurm/localhost-cluster.sh`` (Debian's slurm-wlm + munge, root) in a private
 state folder with a small MaxArraySize, and stopped afterwards. Without root or the packages the
@@ -108,6 +109,54 @@ def test_sbatch_parameters_are_submitits(tmp_path):
         assert line in text, line
     plain = sbatch_parameters(Resources(), "cpu-grid")
     assert plain == {"name": "cpu-grid", "timeout_min": 60, "cpus_per_task": 1, "tasks_per_node": 1, "nodes": 1}
+
+
+def test_sbatch_parameters_for_ddp_and_phases():
+    cpu_ddp = sbatch_parameters(Resources(cpus_per_run=4, tasks_per_run=2), "g")
+    assert cpu_ddp["tasks_per_node"] == 2 and cpu_ddp["cpus_per_task"] == 2 and "gpus_per_node" not in cpu_ddp
+    phase = sbatch_parameters(Resources(gpus_per_run=4, cpus_per_run=32), "g-phase", single_task=True)
+    assert phase["tasks_per_node"] == 1 and phase["gpus_per_node"] == 1 and phase["cpus_per_task"] == 32
+
+
+@pytest.mark.parametrize("body,field", [("tasks_per_run = 2\ngpus_per_run = 4", "resources.tasks_per_run"),
+                                        ("max_timeouts = -1", "resources.max_timeouts"),
+                                        ("max_timeouts = 1.5", "resources.max_timeouts")])
+def test_bad_resources_name_the_field(tmp_path, body, field):
+    from npasbench.grid.spec import load_spec
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(GRID.format(results=tmp_path / "res") + "\n[resources]\n" + body + "\n")
+    with pytest.raises(NPASError, match=field.replace(".", r"\.")):
+        load_spec(spec)
+
+
+def test_code_snapshot_is_the_imported_package(tmp_path):
+    """The snapshot holds every module of the package as imported, is named by its content (taken twice:
+    reused), and a process importing from it reports the snapshot's git state, not a checkout's."""
+    import json
+    import sys
+
+    from npasbench.grid.code_snapshot import package_files, python_command, take_snapshot
+
+    files = package_files()
+    assert "npasbench/grid/task.py" in files and "npasbench/methods/ssn/__init__.py" in files
+    assert "npasbench/baselines/__init__.py" in files and "npasbench/grid/demo.toml" in files
+    snap = take_snapshot(tmp_path / "submitit")
+    again = take_snapshot(tmp_path / "submitit")
+    assert again.reused and again.path == snap.path and not snap.reused and snap.files == len(files)
+    assert not list((tmp_path / "submitit" / "code").glob(".tmp-*"))  # no half-written snapshot left
+    for rel, src in files.items():
+        assert (snap.path / rel).read_bytes() == src.read_bytes(), rel
+    cmd = python_command(snap)
+    assert cmd.startswith("/usr/bin/env PYTHONPATH=") and str(snap.path) in cmd
+    probe = "import json, npasbench; from npasbench.provenance import git_info; " \
+            "print(json.dumps([npasbench.__file__, git_info()]))"
+    r = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(snap.path)},
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    where, git = json.loads(r.stdout)
+    assert Path(where).is_relative_to(snap.path) and git["snapshot"] == snap.digest
+    assert git["sha"] == json.loads((snap.path / "code.json").read_text())["git"]["sha"]
 
 
 GRID = """[grid]
@@ -250,3 +299,177 @@ def test_status_cancel_resubmit(cluster, tmp_path, capsys):
     _wait(lambda: grid_status(spec2, None)[1].get("done", 0) == 1, 300, "the resubmitted run")
     state = json.loads((tmp_path / "res2" / "slurm.json").read_text())
     assert len(state["arrays"]) == 2
+
+
+def _squeue_state(job: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+
+def _release(job: str) -> None:
+    """A requeued job waits ~2 minutes (SLURM's delayed begin); the test starts it now."""
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, capture_output=True)
+
+
+def _record(folder: Path):
+    import json
+
+    f = folder / "result.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _first_checkpoint(folder: Path):
+    return lambda: (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("ckpt-*.pt"))
+
+
+@pytest.mark.slow
+def test_preemption_is_requeued_and_resumed(cluster, tmp_path, capsys):
+    """`npas grid submit`, then a preemption exactly as submitit's ``_interrupt`` sends it (SIGTERM, then
+    USR2) once the run has checkpointed: the task is requeued, resumes from its checkpoint, and ends
+    equal to the same run uninterrupted; its record counts one requeue."""
+    import submitit
+
+    from npasbench.cli import main
+    from npasbench.grid.runner import plan_grid
+    from npasbench.grid.task import run_task
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(GRID.format(results=tmp_path / "res").replace('"train.epochs" = 12', '"train.epochs" = 30')
+                    .replace("seeds = [0, 1]", "seeds = [0]"))
+    assert main(["grid", "submit", str(spec)]) == 0
+    capsys.readouterr()
+    plan = plan_grid(spec, write=False)
+    folder = plan.results / plan.runs[0].folder
+    _wait(_first_checkpoint(folder), 180, "a checkpoint")
+    from npasbench.grid.submit import submitted_tasks
+
+    job = submitted_tasks(plan.results)[plan.runs[0].run_id]
+    submitit_job = submitit.SlurmJob(folder=plan.results / "submitit", job_id=job)
+    submitit_job._interrupt()  # scancel --signal SIGTERM, then --signal USR2
+    _wait(lambda: _squeue_state(job) == "PENDING", 90, "the requeue")
+    assert _record(folder)["status"] == "preempted"
+    _release(job)
+    _wait(lambda: (_record(folder) or {}).get("status") == "completed", 300, "the resumed run")
+    rec = _record(folder)
+    assert rec["resumed_from"] and rec["slurm"]["requeues"] == 1
+    ref = tmp_path / "ref"
+    ref_spec = tmp_path / "ref.toml"
+    ref_spec.write_text(spec.read_text().replace(str(tmp_path / "res"), str(ref)))
+    ref_plan = plan_grid(ref_spec)
+    assert ref_plan.runs[0].run_id == plan.runs[0].run_id  # the id does not depend on where results go
+    assert run_task(ref, ref_plan.runs[0].run_id) == 0
+    assert _record(ref / ref_plan.runs[0].folder)["metrics"] == rec["metrics"]
+
+
+def _running_for(folder: Path, seconds: float):
+    """True once the task that wrote running.json has been up ``seconds`` (submitit counts a USR2 as a
+    timeout only after min(80 %, limit - 10 min) of the time limit: 60 s of an 11-minute job)."""
+    import datetime as dt
+    import json
+    import time
+
+    def check():
+        try:
+            started = dt.datetime.fromisoformat(json.loads((folder / "running.json").read_text())["started"])
+        except (OSError, ValueError, KeyError):
+            return False
+        return time.time() - started.timestamp() >= seconds
+    return check
+
+
+@pytest.mark.slow
+def test_timeouts_are_requeued_at_most_max_timeouts(cluster, tmp_path, capsys):
+    """``max_timeouts = 1``: the first time-limit signal requeues the run, the second leaves it preempted
+    and resumable (not requeued). The job asks for 11 minutes; a USR2 after 60 s of it is a timeout."""
+    import submitit
+
+    from npasbench.cli import main
+    from npasbench.grid.runner import grid_status, plan_grid
+    from npasbench.grid.submit import submitted_tasks
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(GRID.format(results=tmp_path / "res").replace('"train.epochs" = 12', '"train.epochs" = 1000')
+                    .replace("seeds = [0, 1]", "seeds = [0]") + "\n[resources]\ntime_min = 11\nmax_timeouts = 1\n")
+    assert main(["grid", "submit", str(spec)]) == 0
+    capsys.readouterr()
+    plan = plan_grid(spec, write=False)
+    folder = plan.results / plan.runs[0].folder
+    job = submitted_tasks(plan.results)[plan.runs[0].run_id]
+    sj = submitit.SlurmJob(folder=plan.results / "submitit", job_id=job)
+    _wait(_running_for(folder, 62), 240, "62 s of the first start")
+    sj._interrupt(timeout=True)  # USR2 only: a time limit
+    _wait(lambda: _squeue_state(job) == "PENDING", 90, "the first requeue")
+    _release(job)
+    _wait(lambda: _squeue_state(job) == "RUNNING", 120, "the second start")
+    _wait(_running_for(folder, 62), 240, "62 s of the second start")
+    sj._interrupt(timeout=True)
+    _wait(lambda: _squeue_state(job) == "", 90, "the job to end")  # not requeued a second time
+    rec = _record(folder)
+    assert rec["status"] == "preempted" and rec["slurm"]["requeues"] == 1 and rec["resumed_from"]
+    assert grid_status(spec, None)[1].get("interrupted", 0) == 1  # resumable: `npas grid submit` continues it
+    log = "".join(f.read_text() for f in (plan.results / "submitit").glob("*_log.out"))
+    assert "timed-out too many times" in log
+
+
+def _package_copy(dest: Path) -> Path:
+    """A copy of the package in the layout an import needs, standing in for a checkout (first on PYTHONPATH)."""
+    for src, rel in ((REPO / "benchmark", "npasbench"), (REPO / "methods", "npasbench/methods"),
+                     (REPO / "baselines", "npasbench/baselines")):
+        shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    return dest
+
+
+@pytest.mark.slow
+def test_the_code_is_fixed_at_submission(cluster, tmp_path):
+    """Submitted from a checkout (here a copy of the package first on PYTHONPATH) while the cluster is busy;
+    the checkout is then broken before any job starts: the jobs run the snapshot and finish, and their
+    records carry its digest."""
+    import json
+    import sys
+
+    checkout = _package_copy(tmp_path / "checkout")
+    blocker = subprocess.run(["sbatch", "--parsable", "-c", "2", "--wrap", "sleep 300", "-o", "/dev/null"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        _wait(lambda: _squeue_state(blocker) == "RUNNING", 60, "the blocker to hold every CPU")
+        spec = tmp_path / "g.toml"
+        spec.write_text(GRID.format(results=tmp_path / "res"))
+        env = {**os.environ, "PYTHONPATH": str(checkout)}
+        r = subprocess.run([sys.executable, "-m", "npasbench.cli", "grid", "submit", str(spec)], env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        state = json.loads((tmp_path / "res" / "slurm.json").read_text())
+        code = Path(state["arrays"][0]["code"])
+        assert (code / "npasbench" / "grid" / "task.py").read_bytes() == \
+            (checkout / "npasbench" / "grid" / "task.py").read_bytes()
+        for broken in ("grid/task.py", "trainer/loop.py"):  # the checkout moves on while the jobs queue
+            (checkout / "npasbench" / broken).write_text("raise RuntimeError('edited while queued')\n")
+        assert all(_squeue_state(j) == "PENDING" for j in [state["arrays"][0]["job_id"]])
+    finally:
+        subprocess.run(["scancel", blocker], capture_output=True)
+    from npasbench.grid.runner import plan_grid
+
+    folders = [tmp_path / "res" / r.folder for r in plan_grid(spec, write=False).runs]
+    _wait(lambda: len(folders) == 2 and all((_record(f) or {}).get("status") == "completed" for f in folders), 400,
+          "both runs (from the snapshot)")
+    for f in folders:
+        assert _record(f)["git"]["snapshot"] == code.name
+
+
+@pytest.mark.slow
+def test_a_two_process_run_through_submitits_environment(cluster, tmp_path, capsys):
+    """``tasks_per_run = 2`` (CPU: gloo): one job with two tasks, each exporting submitit's distributed
+    environment; the trainer's DDP runs as under torchrun; rank 0 writes the only record."""
+    from npasbench.cli import main
+    from npasbench.grid.runner import plan_grid
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(GRID.format(results=tmp_path / "res").replace("seeds = [0, 1]", "seeds = [0]")
+                    + "\n[resources]\ncpus_per_run = 2\ntasks_per_run = 2\n")
+    assert main(["grid", "submit", str(spec), "--dry-run"]) == 0
+    assert '"tasks_per_node": 2' in capsys.readouterr().out
+    assert main(["grid", "submit", str(spec)]) == 0
+    plan = plan_grid(spec, write=False)
+    folder = plan.results / plan.runs[0].folder
+    _wait(lambda: (_record(folder) or {}).get("status") == "completed", 400, "the DDP run")
+    rec = _record(folder)
+    assert rec["world_size"] == 2 and not (folder / "failed.json").exists()

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -87,14 +88,18 @@ def check_shared_folder(path: str | Path, field: str) -> None:
                             "folder).")
 
 
-def sbatch_parameters(resources: Resources, name: str) -> dict[str, Any]:
-    """submitit ``update_parameters`` keywords for one array of a grid with these resources."""
-    params: dict[str, Any] = {"name": name, "timeout_min": resources.time_min, "cpus_per_task": resources.cpus_per_run,
-                              "tasks_per_node": max(1, resources.gpus_per_run), "nodes": 1}
+def sbatch_parameters(resources: Resources, name: str, single_task: bool = False) -> dict[str, Any]:
+    """submitit ``update_parameters`` keywords for one array of a grid with these resources.
+    ``single_task``: a shared phase job (one process, at most one GPU, every CPU of the run)."""
+    if single_task:
+        resources = dataclasses.replace(resources, tasks_per_run=1, gpus_per_run=min(1, resources.gpus_per_run))
+    tasks = resources.tasks_per_run or max(1, resources.gpus_per_run)
+    # one task per DDP process (GridJob exports submitit's distributed environment): the CPUs are per task
+    params: dict[str, Any] = {"name": name, "timeout_min": resources.time_min,
+                              "cpus_per_task": max(1, resources.cpus_per_run // tasks),
+                              "tasks_per_node": tasks, "nodes": 1}
     if resources.gpus_per_run:
         params["gpus_per_node"] = resources.gpus_per_run
-        # one task per GPU (DDP through submitit's environment): the CPUs are per task
-        params["cpus_per_task"] = max(1, resources.cpus_per_run // resources.gpus_per_run)
     if resources.mem_gb:
         params["mem_gb"] = resources.mem_gb
     for key, submitit_key in (("partition", "slurm_partition"), ("constraint", "slurm_constraint"),

@@ -1,24 +1,27 @@
 """The callable of every SLURM array task: small, importable, checkpointable.
 
 Only a results folder, task ids and a thread count cross the pickle; the task reads its config from
-the manifest (``run_task``). Preemption and timeouts go through submitit's own machinery:
+the manifest (``run_task``). Preemption and timeouts go through submitit's own machinery (submitit
+1.5.4: its signal is USR2, ``SUBMITIT_PREEMPT_SIGNAL``; SIGTERM is only logged by its handler):
 
-1. SLURM (``--signal=USR2@90``, or a preemption with ``preempt_send_user_signal``) sends USR2;
+1. SLURM sends USR2 -- before the time limit (``--signal=USR2@90``, submitit's default) or at a
+   preemption when the cluster sets ``SlurmctldParameters=preempt_send_user_signal``; a preemption
+   also sends SIGTERM, often first (submitit's ``job._interrupt()`` does exactly that);
 2. inside ``run_task`` the trainer's handler (``signals.PreemptionFlag``) checkpoints at the next step
    boundary and the task returns ``EXIT_PREEMPTED`` -- nothing is lost;
-3. back in this callable, with submitit's handler restored, the job sends itself USR2: submitit calls
-   ``checkpoint()`` (which resubmits this same task), requeues the job (timeouts: up to the executor's
-   ``timeout_countdown``) and exits; the requeued task resumes from the checkpoint.
+3. back here, with submitit's handler restored, if USR2 was received at any point of the task (not
+   only last: TERM and USR2 can land inside one checkpoint write, in either order) the job sends itself
+   USR2: submitit calls ``checkpoint()`` (which resubmits this same task), requeues the job -- a timeout
+   at most ``[resources] max_timeouts`` times, then the run stays preempted and resumable -- and exits;
+   the requeued task resumes from the checkpoint; its record counts the requeues.
 
 SIGTERM alone (``scancel``, ``npas grid cancel``) stops the task the same clean way and is not requeued;
-a preemption sends SIGTERM and then USR2, which should requeue (see ``__call__``).
+because a preemption's USR2 may follow its SIGTERM, a SIGTERM-only stop waits ``PREEMPTION_GRACE_S``
+with submitit's handler in place before it ends the task.
 
-Not yet reliable (measured on the localhost cluster): with submitit's ``_interrupt`` (SIGTERM, then USR2)
-the task was requeued and resumed in one run and not in others: after the SIGTERM the step is marked
-cancelled and the USR2 did not always reach the task. A pure USR2 (``--signal=USR2@90`` before the
-time limit) is the case that worked. Until this is solved and tested, preemption under SLURM leaves the
-run resumable (its checkpoint); `npas grid submit` again resumes it (the folder lock keeps a duplicate
-submission from running it twice).
+Multi-process runs (``tasks_per_run`` > 1, one per GPU): every task exports submitit's distributed
+environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and the trainer's DDP reads it
+exactly as under ``torchrun``; rank 0 owns the run folder (lock, markers, record).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import submitit
 
-from ..trainer.signals import last_stop_signal
+from ..trainer.signals import forget_signals, stop_signals_received
 from .task import EXIT_OK, EXIT_PREEMPTED, run_task
 
 
@@ -43,15 +46,17 @@ class GridJob(submitit.helpers.Checkpointable):
         self.threads = threads
 
     def __call__(self, task_id: str) -> int:
+        forget_signals()
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # a DDP run: one task per process, the trainer reads torchrun's variables
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         code = run_task(self.results, task_id, self.threads)
         # requeue on submitit's preemption/timeout signal only; a cancelled task stays cancelled (its checkpoint
-        # waits for `npas grid resubmit`). SIGTERM alone is ambiguous: scancel sends it, and so does a
-        # preemption, whose USR2 follows (submitit's own _interrupt does the same). So after a SIGTERM stop
-        # wait a moment with submitit's handler back in place: a USR2 then requeues, otherwise it was a cancel.
+        # waits for `npas grid resubmit`)
         if code == EXIT_PREEMPTED and "SLURM_JOB_ID" in os.environ:
-            if last_stop_signal() == signal.SIGUSR2:
+            if signal.SIGUSR2 in stop_signals_received():
                 os.kill(os.getpid(), signal.SIGUSR2)  # submitit's handler: checkpoint() -> requeue -> exit
-            else:
+            else:  # a preemption's USR2 may still follow its SIGTERM: submitit's handler takes it meanwhile
                 time.sleep(PREEMPTION_GRACE_S)
         if code not in (EXIT_OK,):
             raise RuntimeError(f"grid task {task_id} ended with exit status {code} (see its run folder)")

@@ -8,8 +8,11 @@
   from 0; ``[resources]`` gives the sbatch parameters (``slurm_cluster.sbatch_parameters``).
 - The results and submitit folders must be writable and, on a cluster of more than one node, not
   node-local.
+- The code is fixed at submission: the jobs import a snapshot of the package (``code_snapshot``), so
+  editing the checkout while they queue changes nothing; their records carry its digest and git sha.
 - Submit and exit: ``<results>/slurm.json`` records every array (job id, its run ids, its parameters,
-  the git sha of the code submitted) for status, cancel and resubmit from a new shell.
+  the code snapshot and its git sha) for status, cancel and resubmit from a new shell.
+- Timeouts are requeued at most ``[resources] max_timeouts`` times (submitit's ``max_num_timeout``).
 - ``--dry-run`` prints the arrays and their exact parameters and submits nothing.
 """
 
@@ -28,6 +31,7 @@ from ..records import read_json_object
 from ..storage import probe_writable
 from .manifest import PHASES
 from .runner import plan_grid
+from .code_snapshot import python_command, take_snapshot
 from .slurm_cluster import array_chunks, check_shared_folder, query_cluster, sbatch_parameters
 from .state import finished_record
 
@@ -68,7 +72,7 @@ def plan_arrays(spec_path: str | Path, results: str | Path | None = None,
     arrays: list[ArrayPlan] = []
     for chunk in array_chunks(len(phases), cluster.max_array_size):
         arrays.append(ArrayPlan("phase", [f"phase:{phases[i]}" for i in chunk],
-                                sbatch_parameters(plan.spec.resources, f"{name}-phase")))
+                                sbatch_parameters(plan.spec.resources, f"{name}-phase", single_task=True)))
     for chunk in array_chunks(len(todo), cluster.max_array_size):
         ids = [todo[i].run_id for i in chunk]
         needs = any(manifest.runs[rid].phases for rid in ids) and bool(phases)
@@ -89,7 +93,9 @@ def submit_grid(spec_path: str | Path, results: str | Path | None = None, dry_ru
     res = plan.results.resolve()
     (res / PHASES).mkdir(parents=True, exist_ok=True)
     state = read_json_object(res / SLURM_STATE) or {"arrays": []}
-    executor = submitit.AutoExecutor(folder=res / "submitit", cluster="slurm")
+    code = take_snapshot(res / "submitit")  # what the jobs run, however the checkout changes while they queue
+    executor = submitit.AutoExecutor(folder=res / "submitit", cluster="slurm", slurm_python=python_command(code),
+                                     slurm_max_num_timeout=plan.spec.resources.max_timeouts)
     phase_jobs: list[str] = []
     for array in arrays:
         params = dict(array.parameters)
@@ -100,8 +106,11 @@ def submit_grid(spec_path: str | Path, results: str | Path | None = None, dry_ru
         array.job_id = jobs[0].job_id.split("_")[0]
         if array.kind == "phase":
             phase_jobs.append(array.job_id)
+        # submitit submits a one-task "array" as a plain job ("123", not "123_0"): keep each task's real id
         state["arrays"].append({"job_id": array.job_id, "kind": array.kind, "tasks": array.task_ids,
-                                "parameters": params, "git": git_info(),
+                                "task_jobs": [j.job_id for j in jobs],
+                                "parameters": params, "git": git_info(), "code": str(code.path),
+                                "max_timeouts": plan.spec.resources.max_timeouts,
                                 "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         write_json(res / SLURM_STATE, state)  # after every array: a crash between arrays loses nothing
     return plan, arrays
@@ -113,8 +122,9 @@ def submitted_tasks(results: str | Path) -> dict[str, str]:
     state = read_json_object(Path(results) / SLURM_STATE) or {}
     out = {}
     for array in state.get("arrays", []):
-        for i, task in enumerate(array.get("tasks", [])):
-            out[task] = f"{array['job_id']}_{i}"
+        jobs = array.get("task_jobs") or [f"{array['job_id']}_{i}" for i in range(len(array.get("tasks", [])))]
+        for task, job in zip(array.get("tasks", []), jobs):
+            out[task] = job
     return out
 
 

@@ -97,6 +97,8 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
         return EXIT_CONFIG
     entry = manifest.runs[rid]
     run_dir = results / entry.folder
+    if int(os.environ.get("RANK", "0") or 0) > 0:
+        return _follower(results, manifest, rid, threads)
     try:  # the handlers first: a signal while waiting for the lock or writing a marker is a clean stop too
         with stop_handlers(), folder_lock(run_dir, wait_s=TASK_LOCK_WAIT_S):
             if finished_record(run_dir, rid) is not None:
@@ -137,6 +139,29 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
         (run_dir / "running.json").unlink(missing_ok=True)
         print(f"grid task {rid}: stopped by a signal outside training; resumable", file=sys.stderr)
         return EXIT_PREEMPTED
+
+
+def _follower(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
+    """A DDP rank other than 0 (a multi-task SLURM job): it trains alongside rank 0 and writes nothing of
+    its own; rank 0 holds the lock and writes the markers, the record and any failure. Its decisions
+    (finished, blocked) read the same files as rank 0's, so both ranks take the same branch."""
+    from ..trainer import train
+
+    entry = manifest.runs[rid]
+    run_dir = results / entry.folder
+    try:
+        with stop_handlers():
+            if finished_record(run_dir, rid) is not None:
+                return EXIT_OK
+            if any(read_json(results / manifest.phases[k].failure) is not None for k in entry.phases):
+                return EXIT_BLOCKED
+            cfg = build_config(entry.config, _overrides(results, run_dir, threads))
+            return train(cfg, lock=False).exit_code
+    except Stopped:
+        return EXIT_PREEMPTED
+    except NPASError as exc:
+        print(f"grid task {rid} (rank {os.environ.get('RANK')}): {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> int:

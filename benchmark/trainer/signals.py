@@ -22,11 +22,25 @@ from types import FrameType
 
 
 _last_signal: int | None = None  # the most recent stop signal this process received (see last_stop_signal)
+_received: set[int] = set()  # every stop signal received since the last forget_signals()
 
 
 def note_signal(signum: int) -> None:
     global _last_signal
     _last_signal = signum
+    _received.add(signum)
+
+
+def stop_signals_received() -> frozenset[int]:
+    """Every stop signal received since ``forget_signals`` (the order is lost on purpose: a SLURM
+    preemption sends SIGTERM then USR2, and both may land inside one checkpoint write)."""
+    return frozenset(_received)
+
+
+def forget_signals() -> None:
+    global _last_signal
+    _last_signal = None
+    _received.clear()
 
 
 def last_stop_signal() -> int | None:
