@@ -309,7 +309,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
         from .grid.submit import SLURM_STATE, resubmit_failed, submit_grid
 
         if args.grid_command == "resubmit":
-            plan, arrays = resubmit_failed(args.spec, args.results, threads=args.threads)
+            plan, arrays, held = resubmit_failed(args.spec, args.results, threads=args.threads)
+            for rid, st in sorted(held.items()):
+                print(f"not resubmitted: {rid[:10]} failed but SLURM still holds its task ({st}); run this again once "
+                      "it has left the queue (npas grid status)")
         else:
             plan, arrays = submit_grid(args.spec, args.results, dry_run=args.dry_run, threads=args.threads)
         if not arrays:
@@ -351,7 +354,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
             for row in rows:
                 v = full.get(row["run id"], {})
                 row.update({"slurm job": v.get("job", ""), "slurm state": v.get("state", ""),
-                            "reason": v.get("reason", ""), "node": v.get("node", ""), "elapsed": v.get("elapsed", "")})
+                            "reason": v.get("reason", ""), "node": v.get("node", ""), "elapsed": v.get("elapsed", ""),
+                            "requeues": v.get("requeues", "")})
         if args.json:
             print(json.dumps({"runs": rows, "counts": dict(counts)}, indent=2))
         else:

@@ -288,6 +288,9 @@ def test_status_cancel_resubmit(cluster, tmp_path, capsys):
     spec2.write_text(broken)
     assert main(["grid", "submit", str(spec2)]) == 0
     _wait(lambda: grid_status(spec2, None)[1].get("failed", 0) == 1, 120, "the run to fail")
+    capsys.readouterr()
+    _wait(lambda: all(v["state"] in ("", "FAILED") for v in scheduler_view(tmp_path / "res2")[0].values()), 60,
+          "the failed task to leave the queue")
     from conftest import cifar100_root
 
     root = cifar100_root()
@@ -326,6 +329,8 @@ def test_preemption_is_requeued_and_resumed(cluster, tmp_path, capsys):
     """`npas grid submit`, then a preemption exactly as submitit's ``_interrupt`` sends it (SIGTERM, then
     USR2) once the run has checkpointed: the task is requeued, resumes from its checkpoint, and ends
     equal to the same run uninterrupted; its record counts one requeue."""
+    import json
+
     import submitit
 
     from npasbench.cli import main
@@ -347,6 +352,9 @@ def test_preemption_is_requeued_and_resumed(cluster, tmp_path, capsys):
     submitit_job._interrupt()  # scancel --signal SIGTERM, then --signal USR2
     _wait(lambda: _squeue_state(job) == "PENDING", 90, "the requeue")
     assert _record(folder)["status"] == "preempted"
+    assert main(["grid", "status", str(spec), "--json"]) == 0  # the scheduler's view of a requeued task
+    row = json.loads(capsys.readouterr().out)["runs"][0]
+    assert row["slurm state"] == "PENDING" and row["requeues"] == "1" and row["reason"], row
     _release(job)
     _wait(lambda: (_record(folder) or {}).get("status") == "completed", 300, "the resumed run")
     rec = _record(folder)
@@ -356,7 +364,8 @@ def test_preemption_is_requeued_and_resumed(cluster, tmp_path, capsys):
     ref_spec.write_text(spec.read_text().replace(str(tmp_path / "res"), str(ref)))
     ref_plan = plan_grid(ref_spec)
     assert ref_plan.runs[0].run_id == plan.runs[0].run_id  # the id does not depend on where results go
-    assert run_task(ref, ref_plan.runs[0].run_id) == 0
+    assert rec["config"]["train"]["threads"] == 1  # the task's SLURM_CPUS_PER_TASK
+    assert run_task(ref, ref_plan.runs[0].run_id, threads=1) == 0  # same threads: same float reductions
     assert _record(ref / ref_plan.runs[0].folder)["metrics"] == rec["metrics"]
 
 
@@ -443,7 +452,13 @@ def test_the_code_is_fixed_at_submission(cluster, tmp_path):
             (checkout / "npasbench" / "grid" / "task.py").read_bytes()
         for broken in ("grid/task.py", "trainer/loop.py"):  # the checkout moves on while the jobs queue
             (checkout / "npasbench" / broken).write_text("raise RuntimeError('edited while queued')\n")
-        assert all(_squeue_state(j) == "PENDING" for j in [state["arrays"][0]["job_id"]])
+        from npasbench.grid.submit import scheduler_view
+
+        def pending_with_reason():  # status while pending: the scheduler says why (after its next pass)
+            view = scheduler_view(tmp_path / "res")[0]
+            return len(view) == 2 and all(v["state"] == "PENDING" and v["reason"] in ("Resources", "Priority")
+                                          for v in view.values())
+        _wait(pending_with_reason, 60, "both tasks pending with a reason")
     finally:
         subprocess.run(["scancel", blocker], capture_output=True)
     from npasbench.grid.runner import plan_grid
@@ -473,3 +488,4 @@ def test_a_two_process_run_through_submitits_environment(cluster, tmp_path, caps
     _wait(lambda: (_record(folder) or {}).get("status") == "completed", 400, "the DDP run")
     rec = _record(folder)
     assert rec["world_size"] == 2 and not (folder / "failed.json").exists()
+    assert rec["config"]["train"]["threads"] == 1  # SLURM_CPUS_PER_TASK (2 CPUs / 2 tasks), not every core

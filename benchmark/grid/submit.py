@@ -129,7 +129,7 @@ def submitted_tasks(results: str | Path) -> dict[str, str]:
 
 
 def scheduler_view(results: str | Path, timeout_s: float = 15.0) -> tuple[dict[str, dict[str, str]], str]:
-    """({task id: {state, reason, node, elapsed, job}}, note). From ``squeue`` (bounded, never a hang):
+    """({task id: {state, reason, node, elapsed, requeues, job}}, note). From ``squeue`` (bounded, never a hang):
     jobs that left the queue are absent; without accounting their final scheduler state is unknown and
     the run folders are the truth (the note says so)."""
     tasks = submitted_tasks(results)
@@ -137,7 +137,8 @@ def scheduler_view(results: str | Path, timeout_s: float = 15.0) -> tuple[dict[s
         return {}, ""
     arrays = sorted({t.split("_")[0] for t in tasks.values()})
     try:
-        r = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r|%N|%M"],
+        r = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-O",
+                            "JobArrayID:|,State:|,Reason:|,NodeList:|,TimeUsed:|,RestartCnt:|"],
                            capture_output=True, text=True, timeout=timeout_s)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {}, f"squeue unavailable ({type(exc).__name__}): states from the run folders only"
@@ -145,12 +146,12 @@ def scheduler_view(results: str | Path, timeout_s: float = 15.0) -> tuple[dict[s
         return {}, f"squeue failed ({r.stderr.strip()[:120]}): states from the run folders only"
     queue = {}
     for line in r.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) == 5:
+        parts = [x.strip() for x in line.split("|")]
+        if len(parts) >= 6:
             queue[parts[0]] = {"state": parts[1], "reason": "" if parts[2] == "None" else parts[2], "node": parts[3],
-                               "elapsed": parts[4]}
-    view = {task: {**queue.get(job, {"state": "", "reason": "", "node": "", "elapsed": ""}), "job": job}
-            for task, job in tasks.items()}
+                               "elapsed": parts[4], "requeues": parts[5]}
+    empty = {"state": "", "reason": "", "node": "", "elapsed": "", "requeues": ""}
+    view = {task: {**queue.get(job, empty), "job": job} for task, job in tasks.items()}
     note = ""
     try:
         if not query_cluster(timeout_s).accounting:
@@ -176,9 +177,12 @@ def cancel_grid(spec_path: str | Path, results: str | Path | None = None, runs: 
     return chosen
 
 
-def resubmit_failed(spec_path: str | Path, results: str | Path | None = None, threads: int = 0):
+def resubmit_failed(spec_path: str | Path, results: str | Path | None = None,
+                    threads: int = 0) -> tuple[Any, list[ArrayPlan], dict[str, str]]:
     """Submit again the runs whose state is failed or blocked and that the scheduler no longer holds;
-    never a running, queued or finished run, never a deleted folder."""
+    never a running, queued or finished run, never a deleted folder. Returns (plan, arrays submitted,
+    {run id: scheduler state} of the failed runs left alone because the scheduler still holds them,
+    e.g. a task still COMPLETING after it wrote its failure)."""
     from .runner import status_rows
 
     plan = plan_grid(spec_path, results, write=False)  # once: expanding a grid builds its models
@@ -186,5 +190,7 @@ def resubmit_failed(spec_path: str | Path, results: str | Path | None = None, th
     rows, _ = status_rows(plan)
     by_prefix = {r.run_id[:10]: r.run_id for r in plan.runs}
     failed = {by_prefix[row["run id"]] for row in rows if row["state"] in ("failed", "blocked")}
-    failed = {rid for rid in failed if view.get(rid, {}).get("state", "") in ("", "COMPLETED", "FAILED", "CANCELLED")}
-    return submit_grid(spec_path, results, threads=threads, only=failed)
+    gone = ("", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE")
+    held = {rid: view[rid]["state"] for rid in failed if view.get(rid, {}).get("state", "") not in gone}
+    plan, arrays = submit_grid(spec_path, results, threads=threads, only=failed - set(held))
+    return plan, arrays, held
