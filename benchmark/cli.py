@@ -324,6 +324,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
             job = f"job {a.job_id}: " if a.job_id else ""
             print(f"{job}{a.kind} array of {len(a.task_ids)} task(s){dep}; parameters {json.dumps(a.parameters)}")
             if getattr(args, "dry_run", False):
+                from .grid.submit import sbatch_header
+
+                dep_line = ["#SBATCH --dependency=afterany:<the phase arrays' job ids>"] if a.depends_on else []
+                for line in sbatch_header(a, plan.results.resolve() / "submitit") + dep_line:
+                    print(f"  {line}")
                 folders = {r.run_id: r.folder for r in plan.runs}
                 for i, task in enumerate(a.task_ids):
                     print(f"  [{i}] {task}  {folders.get(task, '')}")

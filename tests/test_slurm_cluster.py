@@ -252,6 +252,28 @@ def test_max_array_size_splits_the_arrays(cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_split_array_runs_all_of_it(cluster, tmp_path, capsys):
+    """7 runs under MaxArraySize 5: two arrays (5 + 2, each indexed from 0) submitted, every run done;
+    --dry-run shows submitit's #SBATCH lines for each."""
+    import json
+
+    from npasbench.cli import main
+    from npasbench.grid.runner import grid_status
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(GRID.format(results=tmp_path / "res").replace('"train.epochs" = 12', '"train.epochs" = 1')
+                    .replace("seeds = [0, 1]", "seeds = " + str(list(range(7)))))
+    assert main(["grid", "submit", str(spec), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --array=0-4" in out and "#SBATCH --array=0-1" in out and "#SBATCH --signal=USR2@90" in out
+    assert main(["grid", "submit", str(spec)]) == 0
+    state = json.loads((tmp_path / "res" / "slurm.json").read_text())
+    assert [len(a["tasks"]) for a in state["arrays"]] == [5, 2]
+    assert [a["task_jobs"][-1].split("_")[1] for a in state["arrays"]] == ["4", "1"]
+    _wait(lambda: grid_status(spec, None)[1].get("done", 0) == 7, 400, "all 7 runs")
+
+
+@pytest.mark.slow
 def test_status_cancel_resubmit(cluster, tmp_path, capsys):
     """Status shows the scheduler's view while jobs are queued/running; cancel keeps the folders; a failed
     run (its data folder missing) is resubmitted alone after the folder is fixed, and finishes."""

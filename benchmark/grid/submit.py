@@ -116,6 +116,22 @@ def submit_grid(spec_path: str | Path, results: str | Path | None = None, dry_ru
     return plan, arrays
 
 
+def sbatch_header(array: ArrayPlan, folder: str | Path) -> list[str]:
+    """The ``#SBATCH`` lines submitit would write for this array (``--dry-run`` shows them): submitit's own
+    translation of the parameters (its private ``_make_sbatch_string``, a pure function: nothing is
+    written)."""
+    import submitit
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    executor.update_parameters(**array.parameters)
+    params = dict(executor._executor.parameters)
+    if len(array.task_ids) > 1:
+        params["map_count"] = len(array.task_ids)
+    text = _make_sbatch_string(command="python -u -m submitit.core._submit", folder=str(folder), **params)
+    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
+
+
 # -- the scheduler's view, cancel, resubmit --------------------------------------------------------
 def submitted_tasks(results: str | Path) -> dict[str, str]:
     """run id (or phase:<key>) -> the SLURM id of its newest submission ("<array job>_<index>")."""
