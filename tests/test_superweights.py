@@ -357,3 +357,36 @@ def test_superweight_ensemble_learns_cifar100(tmp_path):
     rows = rec["metrics"]["anytime"]
     assert len(rows) == 3 and all(r["top1"] > 5.0 for r in rows)
     assert rec["method_info"]["unsharing"][0]["epoch"] == 2
+
+
+def test_fan_in_bank_init_option():
+    """``bank_init = "fan_in"``: every bank's templates drawn with Kaiming's std for the mean fan-in of its
+    readers; the default stays the official N(0, 2/9); the counts do not change."""
+    from npasbench.factory import create_model
+    from npasbench.methods.superweights.modules import TemplateBank
+
+    opts = {"group_split_epochs": 0, "coefficient_unshare_epochs": 0}
+    torch.manual_seed(0)
+    official = create_model("superweights", "wrn-16-1", "cifar100", Budget(100_000, "max_params"), opts)
+    torch.manual_seed(0)
+    fan = create_model("superweights", "wrn-16-1", "cifar100", Budget(100_000, "max_params"),
+                       {**opts, "bank_init": "fan_in"})
+    assert official.report(flops=False).total == fan.report(flops=False).total
+    banks = [m for m in fan.model.modules() if isinstance(m, TemplateBank)]
+    official_banks = [m for m in official.model.modules() if isinstance(m, TemplateBank)]
+    assert len(banks) == len(official_banks) > 2
+    plan = fan.model.sw_plan
+    checked = 0
+    for key, bank, ref in zip(plan.bank_order(), banks, official_banks):
+        head = (bank.templates.numel() // 9) * 9
+        if head < 500:
+            continue  # too few entries for a sample std
+        fans = [math.prod(plan.members[m][layer][1:]) for m, layer in plan.banks[key].readers]
+        expected = math.sqrt(2.0 / (sum(fans) / len(fans)))
+        assert float(bank.templates.view(-1)[:head].std()) == pytest.approx(expected, rel=0.1)
+        assert float(ref.templates.view(-1)[:head].std()) == pytest.approx(TemplateBank.OFFICIAL_STD, rel=0.1)
+        assert expected < TemplateBank.OFFICIAL_STD / 1.5
+        checked += 1
+    assert checked >= 3
+    with pytest.raises(ConfigError, match="bank_init"):
+        create_model("superweights", "wrn-16-1", "cifar100", Budget(100_000, "max_params"), {**opts, "bank_init": "big"})

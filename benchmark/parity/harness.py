@@ -75,6 +75,10 @@ ROWS = (
         "emb: UnboundLocalError), and the harness patches nothing but device lookups"),
     Row("superweights", "SuperWeights WRN-16-1, 4 depth bins, max_params 100k, no search", "superweights", 100_000,
         {"group_split_epochs": 0, "coefficient_unshare_epochs": 0}, "superweights"),
+    Row("superweights-fanin", "SuperWeights as above, option bank_init = fan_in", "superweights", 100_000,
+        {"group_split_epochs": 0, "coefficient_unshare_epochs": 0, "bank_init": "fan_in"}, None,
+        "not the official init (N(0, 2/9) whatever the fan-in): our documented option, templates N(0, 2/fan_in) "
+        "for the mean fan-in of a bank's layers; no official arm by design"),
 )
 
 

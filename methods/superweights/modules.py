@@ -19,19 +19,22 @@ import torch.nn as nn
 class TemplateBank(nn.Module):
     npas_roles = {"templates": "bank"}
 
-    def __init__(self, templates: int, numel: int, tail: str = "zeros") -> None:
+    OFFICIAL_STD = math.sqrt(2.0 / 9.0)
+
+    def __init__(self, templates: int, numel: int, tail: str = "zeros", std: float | None = None) -> None:
         super().__init__()
         self.templates = nn.Parameter(torch.empty(templates, numel))
-        self.reset_parameters(tail)
+        self.reset_parameters(tail, std)
 
-    def reset_parameters(self, tail: str = "zeros") -> None:
+    def reset_parameters(self, tail: str = "zeros", std: float | None = None) -> None:
         """The official init: ``kaiming_normal_`` over the bank viewed as (-1, 3, 3), i.e. N(0, 2/9),
         for the first ``n - n % 9`` entries. The official code leaves the last ``n % 9`` entries
-        uninitialised (whatever memory held); here they are zero (or also N(0, 2/9))."""
+        uninitialised (whatever memory held); here they are zero (or also N(0, 2/9)). ``std``: another
+        standard deviation (option ``bank_init = "fan_in"``), same draw otherwise."""
         flat = self.templates.data.view(-1)
         n = flat.numel()
         head = (n // 9) * 9
-        std = math.sqrt(2.0 / 9.0)
+        std = self.OFFICIAL_STD if std is None else std
         with torch.no_grad():
             flat[:head].normal_(0.0, std)
             if tail == "zeros":
