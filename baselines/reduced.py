@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch.nn as nn
 
 from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel
+from npasbench.budget import largest_fitting
 from npasbench.errors import BudgetError, ConfigError
 from npasbench.models.registry import create_backbone, get_arch
 from npasbench.models.resnet import BottleneckResNet
@@ -138,13 +139,7 @@ class Reduced(Method):
 
     def _largest(self, ladder: list[Choice], num_classes: int, budget: int) -> tuple[int, Choice | None]:
         """Index and element of the largest choice that fits (params increase along ``ladder``)."""
-        lo, hi = -1, len(ladder) - 1  # invariant: ladder[lo] fits (or lo == -1), everything above hi does not
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self._count(ladder[mid], num_classes) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
+        lo = largest_fitting(-1, len(ladder) - 1, lambda i: self._count(ladder[i], num_classes) <= budget)
         return lo, (ladder[lo] if lo >= 0 else None)
 
     @staticmethod

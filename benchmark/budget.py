@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from .errors import BudgetError
 
@@ -73,3 +74,20 @@ class Budget:
 
     def __str__(self) -> str:
         return f"{self.params:,} ({self.mode})"
+
+
+def largest_fitting(lo: int, hi: int, fits: Callable[[int], bool]) -> int:
+    """The largest ``x`` in ``(lo, hi]`` with ``fits(x)``, else ``lo``, by bisection: the one budget search of
+    every method that sizes itself to a budget (reduced's ladder index, SSN's and SuperWeights' bank size).
+
+    ``lo`` is a value known to fit, or a sentinel below the range (``first - 1``). On a monotone ``fits``
+    (true up to a boundary, false beyond) this is the boundary. Where a method's total is not monotone in
+    its knob (SSN's upsamplers, SuperWeights' greedy template allocation) the answer still fits: only
+    ``lo`` or a probed ``x`` with ``fits(x)`` is ever returned."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

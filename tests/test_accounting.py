@@ -83,3 +83,18 @@ def test_bad_budget_is_clear(bad):
 
 def test_no_budget():
     assert Budget.parse(None) is None and Budget.parse("none") is None
+
+
+def test_largest_fitting_is_the_one_budget_search():
+    """The bisection reduced, SSN and SuperWeights size themselves with: the boundary of a monotone test,
+    and on a non-monotone one still a value that fits (never a probe that failed)."""
+    from npasbench.budget import largest_fitting
+
+    assert largest_fitting(-1, 99, lambda x: x <= 41) == 41
+    assert largest_fitting(-1, 99, lambda x: False) == -1
+    assert largest_fitting(5, 5, lambda x: False) == 5
+    assert largest_fitting(0, 10**9, lambda x: x * x <= 10**12) == 10**6
+    probes = []
+    bumpy = lambda x: probes.append(x) or (x <= 30 or 60 <= x <= 70)  # noqa: E731
+    got = largest_fitting(0, 100, bumpy)
+    assert bumpy(got) and len(probes) < 12

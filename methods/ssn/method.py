@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch.nn as nn
 
 from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, Phase
+from npasbench.budget import largest_fitting
 from npasbench.errors import BudgetError, ConfigError
 from npasbench.models.layers import Conv, LayerSpec, Linear, OwnedWeight
 from npasbench.models.registry import create_backbone
@@ -233,15 +234,18 @@ class SSN(Method):
                 f"singleton layers, coefficients and upsamplers), above the budget of {budget:,}. Raise the budget "
                 "or use fewer groups."
             )
-        lo, hi = good_mp, bad_mp - 1
-        while lo < hi:  # largest max_params with total <= budget, between the last fit and the first overrun
-            mid = (lo + hi + 1) // 2
-            t = total(mid)
+        fitted: dict[int, SSNPlan] = {good_mp: good[1]}
+
+        def fits(mp: int) -> bool:
+            t = total(mp)
             if t is not None and t[0] <= budget:
-                lo, good_mp, good = mid, mid, t
-            else:
-                hi = mid - 1
-        return good_mp, good[1]
+                fitted[mp] = t[1]
+                return True
+            return False
+
+        # the largest max_params with total <= budget, between the last fit and the first overrun
+        mp = largest_fitting(good_mp, bad_mp - 1, fits)
+        return mp, fitted[mp]
 
     def resolve(self, request: BuildRequest) -> tuple[nn.Module, tuple[LayerSpec, ...], GroupLayout, SSNPlan]:
         net, specs = backbone_specs(request.arch, request.num_classes)

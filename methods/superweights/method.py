@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, Phase, member_names
+from npasbench.budget import largest_fitting
 from npasbench.errors import BudgetError, ConfigError, RegistryError
 from npasbench.models.generated import GeneratedWeight
 from npasbench.models.layers import Conv, OwnedWeight
@@ -221,15 +222,8 @@ class SuperWeights(Method):
                 f"heads {fixed:,}), above the "
                 f"budget of {budget.params:,}. Raise the budget, or use fewer/narrower members or fewer bins."
             )
-        hi = max(lo, budget.params)
-        best = lo
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            p, r = build(mid)
-            if self.plan_total(p, r, fixed)["total"] <= budget.params:
-                best, lo = mid, mid + 1
-            else:
-                hi = mid - 1
+        best = largest_fitting(lo, max(lo, budget.params),
+                               lambda mp: self.plan_total(*build(mp), fixed)["total"] <= budget.params)
         return build(best)
 
     # -- building -------------------------------------------------------------------------------
