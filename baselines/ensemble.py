@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from npasbench.accounting import count_params
-from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, member_names
+from npasbench.contract import MAX_MEMBERS, BuildRequest, Method, MethodOptions, NPASModel, member_names
 from npasbench.errors import BudgetError, ConfigError, RegistryError
 from npasbench.models.registry import create_backbone, get_arch
 from npasbench.plugins import register_method
@@ -30,7 +30,6 @@ from npasbench.plugins import register_method
 from .common import plain_params, weight_layers
 from .unshared import attach_owned_weights
 
-MAX_MEMBERS = 8
 SUPERWEIGHT_MEMBERS = "wrn-28-7,wrn-28-4,wrn-16-7,wrn-16-4"
 
 

@@ -101,6 +101,9 @@ class NPASModel(nn.Module):
         return out
 
 
+MAX_MEMBERS = 8  # members of one model: anytime evaluation scores every non-empty subset (2**M - 1 of them)
+
+
 def member_names(archs: Sequence[str]) -> list[str]:
     """Arch names as member names; repeated names get ``#1``, ``#2``... so anytime rows stay distinct."""
     counts: dict[str, int] = {}

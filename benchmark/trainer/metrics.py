@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..atomic import dumps
+from ..contract import MAX_MEMBERS
 from .distributed import DistInfo, all_reduce_sum
 
 
@@ -108,7 +109,7 @@ class AnytimeMeter:
     full-parameter ensemble baselines so the two compare row by row).
     """
 
-    def __init__(self, members: int, device: torch.device, max_members: int = 8) -> None:
+    def __init__(self, members: int, device: torch.device, max_members: int = MAX_MEMBERS) -> None:
         if members > max_members:
             raise ValueError(f"anytime evaluation of {members} members would need {2 ** members - 1} subsets")
         self.subsets = [tuple(i for i in range(members) if mask >> i & 1) for mask in range(1, 2 ** members)]

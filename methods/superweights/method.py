@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, Phase, member_names
+from npasbench.contract import MAX_MEMBERS, BuildRequest, Method, MethodOptions, NPASModel, Phase, member_names
 from npasbench.budget import largest_fitting
 from npasbench.errors import BudgetError, ConfigError, RegistryError
 from npasbench.models.generated import GeneratedWeight
@@ -52,7 +52,6 @@ from .modules import CoefficientTable, Projection, TemplateBank
 from .network import SWNet, bank_name
 from .plan import SWPlan, depth_bins, make_plan
 
-MAX_MEMBERS = 8
 
 
 def _h(text: str) -> dict:
