@@ -15,12 +15,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from npasbench.models.generated import cache_key
-from npasbench.models.layers import WeightedLayer
-
-
-def weight_layers(net: nn.Module) -> list[WeightedLayer]:
-    """The weight layers of one network, in reference order (stem first, classifier last)."""
-    return sorted((m for m in net.modules() if isinstance(m, WeightedLayer)), key=lambda l: l.spec.index)
+from npasbench.models.layers import WeightedLayer, weight_layers
 
 
 def fixed_params(net: nn.Module) -> int:

@@ -33,7 +33,7 @@ import torch.nn as nn
 
 from .budget import Budget
 from .errors import BudgetError
-from .models.layers import WeightedLayer
+from .models.layers import WeightedLayer, weight_layers
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer.phase import PhaseContext
@@ -95,10 +95,7 @@ class NPASModel(nn.Module):
     def weight_layers(self, member: int | None = None) -> list[WeightedLayer]:
         """Weight layers in reference order (per member, stem first, classifier last)."""
         members = self.members if member is None else [self.members[member]]
-        out: list[WeightedLayer] = []
-        for m in members:
-            out.extend(sorted((l for l in m.modules() if isinstance(l, WeightedLayer)), key=lambda l: l.spec.index))
-        return out
+        return [layer for m in members for layer in weight_layers(m)]
 
 
 MAX_MEMBERS = 8  # members of one model: anytime evaluation scores every non-empty subset (2**M - 1 of them)

@@ -101,6 +101,12 @@ class WeightedLayer(nn.Module):
         return f"shape={tuple(self.spec.shape)}, role={self.spec.role}, index={self.spec.index}"
 
 
+
+def weight_layers(net: nn.Module) -> list["WeightedLayer"]:
+    """The weight layers of one network in reference order (stem first, classifier last): the one place
+    that order is defined (``NPASModel.weight_layers`` per member, the baselines' providers)."""
+    return sorted((m for m in net.modules() if isinstance(m, WeightedLayer)), key=lambda layer: layer.spec.index)
+
 class Conv(WeightedLayer):
     """Convolution without bias by default (as in WRN/ResNet); a method may give it one."""
 
