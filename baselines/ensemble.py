@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from npasbench.accounting import count_params
-from npasbench.contract import MAX_MEMBERS, BuildRequest, Method, MethodOptions, NPASModel, member_names
-from npasbench.errors import BudgetError, ConfigError, RegistryError
-from npasbench.models.registry import create_backbone, get_arch
+from npasbench.contract import (MAX_MEMBERS, BuildRequest, Method, MethodOptions, NPASModel, check_one_domain,
+                                member_names, parse_members)
+from npasbench.errors import BudgetError, ConfigError
+from npasbench.models.registry import create_backbone
 from npasbench.plugins import register_method
 
 from .common import plain_params, weight_layers
@@ -41,17 +42,7 @@ class EnsembleOptions(MethodOptions):
     copies: int = field(default=2, metadata={"help": "members when `members` is empty (2..8)"})
 
     def __post_init__(self) -> None:
-        archs = self.arch_list()
-        if archs:
-            for a in archs:
-                try:
-                    get_arch(a)
-                except RegistryError as exc:
-                    raise ConfigError(f"method.options.members: {a!r} is not an architecture ({exc}).") from None
-            if not 2 <= len(archs) <= MAX_MEMBERS:
-                raise ConfigError(
-                    f"method.options.members: an ensemble needs 2 to {MAX_MEMBERS} members, got {len(archs)}.")
-        elif not 2 <= self.copies <= MAX_MEMBERS:
+        if not parse_members(self.members, "an ensemble", least=2) and not 2 <= self.copies <= MAX_MEMBERS:
             raise ConfigError(f"method.options.copies: must be between 2 and {MAX_MEMBERS}, got {self.copies}.")
 
     def arch_list(self) -> list[str]:
@@ -72,10 +63,7 @@ class Ensemble(Method):
 
     def build(self, request: BuildRequest) -> NPASModel:
         archs = self.archs(request)
-        domains = {get_arch(a).domain for a in archs}
-        if len(domains) > 1:
-            raise ConfigError(f"method.options.members: members mix input domains {sorted(domains)}; "
-                              "use architectures made for one input size.")
+        check_one_domain(archs)
         budget = request.budget.params if request.budget is not None else None
         if budget is not None:
             sizes = [plain_params(create_backbone(a, request.num_classes)) for a in archs]

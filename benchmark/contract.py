@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from .budget import Budget
-from .errors import BudgetError
+from .errors import BudgetError, ConfigError, RegistryError
 from .models.layers import WeightedLayer, weight_layers
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,6 +99,34 @@ class NPASModel(nn.Module):
 
 
 MAX_MEMBERS = 8  # members of one model: anytime evaluation scores every non-empty subset (2**M - 1 of them)
+
+
+def parse_members(text: str, what: str, least: int = 1, field: str = "method.options.members") -> list[str]:
+    """A comma-separated member list (``members`` option of multi-member methods): every name a registered
+    architecture, between ``least`` and ``MAX_MEMBERS`` of them when any is given (``what``: who needs
+    them, for the message). Empty text -> []: the method's default members."""
+    from .models.registry import get_arch
+
+    archs = [a.strip() for a in text.split(",") if a.strip()]
+    for a in archs:
+        try:
+            get_arch(a)
+        except RegistryError as exc:
+            raise ConfigError(f"{field}: {a!r} is not an architecture ({exc}).") from None
+    if archs and not least <= len(archs) <= MAX_MEMBERS:
+        raise ConfigError(f"{field}: {what} needs {least} to {MAX_MEMBERS} members (anytime evaluation scores every "
+                          f"subset), got {len(archs)}.")
+    return archs
+
+
+def check_one_domain(archs: Sequence[str], field: str = "method.options.members") -> None:
+    """Members of one model see the same inputs: their architectures must share an input domain."""
+    from .models.registry import get_arch
+
+    domains = {get_arch(a).domain for a in archs}
+    if len(domains) > 1:
+        raise ConfigError(f"{field}: members mix input domains {sorted(domains)}; use architectures made for one "
+                          "input size.")
 
 
 def member_names(archs: Sequence[str]) -> list[str]:

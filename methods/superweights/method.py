@@ -39,12 +39,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from npasbench.contract import MAX_MEMBERS, BuildRequest, Method, MethodOptions, NPASModel, Phase, member_names
+from npasbench.contract import (BuildRequest, Method, MethodOptions, NPASModel, Phase, check_one_domain, member_names,
+                                parse_members)
 from npasbench.budget import largest_fitting
-from npasbench.errors import BudgetError, ConfigError, RegistryError
+from npasbench.errors import BudgetError, ConfigError
 from npasbench.models.generated import GeneratedWeight
 from npasbench.models.layers import Conv, OwnedWeight
-from npasbench.models.registry import create_backbone, get_arch
+from npasbench.models.registry import create_backbone
 from npasbench.plugins import register_method
 
 from .coefficients import RowMap, bank_uses, initial_coefficients, initial_rows, unshare
@@ -92,15 +93,7 @@ class SuperWeightOptions(MethodOptions):
         "fan_in = N(0, 2/fan_in), fan_in the mean over the layers reading the bank (not the official code)"))
 
     def __post_init__(self) -> None:
-        archs = self.arch_list()
-        for a in archs:
-            try:
-                get_arch(a)
-            except RegistryError as exc:
-                raise ConfigError(f"method.options.members: {a!r} is not an architecture ({exc}).") from None
-        if len(archs) > MAX_MEMBERS:
-            raise ConfigError(f"method.options.members: at most {MAX_MEMBERS} members (anytime evaluation "
-                              f"enumerates every subset), got {len(archs)}.")
+        parse_members(self.members, "SuperWeights")
         if self.bank_size < 1:
             raise ConfigError("method.options.bank_size: must be >= 1.")
         if self.param_group_bins < 1:
@@ -144,9 +137,7 @@ class SuperWeights(Method):
     # -- members and clusters -----------------------------------------------------------------
     def archs(self, request: BuildRequest) -> list[str]:
         archs = self.options.arch_list() or [request.arch]
-        domains = {get_arch(a).domain for a in archs}
-        if len(domains) > 1:
-            raise ConfigError(f"method.options.members: members mix input domains {sorted(domains)}.")
+        check_one_domain(archs)
         return archs
 
     def backbones(self, request: BuildRequest) -> tuple[list[str], list[nn.Module], list[list[tuple[int, ...]]]]:
