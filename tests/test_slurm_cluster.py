@@ -91,7 +91,8 @@ def test_node_local_folders_are_refused(tmp_path):
     for path in ("/tmp/results", "/dev/shm/x", "/var/tmp/y", "/tmp"):
         with pytest.raises(NPASError, match="node-local"):
             check_shared_folder(path, "grid.results")
-    check_shared_folder(REPO / "results", "grid.results")
+    check_shared_folder("/srv/project/results", "grid.results")  # not REPO: a checkout may itself live in /tmp
+    check_shared_folder("/home/me/tmp/results", "grid.results")  # a folder named tmp elsewhere is fine
 
 
 def test_sbatch_parameters_are_submitits(tmp_path):
