@@ -175,6 +175,27 @@ def run_ours(row: Row, root: str, seed: int, epochs: int) -> dict[str, Any]:
     return {**res, "params": built.report(flops=False).total}
 
 
+def run_ours_official_init(row: Row, repos: dict[str, str], root: str, seed: int, epochs: int) -> dict[str, Any]:
+    """Our model started from the *official* model's initial weights (every tensor copied, ``ssn_map.transfer``),
+    then the same loop: separates the init draw from everything else. SSN-code rows only."""
+    from ..trainer.optim import build_optimizer
+    from ..config import build_config
+    from ..experiment import resolve
+    from .ssn_map import official_wrn, our_wrn, transfer
+
+    share = row.options.get("share_type", "none")
+    official = official_wrn(repos["ssn"], "wrn-16-1", 100, share, row.options.get("upsample_type", "inter"),
+                            row.budget or 0, seed=seed)
+    built = our_wrn("wrn-16-1", 100, share, row.options.get("upsample_type", "inter"), row.budget or 0, seed=seed)
+    with torch.no_grad():
+        transfer(official, built.model, "to_ours")
+    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused")))
+    model = built.model
+    optimizer = build_optimizer(model, cfg.optim, built.method.no_weight_decay_roles())
+    res = train_arm(model, optimizer, lambda x: model(x)[0], root, seed, epochs, f"{row.name} ours+official-init s{seed}")
+    return {**res, "params": built.report(flops=False).total}
+
+
 def run_npas_train(row: Row, root: str, seed: int, epochs: int, work: Path) -> dict[str, Any]:
     from ..config import build_config
     from ..trainer import train
@@ -259,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results/parity")
     p.add_argument("--only", nargs="*", default=None, help="row names: " + ", ".join(r.name for r in ROWS))
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--swap-init", action="store_true",
+                   help="only the arm 'ours-official-init' (our model from the official initial weights; SSN-code rows)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -266,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     repos = {"ssn": a.ssn, "superweights": a.superweights}
     plan = arm_plan(rows, a.seeds)
+    if a.swap_init:
+        plan = [(row, "ours-official-init", seed) for seed in a.seeds for row in rows if row.official == "ssn"]
     for i, (row, arm, seed) in enumerate(plan, 1):
         path = out / "arms" / f"{row.name}__{arm}__s{seed}__e{a.epochs}.json"
         if path.is_file():
@@ -276,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             res = run_official(row, repos, a.data_root, seed, a.epochs)
         elif arm == "ours":
             res = run_ours(row, a.data_root, seed, a.epochs)
+        elif arm == "ours-official-init":
+            res = run_ours_official_init(row, repos, a.data_root, seed, a.epochs)
         else:
             res = run_npas_train(row, a.data_root, seed, a.epochs, out / "work")
         rec = {"row": row.name, "arm": arm, "seed": seed, "epochs": a.epochs, **res,
