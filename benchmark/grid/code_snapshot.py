@@ -70,7 +70,7 @@ def take_snapshot(submitit_folder: str | Path) -> CodeSnapshot:
     from ..provenance import git_info
 
     files = package_files()
-    if not any(rel.endswith(os.path.join("npasbench", "grid", "task.py")) for rel in files):
+    if "npasbench/grid/task.py" not in files:
         raise NPASError("code snapshot: npasbench.grid.task was not found in the imported package; reinstall "
                         "npasbench (pip install -e .).")
     digest = _digest(files)
@@ -109,11 +109,3 @@ def python_command(snapshot: CodeSnapshot, python: str | None = None) -> str:
     paths = [str(snapshot.path)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return f"/usr/bin/env PYTHONPATH={shlex.quote(os.pathsep.join(paths))} {shlex.quote(python or sys.executable)}"
 
-
-def snapshot_of_this_process() -> dict | None:
-    """``code.json`` of the snapshot this process imported npasbench from; None outside a snapshot."""
-    from ..records import read_json_object
-
-    import npasbench
-
-    return read_json_object(Path(npasbench.__file__).resolve().parent.parent / MARKER)
