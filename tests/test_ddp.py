@@ -3,7 +3,7 @@
 
 The trainer only lets rank 0 write files, so a test-only probe shows what the other rank did: a
 ``sitecustomize.py`` on the workers' PYTHONPATH (active only when ``NPAS_TEST_PROBE_DIR`` is set
-and the process is a torchrun worker) wraps ``Trainer._finish`` to dump every rank's final state
+and the process is a torchrun worker) wraps ``Trainer.finish`` to dump every rank's final state
 dict, and ``write_json`` to log which rank wrote which file. Nothing in the trainer is changed;
 the command line is exactly the user's.
 
@@ -69,13 +69,13 @@ PROBE = textwrap.dedent(
         _rank = int(os.environ["RANK"])
         _out = Path(_dir)
         (_out / f"rank{_rank}.pid").write_text(str(os.getpid()))
-        _orig_finish = _loop.Trainer._finish
+        _orig_finish = _loop.Trainer.finish
         _orig_write_json = _loop.write_json
 
         def _finish(self, status, t_start):
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             params = {k: p.detach().cpu().clone() for k, p in self.model.named_parameters()}
-            torch.save({"status": status, "step": self.step, "model": state, "params": params},
+            torch.save({"status": status, "step": self.state.step, "model": state, "params": params},
                        _out / f"rank{_rank}-{status}.pt")
             return _orig_finish(self, status, t_start)
 
@@ -84,7 +84,7 @@ PROBE = textwrap.dedent(
                 fh.write(f"{path}\\n")
             return _orig_write_json(path, *args, **kwargs)
 
-        _loop.Trainer._finish = _finish
+        _loop.Trainer.finish = _finish
         _loop.write_json = _write_json
     '''
 )

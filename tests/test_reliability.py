@@ -64,6 +64,8 @@ def test_a_second_process_on_the_same_folder_refuses(tmp_path):
         assert second.returncode == 5
         _one_line_error(second.stderr, "run.out", "in use by another process", f"pid {first.pid}")
         assert (out / "config.json").read_bytes() == config_before
+        # the first run's metrics log exists once it has finished an epoch (on a busy machine, later than the above)
+        _wait_for(lambda: (out / "metrics.jsonl").is_file(), what="the first run's first epoch")
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
@@ -190,6 +192,7 @@ def test_sigterm_while_reading_the_data(tmp_path):
            "--out", str(out), "--data-root", str(root), "--no-progress", "train.max_steps_per_epoch=1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (out / ".lock").is_file(), what="the run to claim its folder")
+    time.sleep(0.5)  # past the folder claim (microseconds, unless the machine is busy); the pickles take seconds
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err[-2000:]
@@ -205,7 +208,7 @@ def test_a_stop_never_overwrites_a_finished_record(tiny):
     record = (first.run_dir / "result.json").read_bytes()
 
     class StopInData(Trainer):
-        def _setup_data(self):
+        def setup_data(self):
             os.kill(os.getpid(), signal.SIGTERM)  # a real signal, delivered during set-up
             time.sleep(1)
 

@@ -55,13 +55,10 @@ TIMING_KEYS = {"timing", "wall_s", "train_s", "eval_s", "train_images_per_s", "e
 class ProbedTrainer(Trainer):
     """The real trainer, plus: the initial weights, and what every Conv forward saw."""
 
-    def _restore(self, found):
-        out = super()._restore(found)
-        self.initial_state = copy.deepcopy(self.model.state_dict())
-        return out
-
-    def _wrap(self) -> None:
-        super()._wrap()
+    def wrap_model(self) -> None:
+        super().wrap_model()
+        if not hasattr(self, "initial_state"):  # the first wrap: after restore, before the first step
+            self.initial_state = copy.deepcopy(self.model.state_dict())
         if getattr(self, "_probed", False) or self.cfg.train.compile:
             return  # hooks once; no Python side effects inside a compiled graph
         self._probed = True

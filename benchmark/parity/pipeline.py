@@ -28,14 +28,14 @@ from .steps import official_optimizer
 class RecordingTrainer(Trainer):
     """A real ``Trainer`` that keeps its initial weights and every (batch, learning rate) it trains on."""
 
-    def _setup_model(self) -> None:
-        super()._setup_model()
+    def setup_model(self) -> None:
+        super().setup_model()
         self.initial_state = copy.deepcopy(self.model.state_dict())
         self.recorded: list[tuple[torch.Tensor, torch.Tensor, float]] = []
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.recorded.append((x.clone(), y.clone(), float(self.optimizer.param_groups[0]["lr"])))
-        return super()._train_step(x, y)
+        return super().train_step(x, y)
 
 
 def bare_loop(model, batches, base_lr: float, epochs: int, steps_per_epoch: int, momentum: float,

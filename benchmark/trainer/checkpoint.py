@@ -1,64 +1,33 @@
-"""Checkpoints: written atomically, loaded with ``weights_only=True``, validated before use.
+"""Checkpoint files: written atomically, loaded with ``weights_only=True``, validated before use.
 
-A checkpoint holds everything needed for a bit-exact continuation on CPU: model, optimizer,
-schedule, grad scaler, epoch and step, every RNG state, the method's extra state and the config
-hash. ``find_latest`` returns the newest checkpoint that loads and belongs to this config; corrupt
-files (e.g. from a node dying mid-copy on a foreign file system) are reported and skipped.
+What a checkpoint holds (everything a bit-exact continuation on CPU needs) is ``state.py``'s; this
+module stores it: names, atomic writes, pruning, and the checks a payload passes before use (format,
+keys, config id). ``find_latest`` returns the newest checkpoint that loads and belongs to this config;
+corrupt files (e.g. from a node dying mid-copy on a foreign file system) are reported and skipped.
+``save_best``/``load_best``: ``best.pt`` (the validation-selected weights), with the same writes and checks.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import random
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..atomic import atomic_open
 from ..errors import CheckpointError
+from .state import BEST_KEYS, CHECKPOINT_KEYS, FORMAT_VERSION
 
-FORMAT_VERSION = 1
-# what a resume reads (Trainer._restore); a payload without one of them is refused by name, not a KeyError
-REQUIRED_KEYS = ("model", "optimizer", "scaler", "epoch", "batch", "step", "rng", "extra", "config_hash",
-                 "metrics_lines", "best", "epoch_acc", "timing")
+BEST_NAME = "best.pt"
 _NAME = re.compile(r"^ckpt-e(\d{5})-s(\d{9})\.pt$")
 
 
 def checkpoint_name(epoch: int, step: int) -> str:
     return f"ckpt-e{epoch:05d}-s{step:09d}.pt"
-
-
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"key": np_state[0], "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
-                  "cached_gaussian": float(np_state[4]), "keys": torch.from_numpy(np_state[1].astype(np.int64))},
-        "python": _python_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _python_rng_state() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    return {"version": version, "internal": list(internal), "gauss": gauss}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -94,26 +63,43 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def load_checkpoint(path: str | os.PathLike, config_hash: str | None = None) -> dict[str, Any]:
-    p = Path(path)
+    """A checkpoint payload, checked: it loads, is ours, has every key a resume reads, and (given
+    ``config_hash``) belongs to this experiment. Anything else is a ``CheckpointError`` that says what to do."""
+    return _load_checked(Path(path), config_hash, CHECKPOINT_KEYS, "checkpoint")
+
+
+def save_best(run_dir: Path, payload: dict[str, Any]) -> Path:
+    """Write ``best.pt`` (``state.best_payload``) atomically."""
+    path = run_dir / BEST_NAME
+    save_atomic(path, dict(payload, format_version=FORMAT_VERSION))
+    return path
+
+
+def load_best(run_dir: Path, config_hash: str) -> dict[str, Any]:
+    """``best.pt``, checked like a checkpoint (format, keys, config id)."""
+    return _load_checked(run_dir / BEST_NAME, config_hash, BEST_KEYS, "best weights")
+
+
+def _load_checked(p: Path, config_hash: str | None, required: tuple[str, ...], what: str) -> dict[str, Any]:
     if not p.is_file():
-        raise CheckpointError(f"run.resume: checkpoint {str(p)!r} does not exist.")
+        raise CheckpointError(f"run.resume: {what} {str(p)!r} does not exist.")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         raise CheckpointError(
-            f"run.resume: checkpoint {str(p)!r} is corrupt or not a npasbench checkpoint "
+            f"run.resume: {what} {str(p)!r} is corrupt or not a npasbench checkpoint "
             f"({type(exc).__name__}: {str(exc).split('.')[0][:120]}). Delete it, or resume "
             "from an older one."
         ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"run.resume: {str(p)!r} is not a npasbench checkpoint (format {FORMAT_VERSION}).")
-    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    missing = [k for k in required if k not in payload]
     if missing:
-        raise CheckpointError(f"run.resume: checkpoint {str(p)!r} lacks {', '.join(missing)} (written by other code, "
+        raise CheckpointError(f"run.resume: {what} {str(p)!r} lacks {', '.join(missing)} (written by other code, "
                               "or damaged). Delete it, or resume from an older one.")
     if config_hash is not None and payload.get("config_hash") != config_hash:
         raise CheckpointError(
-            f"run.resume: checkpoint {str(p)!r} belongs to config {payload.get('config_hash')}, this run is "
+            f"run.resume: {what} {str(p)!r} belongs to config {payload.get('config_hash')}, this run is "
             f"{config_hash}. Use a new run.out folder, or run.resume=never to start over."
         )
     return payload

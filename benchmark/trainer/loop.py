@@ -53,9 +53,10 @@ from .distributed import (DistInfo, all_gather_floats, all_reduce_sum, any_rank,
 from .metrics import AnytimeMeter, JsonLines, TopK
 from .optim import build_optimizer, rebuild_optimizer, set_lr
 from .phase import PhaseContext, run_phases
-from .record import build_record, stopped_record
+from .record import RunSummary, build_record, stopped_record
 from .schedule import LRSchedule
 from .signals import PreemptionFlag, StopRequested
+from .state import TrainState, best_payload, checkpoint_payload, restore_model, restore_optimizer
 
 EXIT_OK = 0
 EXIT_DIVERGED = 4
@@ -89,7 +90,13 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """One run. ``lock=False`` when the caller already holds the run folder's lock (a grid task)."""
+    """One run. ``lock=False`` when the caller already holds the run folder's lock (a grid task).
+
+    The run's progress is one ``TrainState`` (``self.state``, what a checkpoint restores); the record is
+    built from one ``RunSummary``. Public steps, which a subclass may extend (probes in the tests and the
+    parity pipeline do): ``setup_data``, ``setup_model``, ``wrap_model`` (after restore and after every
+    rebuild), ``train_step`` and ``finish``; call ``super()`` and keep their contracts.
+    """
 
     def __init__(self, cfg: Config, preemption: PreemptionFlag | None = None, lock: bool = True) -> None:
         # Resolve first: an unknown method/arch/data set/budget mode fails here, before anything is written,
@@ -127,7 +134,7 @@ class Trainer:
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if cfg.train.amp else contextlib.nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp and amp_dtype == torch.float16)
 
-    def _setup_data(self) -> None:
+    def setup_data(self) -> None:
         cfg = self.cfg
         # data.pipeline picks the loaders: memory (BatchLoader, exact resume), ffcv (FFCVLoader) or torchvision
         # (TorchvisionLoader); "auto" is resolved (and logged) by load_data. All offer BatchLoader's interface.
@@ -148,7 +155,7 @@ class Trainer:
         n = len(self.train_loader)
         self.steps_per_epoch = min(n, cfg.train.max_steps_per_epoch) if cfg.train.max_steps_per_epoch else n
 
-    def _setup_model(self) -> None:
+    def setup_model(self) -> None:
         cfg = self.cfg
         self.method: Method = create_method(cfg.method.name, cfg.method.options)
         budget = budget_of(cfg)
@@ -181,8 +188,8 @@ class Trainer:
         write_json(self.run_dir / "config.json", {"config": self.cfg.to_dict(), "config_hash": self.config_hash,
                                                   "run_id": self.config_hash})
 
-    def _wrap(self) -> None:
-        """(Re)build the optimizer view of the model: DDP and torch.compile wrappers."""
+    def wrap_model(self) -> None:
+        """(Re)build the view of the model that trains and evaluates (``self.net``): DDP and torch.compile wrappers."""
         net: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -192,32 +199,15 @@ class Trainer:
         self.net = net
 
     # ------------------------------------------------------------------ checkpoints
-    def _state(self, epoch: int, batch: int, acc: list[list[float]]) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "epoch": epoch,
-            "batch": batch,
-            "step": self.step,
-            "rng": ckpt.rng_state(),
-            "extra": self.method.extra_state(self.model),
-            "config_hash": self.config_hash,
-            "metrics_lines": self.log.lines,
-            "best": dict(self.best),
-            # every rank's share of the running epoch loss (rank r resumes with per_rank[r])
-            "epoch_acc": {"loss_sum": sum(a[0] for a in acc), "seen": int(sum(a[1] for a in acc)),
-                          "per_rank": [[a[0], int(a[1])] for a in acc]},
-            "timing": dict(self.timing, wall_s_before=self.wall_before + time.perf_counter() - self.t_start),
-        }
-
     def save_checkpoint(self, epoch: int, batch: int) -> Path | None:
-        acc = all_gather_floats([self.loss_sum, self.seen], self.dist)  # a collective: before the rank-0 branch
+        acc = all_gather_floats([self.state.loss_sum, self.state.seen], self.dist)  # a collective: before the rank-0 branch
         path = None
         if self.is_main:
-            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self._state(epoch, batch, acc),
-                                        self.cfg.run.keep_checkpoints)
+            progress = self.state.progress_payload(epoch, batch, acc, time.perf_counter() - self.t_start)
+            payload = checkpoint_payload(self.state, progress, model=self.model, optimizer=self.optimizer,
+                                         schedule=self.schedule, scaler=self.scaler, method=self.method,
+                                         config_hash=self.config_hash, metrics_lines=self.log.lines)
+            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", payload, self.cfg.run.keep_checkpoints)
         barrier(self.dist)
         return path
 
@@ -234,35 +224,21 @@ class Trainer:
         return None
 
     def _restore(self, found: tuple[Path, dict[str, Any]] | None) -> tuple[int, int]:
-        """Load ``found`` (from ``_find_checkpoint``) into model and optimizer; return (epoch, batch)."""
+        """Load ``found`` (from ``_find_checkpoint``) into the run state, model and optimizer; return (epoch, batch)."""
         if found is None:
             self.optimizer = build_optimizer(self.model, self.cfg.optim, self.exempt)
             self.log.truncate(0)
             return 0, 0
-        path, state = found
-        self.method.load_extra_state(self.model, state["extra"])
-        self.model.load_state_dict(state["model"])
+        path, payload = found
+        restore_model(payload, self.model, self.method)
         self.model.to(self.device)
         self.optimizer = build_optimizer(self.model, self.cfg.optim, self.exempt)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        self.step = int(state["step"])
-        self.best = dict(state["best"])
-        acc = state["epoch_acc"]
-        per_rank = acc.get("per_rank")
-        if per_rank is not None and len(per_rank) == self.dist.world_size:
-            self.loss_sum, self.seen = float(per_rank[self.dist.rank][0]), int(per_rank[self.dist.rank][1])
-        else:  # resumed with another world size: rank 0 carries the totals
-            self.loss_sum = float(acc["loss_sum"]) if self.is_main else 0.0
-            self.seen = int(acc["seen"]) if self.is_main else 0
-        self.timing.update(state["timing"])
-        self.wall_before = float(state["timing"]["wall_s_before"])
-        self.log.truncate(int(state["metrics_lines"]))
-        self.resumed_from = str(path)
+        restore_optimizer(payload, self.optimizer, self.scaler)
+        self.state = TrainState.from_payload(payload, str(path), self.dist.rank, self.dist.world_size)
+        self.log.truncate(int(payload["metrics_lines"]))
         if self.progress:
-            tqdm.write(f"resumed from {path} (epoch {state['epoch']}, batch {state['batch']})")
-        return int(state["epoch"]), int(state["batch"])
+            tqdm.write(f"resumed from {path} (epoch {payload['epoch']}, batch {payload['batch']})")
+        return int(payload["epoch"]), int(payload["batch"])
 
     # ------------------------------------------------------------------ steps
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -272,14 +248,14 @@ class Trainer:
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target,
                                label_smoothing=self.cfg.optim.label_smoothing) * m
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with self.autocast():
             logits = self.net(x)
         loss = self._loss(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.wants_after_backward:
-            self.method.after_backward(self.model, self.step)
+            self.method.after_backward(self.model, self.state.step)
         if self.cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
@@ -304,8 +280,7 @@ class Trainer:
         out = meter.compute(self.dist, self.model.member_names)
         if subsets is not None:
             out["anytime"] = subsets.compute(self.dist, self.model.member_names, self.report.flops["per_member"])
-        self.timing["eval_s"] += elapsed
-        self.timing["eval_images"] += out["examples"]
+        self.state.add_eval_time(elapsed, out["examples"])
         return out
 
     # ------------------------------------------------------------------ main loop
@@ -326,11 +301,8 @@ class Trainer:
 
     def _run(self, held: contextlib.ExitStack) -> RunResult:
         t_start = self.t_start = time.perf_counter()
-        self.wall_before = 0.0
-        self.timing = {"train_s": 0.0, "train_images": 0, "eval_s": 0.0, "eval_images": 0}
-        self.best = {"top1": -1.0, "epoch": -1}
-        self.step, self.loss_sum, self.seen = 0, 0.0, 0
-        self.resumed_from = None
+        self.state = TrainState()  # replaced by the checkpoint's in _restore
+        self.diverged_at: dict[str, Any] | None = None
         self.last_eval: tuple[int, dict[str, Any]] | None = None
         self.stage = "set-up"
         self._setup()
@@ -338,20 +310,20 @@ class Trainer:
         self.stage = "checkpoint lookup"
         found = self._find_checkpoint()
         self.stage = "data"
-        self._setup_data()
+        self.setup_data()
         self.stage = "model and phases"
-        self._setup_model()
+        self.setup_model()
         self.stage = "restore"
         start_epoch, start_batch = self._restore(found)
         self._check_space()
         self._write_config()
-        self._wrap()
+        self.wrap_model()
         self.setup_s = time.perf_counter() - t_start  # this process: start of run() to its first training step
         self.stage = "training"
         self.preemption.arm()
         status = self._loop(start_epoch, start_batch)
         self.stage = "final evaluation"
-        return self._finish(status, t_start)
+        return self.finish(status, t_start)
 
     def _claim_folder(self, held: contextlib.ExitStack) -> None:
         """Rank 0: lock the run folder (one writer) and try a write there and in run.phase_dir, so a
@@ -414,7 +386,7 @@ class Trainer:
                     self._rebuild()
                 batch0 = start_batch if epoch == start_epoch else 0
                 if batch0 == 0:
-                    self.loss_sum, self.seen = 0.0, 0
+                    self.state.reset_epoch_loss()
                 sbar = tqdm(total=self.steps_per_epoch, initial=batch0, desc=f"epoch {epoch + 1}", unit="step",
                             disable=not self.progress, leave=False, dynamic_ncols=True)
                 t0 = time.perf_counter()
@@ -424,30 +396,28 @@ class Trainer:
                 batches = itertools.islice(self.train_loader.epoch(epoch, batch0), max(0, self.steps_per_epoch - batch0))
                 for b, (x, y) in enumerate(batches, start=batch0):
                     set_lr(self.optimizer, self.schedule.lr(epoch, b))
-                    loss = self._train_step(x, y)
+                    loss = self.train_step(x, y)
                     value = loss.item()
                     if not math.isfinite(value):
                         sbar.close()
-                        self.diverged_at = {"epoch": epoch, "batch": b, "step": self.step, "loss": str(value)}
+                        self.diverged_at = {"epoch": epoch, "batch": b, "step": self.state.step, "loss": str(value)}
                         return "diverged"
-                    self.loss_sum += value * y.shape[0]
-                    self.seen += y.shape[0]
+                    self.state.loss_sum += value * y.shape[0]
+                    self.state.seen += y.shape[0]
                     images += y.shape[0]
-                    self.step += 1
+                    self.state.step += 1
                     sbar.update(1)
-                    if self.step % 20 == 0:
+                    if self.state.step % 20 == 0:
                         sbar.set_postfix(loss=f"{value:.3f}", refresh=False)
                     # all ranks stop at the same step: a signal reaches them at different step boundaries,
                     # and a rank stopping alone would deadlock in the checkpoint barrier
                     if any_rank(bool(self.preemption), self.dist):
-                        self.timing["train_s"] += time.perf_counter() - t0
-                        self.timing["train_images"] += images * self.dist.world_size
+                        self.state.add_train_time(time.perf_counter() - t0, images * self.dist.world_size)
                         sbar.close()
                         self.save_checkpoint(epoch, b + 1)
                         return "preempted"
                 sbar.close()
-                self.timing["train_s"] += time.perf_counter() - t0
-                self.timing["train_images"] += images * self.dist.world_size
+                self.state.add_train_time(time.perf_counter() - t0, images * self.dist.world_size)
                 self._end_epoch(epoch)
                 ebar.update(1)
         finally:
@@ -456,28 +426,26 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> None:
         cfg = self.cfg
-        sums = all_reduce_sum(torch.tensor([self.loss_sum, float(self.seen)], dtype=torch.float64), self.dist)
-        train = {"kind": "train", "epoch": epoch + 1, "step": self.step,
+        sums = all_reduce_sum(torch.tensor([self.state.loss_sum, float(self.state.seen)], dtype=torch.float64), self.dist)
+        train = {"kind": "train", "epoch": epoch + 1, "step": self.state.step,
                  "loss": (sums[0] / max(sums[1], 1)).item(), "lr": self.schedule.lr(epoch, self.steps_per_epoch - 1)}
         self.log.write(train)
         metrics: dict[str, float] = {"train_loss": train["loss"]}
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
             ev = self.evaluate(self.eval_loader)
             self.last_eval = (epoch + 1, ev)
-            self.log.write({"kind": "eval", "epoch": epoch + 1, "step": self.step, "split": self.data.eval_split, **ev})
+            self.log.write({"kind": "eval", "epoch": epoch + 1, "step": self.state.step, "split": self.data.eval_split, **ev})
             metrics.update(eval_top1=ev["top1"], eval_loss=ev["loss"])
             if self.progress:
                 tqdm.write(f"epoch {epoch + 1}: train loss {train['loss']:.4f}  {self.data.eval_split} top1 "
                            f"{ev['top1']:.2f}  top5 {ev['top5']:.2f}")
-            if self.data.eval_split == "val" and ev["top1"] > self.best["top1"]:
-                self.best = {"top1": ev["top1"], "epoch": epoch + 1}
+            if self.data.eval_split == "val" and ev["top1"] > self.state.best["top1"]:
+                self.state.best = {"top1": ev["top1"], "epoch": epoch + 1}
                 if self.is_main:
-                    ckpt.save_atomic(self.run_dir / "best.pt", {
-                        "model": self.model.state_dict(), "extra": self.method.extra_state(self.model),
-                        "epoch": epoch + 1, "config_hash": self.config_hash})
+                    ckpt.save_best(self.run_dir, best_payload(self.model, self.method, epoch + 1, self.config_hash))
         if self.method.on_epoch_end(self.model, epoch, metrics):
             self._rebuild()
-        self.loss_sum, self.seen = 0.0, 0
+        self.state.reset_epoch_loss()
         self.save_checkpoint(epoch + 1, 0)
 
     def _rebuild(self) -> None:
@@ -486,7 +454,7 @@ class Trainer:
         if self.cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = rebuild_optimizer(self.optimizer, self.model, self.cfg.optim, self.exempt)
-        self._wrap()
+        self.wrap_model()
 
     # ------------------------------------------------------------------ the record
     def _non_finite(self, final: dict[str, Any]) -> str:
@@ -501,18 +469,28 @@ class Trainer:
                 return f"non-finite test {key}"
         return ""
 
-    def _finish(self, status: str, t_start: float) -> RunResult:
+    def _summary(self) -> RunSummary:
+        """What the record reports about this run, as one value (the record module reads nothing else)."""
+        return RunSummary(
+            cfg=self.cfg, run_id=self.config_hash, method_name=self.method.name,
+            members=list(self.model.member_names), method_info=self.method.record_info(self.model),
+            dataset=self.data.describe(), synthetic=bool(self.data.synthetic),
+            budget=self.request.budget.to_dict() if self.request.budget else None, params=self.report.to_dict(),
+            steps=self.state.step, device=self.device, world_size=self.dist.world_size, timing=dict(self.state.timing),
+            setup_s=self.setup_s, pipeline=getattr(self.train_loader, "pipeline", "memory"),
+            artifacts=tuple(self.request.artifacts), resumed_from=self.state.resumed_from, diverged_at=self.diverged_at)
+
+    def finish(self, status: str, t_start: float) -> RunResult:
         final: dict[str, Any] = {}
         selection: dict[str, Any]
         if status == "completed":
-            if self.data.eval_split == "val" and self.best["epoch"] > 0:
-                best = torch.load(self.run_dir / "best.pt", map_location="cpu", weights_only=True) if self.is_main else None
-                best = broadcast_object(best, self.dist)
-                self.method.load_extra_state(self.model, best["extra"])
-                self.model.load_state_dict(best["model"])
+            best = self.state.best
+            if self.data.eval_split == "val" and best["epoch"] > 0:
+                weights = ckpt.load_best(self.run_dir, self.config_hash) if self.is_main else None
+                restore_model(broadcast_object(weights, self.dist), self.model, self.method)
                 self.model.to(self.device)
-                self._wrap()
-                selection = {"split": "val", "metric": "top1", "epoch": self.best["epoch"], "val_top1": self.best["top1"]}
+                self.wrap_model()
+                selection = {"split": "val", "metric": "top1", "epoch": best["epoch"], "val_top1": best["top1"]}
             else:
                 selection = {"split": "none", "rule": "last epoch", "epoch": self.cfg.train.epochs}
             eval_is_test = self.data.eval_split == "test" and self.data.eval is self.data.test
@@ -526,14 +504,14 @@ class Trainer:
             final["split"] = "test"
             bad = self._non_finite(final)
             if bad:  # weights or evaluation gone non-finite although the training loss stayed finite
-                self.diverged_at = {"epoch": self.cfg.train.epochs, "step": self.step, "reason": bad}
+                self.diverged_at = {"epoch": self.cfg.train.epochs, "step": self.state.step, "reason": bad}
                 status = "diverged"
                 selection = {"split": "none", "rule": "run diverged"}
-            self.log.write({"kind": "final", "step": self.step, **final})
+            self.log.write({"kind": "final", "step": self.state.step, **final})
         else:
             selection = {"split": "none", "rule": f"run {status}"}
-        wall = self.wall_before + (time.perf_counter() - t_start)
-        record = build_record(self, status, final, selection, wall)
+        wall = self.state.wall_before + (time.perf_counter() - t_start)
+        record = build_record(self._summary(), status, final, selection, wall)
         if self.is_main:
             write_json(self.run_dir / "result.json", record)
         code = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED}[status]

@@ -15,17 +15,40 @@ import datetime as _dt
 import os
 import resource
 import sys
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from ..config import Config
 from ..plugins import METHODS
 from ..provenance import git_info, hardware, package_versions
 from ..records import SCHEMA_VERSION  # defined beside the reader, re-exported here for writers
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .loop import Trainer
 
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run reports, collected by the trainer at its end: the record is built from this value alone
+    (so the record's schema has one room, and this module does not know the trainer)."""
+
+    cfg: Config
+    run_id: str
+    method_name: str
+    members: list[str]
+    method_info: dict[str, Any]
+    dataset: dict[str, Any]  # DataBundle.describe()
+    synthetic: bool
+    budget: dict[str, Any] | None
+    params: dict[str, Any]  # ParamReport.to_dict()
+    steps: int
+    device: torch.device
+    world_size: int
+    timing: dict[str, float]  # TrainState.timing: train/eval seconds and images over every process
+    setup_s: float  # this process: data, model, phases, restore
+    pipeline: str  # which data pipeline served the training batches: "memory" | "ffcv" | "torchvision"
+    artifacts: tuple[str, ...]  # the phases' artifacts (artifacts/<name>.json)
+    resumed_from: str | None
+    diverged_at: dict[str, Any] | None
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
@@ -36,50 +59,49 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return out
 
 
-def build_record(t: "Trainer", status: str, final: dict[str, Any], selection: dict[str, Any], wall: float) -> dict[str, Any]:
-    cfg = t.cfg
-    timing = t.timing
+def build_record(s: RunSummary, status: str, final: dict[str, Any], selection: dict[str, Any], wall: float) -> dict[str, Any]:
+    cfg = s.cfg
+    timing = s.timing
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "status": status,
-        "run_id": t.config_hash,
+        "run_id": s.run_id,
         # the options live once, in config.method.options (typed, every default filled in)
-        "method": {"name": t.method.name, "source": METHODS.entry(t.method.name).source},
+        "method": {"name": s.method_name, "source": METHODS.entry(s.method_name).source},
         "arch": cfg.model.arch,
-        "members": list(t.model.member_names),
-        "method_info": t.method.record_info(t.model),
-        "dataset": t.data.describe(),
-        "synthetic": bool(t.data.synthetic),
-        "budget": t.request.budget.to_dict() if t.request.budget else None,
-        "params": t.report.to_dict(),
+        "members": list(s.members),
+        "method_info": s.method_info,
+        "dataset": s.dataset,
+        "synthetic": s.synthetic,
+        "budget": s.budget,
+        "params": s.params,
         "metrics": final,
         "selection": selection,
         "epochs": cfg.train.epochs,
-        "steps": t.step,
+        "steps": s.steps,
         "seed": cfg.train.seed,
         "config": cfg.to_dict(),
-        "config_hash": t.config_hash,
+        "config_hash": s.run_id,
         "git": git_info(),
         "packages": package_versions(),
-        "hardware": hardware(t.device),
-        "world_size": t.dist.world_size,
+        "hardware": hardware(s.device),
+        "world_size": s.world_size,
         "timing": {
             "wall_s": round(wall, 3),
-            "setup_s": round(getattr(t, "setup_s", 0.0), 3),  # this process: data, model, phases, restore
+            "setup_s": round(s.setup_s, 3),
             "train_s": round(timing["train_s"], 3),
             "eval_s": round(timing["eval_s"], 3),
             "train_images_per_s": (timing["train_images"] / timing["train_s"]) if timing["train_s"] > 0 else None,
             "eval_images_per_s": (timing["eval_images"] / timing["eval_s"]) if timing["eval_s"] > 0 else None,
         },
-        "peak_memory": peak_memory_mb(t.device),
-        # which data pipeline served the training batches: "memory" | "ffcv" | "torchvision" (data.pipeline resolved)
-        "pipeline": getattr(t.train_loader, "pipeline", "memory"),
-        "phases": {k: f"artifacts/{k}.json" for k in t.request.artifacts},
-        "resumed_from": t.resumed_from,
+        "peak_memory": peak_memory_mb(s.device),
+        "pipeline": s.pipeline,
+        "phases": {k: f"artifacts/{k}.json" for k in s.artifacts},
+        "resumed_from": s.resumed_from,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if status == "diverged":
-        record["diverged_at"] = getattr(t, "diverged_at", None)
+        record["diverged_at"] = s.diverged_at
     if "SLURM_JOB_ID" in os.environ:  # the scheduler's view: which job, and how often it was requeued
         record["slurm"] = {"job_id": os.environ["SLURM_JOB_ID"], "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
                            "array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
