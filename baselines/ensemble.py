@@ -81,12 +81,10 @@ class Ensemble(Method):
                 layer.spec = layer.spec.with_member(i)
             attach_owned_weights(net)
             nets.append(net)
-        model = NPASModel(nets, member_names(archs))
-        model.ensemble_archs = archs  # type: ignore[attr-defined]
-        return model
+        return NPASModel(nets, member_names(archs), built=list(archs))
 
     def record_info(self, model: NPASModel) -> dict[str, Any]:
         members = [{"name": n, "arch": a, "params": count_params(m)[0]}
-                   for n, a, m in zip(model.member_names, model.ensemble_archs, model.members)]  # type: ignore[attr-defined]
+                   for n, a, m in zip(model.member_names, model.built(list), model.members)]
         return {"members": members, "total": sum(m["params"] for m in members),
                 "source": "members option" if self.options.arch_list() else f"{self.options.copies} copies of model.arch"}

@@ -67,12 +67,11 @@ class HardSharing(Method):
         for layer in weight_layers(net):
             if id(layer) not in banked:
                 layer.set_provider(OwnedWeight(layer.spec, head=layer.spec.role == "head"))
-        model = NPASModel([net], [request.arch], shared=shared)
-        model.hard_plan = {"groups": [g.describe() for g in groups], "total": total, "plain": plain}  # type: ignore[attr-defined]
-        return model
+        plan = {"groups": [g.describe() for g in groups], "total": total, "plain": plain}
+        return NPASModel([net], [request.arch], shared=shared, built=plan)
 
     def record_info(self, model: NPASModel) -> dict[str, Any]:
-        plan = model.hard_plan  # type: ignore[attr-defined]
+        plan = model.built(dict)
         return {"shared_weights": plan["groups"], "first_block": self.options.first_block,
                 "total": plan["total"], "plain_network": plan["plain"],
                 "compression": plan["plain"] / plan["total"]}

@@ -166,13 +166,12 @@ class Hashed(Method):
             slots.append((off, layer.spec.numel, tuple(layer.spec.shape), math.sqrt(2.0 / layer.spec.fan_in)))
             off += layer.spec.numel
         member = HashedNet(net, bank, providers, slots)
-        model = NPASModel([member], [request.arch], shared={"bank": bank})
-        model.hashed_plan = {"bank": size, "virtual": virtual, "fixed": fixed, "capped": capped,  # type: ignore[attr-defined]
-                             "index_dtype": str(bank.index.dtype).replace("torch.", "")}
-        return model
+        plan = {"bank": size, "virtual": virtual, "fixed": fixed, "capped": capped,
+                "index_dtype": str(bank.index.dtype).replace("torch.", "")}
+        return NPASModel([member], [request.arch], shared={"bank": bank}, built=plan)
 
     def record_info(self, model: NPASModel) -> dict[str, Any]:
-        plan = model.hashed_plan  # type: ignore[attr-defined]
+        plan = model.built(dict)
         info = {
             "bank": plan["bank"], "virtual_weights": plan["virtual"], "unhashed": plan["fixed"],
             "compression": plan["virtual"] / plan["bank"], "hash_seed": self.options.hash_seed,

@@ -238,15 +238,12 @@ class Reduced(Method):
         net = create_backbone(request.arch, request.num_classes) if chosen == requested else \
             chosen.backbone(request.num_classes)
         attach_owned_weights(net)
-        model = NPASModel([net], [chosen.name])
-        model.reduced_choice = {  # type: ignore[attr-defined]
-            "requested": requested, "chosen": chosen, "next": nxt, "num_classes": request.num_classes,
-            "image_size": request.image_size, "budget": request.budget.params if request.budget else None,
-        }
-        return model
+        choice = {"requested": requested, "chosen": chosen, "next": nxt, "num_classes": request.num_classes,
+                  "image_size": request.image_size, "budget": request.budget.params if request.budget else None}
+        return NPASModel([net], [chosen.name], built=choice)
 
     def record_info(self, model: NPASModel) -> dict[str, Any]:
-        c = model.reduced_choice  # type: ignore[attr-defined]
+        c = model.built(dict)
         nc, size = c["num_classes"], c["image_size"]
         req, used = c["requested"], c["chosen"]
         req_p, used_p = self._count(req, nc), self._count(used, nc)

@@ -64,10 +64,6 @@ class TemplateBank(nn.Module):
         for t in range(templates):
             kaiming_normal_(self.templates.data[t].view(self.shape))
 
-    @property
-    def num_templates(self) -> int:
-        return self.templates.shape[0]
-
 
 class SoftWeight(CachedProvider):
     """A banked layer's weight: its coefficient vector times its bank's templates."""
@@ -192,18 +188,15 @@ class SoftSharing(Method):
         for layer in weight_layers(net):
             if id(layer) not in banked:
                 layer.set_provider(OwnedWeight(layer.spec, head=layer.spec.role == "head"))
-        model = NPASModel([net], [request.arch], shared=banks)
-        model.soft_plan = {  # type: ignore[attr-defined]
-            "banks": [{**g.describe(), "templates": t, "template_numel": g.numel} for g, t in zip(groups, ts)],
-            "fixed": fixed, "total": soft_total(fixed, groups, ts), "budget": budget,
-        }
-        return model
+        plan = {"banks": [{**g.describe(), "templates": t, "template_numel": g.numel} for g, t in zip(groups, ts)],
+                "fixed": fixed, "total": soft_total(fixed, groups, ts), "budget": budget}
+        return NPASModel([net], [request.arch], shared=banks, built=plan)
 
     def no_weight_decay_roles(self) -> frozenset[str]:
         return frozenset({"coefficients"})  # reference README: no weight decay on the coefficients
 
     def record_info(self, model: NPASModel) -> dict[str, Any]:
-        plan = model.soft_plan  # type: ignore[attr-defined]
+        plan = model.built(dict)
         info = {
             "templates": {b["key"]: b["templates"] for b in plan["banks"]},
             "banks": plan["banks"],

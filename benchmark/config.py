@@ -145,12 +145,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
-    def hash_dict(self) -> dict[str, Any]:
-        """What determines results, after resolution (see ``experiment.identity_dict``)."""
-        from .experiment import identity_dict, resolve
-
-        return identity_dict(resolve(self))
-
     def hash(self) -> str:
         """The run id: the same experiment, however it is written, has one hash (``experiment.run_id``)."""
         from .experiment import run_id

@@ -23,10 +23,10 @@ contract covers:
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import torch
 import torch.nn as nn
@@ -35,8 +35,7 @@ from .budget import Budget
 from .errors import BudgetError, ConfigError, RegistryError
 from .models.layers import WeightedLayer, weight_layers
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer.phase import PhaseContext
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,13 +53,44 @@ class BuildRequest:
     artifacts: dict[str, Any] = field(default_factory=dict)  # phase name -> artifact
 
 
+class RunContext(ABC):
+    """What a method's phases and epoch hooks get from the run (the trainer provides it; ``method.context``
+    during training): the run's config, data, device and folder, plus the three services a method must not
+    build itself -- batches (``loader``), training (``fit``, through the run's one training step) and
+    agreement across DDP ranks (``agree``)."""
+
+    cfg: Any  # npasbench.config.Config
+    data: Any  # npasbench.data.DataBundle
+    device: torch.device
+    run_dir: Path
+    request: BuildRequest
+    config_hash: str
+    progress: bool
+
+    @abstractmethod
+    def loader(self, split: str = "train", *, batch_size: int | None = None, seed: int | None = None,
+               drop_last: bool = True) -> Any:
+        """A loader of the run's data on its device (``epoch(e)`` yields (images, labels) batches)."""
+
+    @abstractmethod
+    def fit(self, model: "NPASModel", epochs: int, *, lr: float | None = None, milestones: tuple[float, ...] = (),
+            gammas: tuple[float, ...] = (), batch_size: int | None = None, max_steps_per_epoch: int | None = None,
+            no_decay_roles: frozenset[str] = frozenset(), seed: int | None = None, desc: str = "phase") -> dict[str, float]:
+        """Train ``model`` for ``epochs`` (a step schedule) with the run's optimizer and training step;
+        returns {"loss": the last epoch's mean training loss}."""
+
+    @abstractmethod
+    def agree(self, value: T) -> T:
+        """Rank 0's ``value`` on every rank (a decision all ranks must share); the value itself outside DDP."""
+
+
 @dataclass(frozen=True)
 class Phase:
     """A step before training; ``run`` returns a JSON-able artifact dict."""
 
     name: str
     description: str
-    run: Callable[["PhaseContext"], dict]
+    run: Callable[[RunContext], dict]
 
 
 class NPASModel(nn.Module):
@@ -72,13 +102,24 @@ class NPASModel(nn.Module):
     """
 
     def __init__(self, members: Sequence[nn.Module], member_names: Sequence[str] | None = None,
-                 shared: dict[str, nn.Module] | None = None) -> None:
+                 shared: dict[str, nn.Module] | None = None, built: object = None) -> None:
         super().__init__()
         if not members:
             raise ValueError("an NPASModel needs at least one member network")
         self.members = nn.ModuleList(members)
         self.member_names = list(member_names or [f"member{i}" for i in range(len(members))])
         self.shared = nn.ModuleDict(shared or {})
+        self._built: object = built
+
+    # -- what the method decided when it built the model (its plan, its choices) --------------------
+    def built(self, kind: type[T]) -> T:
+        """The facts the method decided at build time (``NPASModel(..., built=...)``: one object of the method's
+        own type, e.g. its plan), read back by its hooks, ``extra_state`` and ``record_info``; checked to be a
+        ``kind`` (a method reads only its own). Mutable objects may change in place (SuperWeights' row map)."""
+        if not isinstance(self._built, kind):
+            raise TypeError(f"this model's built facts are {type(self._built).__name__}, not {kind.__name__}: "
+                            "built by another method, or its build passed no built=")
+        return self._built
 
     @property
     def num_members(self) -> int:
@@ -160,9 +201,9 @@ class Method(ABC):
         self.options = options if options is not None else self.Options()
         if not isinstance(self.options, self.Options):
             raise TypeError(f"{type(self).__name__} expects options of type {self.Options.__name__}")
-        # Set by the trainer once the phases have run: the run's PhaseContext (config, data, device),
-        # for epoch hooks that must read data (e.g. SuperWeights' coefficient unsharing). None outside it.
-        self.context: "PhaseContext | None" = None
+        # Set by the trainer once the phases have run: the run's context (config, data, device, loaders,
+        # agreement), for epoch hooks that must read data (e.g. SuperWeights' coefficient unsharing). None outside it.
+        self.context: RunContext | None = None
 
     # -- required -------------------------------------------------------------------------
     @abstractmethod
@@ -234,7 +275,3 @@ class Method(ABC):
         from .options import to_dict
 
         return to_dict(self.options)
-
-
-def replace_options(options: MethodOptions, **changes: Any) -> MethodOptions:
-    return dataclasses.replace(options, **changes)

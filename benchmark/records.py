@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA_VERSION = 2  # of result.json -- 2: run_id; method options only in config.method.options
 FINAL = ("completed", "diverged")
@@ -80,9 +80,3 @@ def read_record(path: str | Path) -> tuple[dict[str, Any] | None, RecordProblem 
     if problem:
         return None, RecordProblem(path, problem)
     return rec, None
-
-
-def scan_records(folder: str | Path) -> Iterator[tuple[dict[str, Any] | None, RecordProblem | None]]:
-    """Every ``result.json`` below ``folder``, sorted by path, as ``read_record`` answers."""
-    for path in sorted(Path(folder).rglob("result.json")):
-        yield read_record(path)

@@ -60,12 +60,6 @@ class Registry(Generic[T]):
         self._entries[name] = Entry(name, obj, source)
         return obj
 
-    def register(self, name: str) -> Callable[[T], T]:
-        def deco(obj: T) -> T:
-            return self.add(name, obj)
-
-        return deco
-
     # -- discovery --------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
         if self._builtin_loader is not None:

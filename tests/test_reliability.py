@@ -449,7 +449,7 @@ BAD_RECORDS = {
 
 @pytest.mark.parametrize("kind", sorted(BAD_RECORDS))
 def test_bad_records_are_reported_and_skipped(kind, tiny, tmp_path):
-    from npasbench.leaderboard import load_records
+    from npasbench.leaderboard import collect
     from npasbench.records import read_record
 
     good = train(build_config({}, {**tiny, "run.out": str(tmp_path / "all" / "good")}))
@@ -458,10 +458,9 @@ def test_bad_records_are_reported_and_skipped(kind, tiny, tmp_path):
     bad.write_bytes(BAD_RECORDS[kind])
     rec, problem = read_record(bad)
     assert rec is None and problem is not None and problem.path == bad
-    problems: list = []
-    with pytest.warns(UserWarning, match="skipping record"):
-        records = load_records(tmp_path / "all", problems)
-    assert [r["run_id"] for r in records] == [good.record["run_id"]] and [p.path for p in problems] == [bad]
+    got = collect([tmp_path / "all"])  # what the leaderboard reads: the good record, one problem note for the bad
+    assert [r["run_id"] for r in got.records] == [good.record["run_id"]]
+    assert [(n.kind, n.path) for n in got.notes] == [("problem", str(bad))]
 
 
 def test_a_bad_record_in_a_grid_is_shown_and_rerun(tmp_path):

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from npasbench.methods.ssn.plan import SSNPlan
 from npasbench import Budget, BudgetError, ConfigError, create_model
 from npasbench.config import build_config
 from npasbench.methods.ssn.groups import auto_groups, manual_groups, random_groups
@@ -65,7 +66,7 @@ def test_weights_shapes_counts_and_gradients(opts, budget):
     model = built.model
     # the analytic count (used by the budget solver) equals the built model's unique parameters
     net, specs = backbone_specs("wrn-16-1", 10)
-    plan = model.ssn_plan
+    plan = model.built(SSNPlan)
     counted = plan_counts(plan, specs, built.method.options, fixed_params(net))
     rep = built.report(flops=False)
     assert counted["total"] == rep.total
@@ -169,8 +170,8 @@ def test_explicit_groups_and_singletons_are_plain_layers():
 
 
 def test_spread_blocks_removes_dead_regions():
-    plain = ssn("wrn-16-4", "cifar100", Budget(1_000_000, "max_params")).model.ssn_plan
-    fixed = ssn("wrn-16-4", "cifar100", Budget(1_000_000, "max_params"), spread_blocks=True).model.ssn_plan
+    plain = ssn("wrn-16-4", "cifar100", Budget(1_000_000, "max_params")).model.built(SSNPlan)
+    fixed = ssn("wrn-16-4", "cifar100", Budget(1_000_000, "max_params"), spread_blocks=True).model.built(SSNPlan)
     assert sum(plain.unread_bank_entries().values()) > 0
     assert sum(fixed.unread_bank_entries().values()) < sum(plain.unread_bank_entries().values())
 

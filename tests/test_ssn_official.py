@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from npasbench.methods.ssn.plan import SSNPlan
 from npasbench import Budget, BudgetError, create_model
 from npasbench.models.registry import create_backbone
 
@@ -55,7 +56,7 @@ def test_counts_and_layout_equal_official(row):
     assert rep.total == row["total"], f"total {rep.total:,} != official {row['total']:,}"
     if row["share_type"] == "none":
         return
-    plan = built.model.ssn_plan
+    plan = built.model.built(SSNPlan)
     ours = {lp.index: lp for lp in plan.layers}
     for layer in row["layers"]:
         lp = ours[layer["layer_id"]]
@@ -94,7 +95,7 @@ def test_search_model_equals_official_learned_groups_model(row):
     model = method.search_model(BuildRequest(arch=row["arch"], num_classes=row["num_classes"]))
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert total == row["total"]
-    ours = {lp.index: lp for lp in model.ssn_plan.layers}
+    ours = {lp.index: lp for lp in model.built(SSNPlan).layers}
     for layer in row["layers"]:
         lp = ours[layer["layer_id"]]
         assert (lp.templates, [lp.start, lp.end], list(lp.in_shape)) == (layer["K"], layer["block"],

@@ -14,7 +14,7 @@ from npasbench.errors import BudgetError, ConfigError
 from npasbench.factory import make_request
 from npasbench.methods.superweights.clustering import assign, one_template_estimate, search_clusters
 from npasbench.methods.superweights.coefficients import RowMap, bank_uses, initial_rows, unshare
-from npasbench.methods.superweights.method import shared_layers
+from npasbench.methods.superweights.method import SWBuilt, shared_layers
 from npasbench.methods.superweights.network import compose
 from npasbench.methods.superweights.plan import compose_shapes, depth_bins, make_plan
 from npasbench.models.registry import create_backbone
@@ -123,7 +123,7 @@ def test_composed_weights_have_exact_shapes_and_gradients_reach_banks(share_type
 def test_weights_are_nested_across_widths():
     """With shared coefficients the narrower layers of a cluster are the top-left blocks of the wider."""
     method, model = build("wrn-16-4,wrn-16-2", Budget(1_000_000, "max_params"))
-    assert model.sw_info["coefficients"] == "bank"
+    assert model.built(SWBuilt).info["coefficients"] == "bank"
     for m in model.members:
         m.produce()
     wide = shared_layers(model.members[0].net)
@@ -131,7 +131,7 @@ def test_weights_are_nested_across_widths():
     checked = 0
     for a, b in zip(wide, narrow):
         wa, wb = a.weight(), b.weight()
-        if model.sw_plan.clusters[0][a.spec.index] != model.sw_plan.clusters[1][b.spec.index]:
+        if model.built(SWBuilt).plan.clusters[0][a.spec.index] != model.built(SWBuilt).plan.clusters[1][b.spec.index]:
             continue
         o, i = min(wa.shape[0], wb.shape[0]), min(wa.shape[1], wb.shape[1])
         assert torch.equal(wa[:o, :i], wb[:o, :i])
@@ -179,10 +179,10 @@ def test_unique_accounting_counts_banks_once():
     from npasbench.accounting import param_report
 
     rep = param_report(model, (3, 32, 32), None)
-    assert rep.breakdown["bank"] == model.sw_plan.bank_total
-    assert rep.breakdown["coefficients"] == sum(model.sw_rows.count(k) * b.templates for k, b in model.sw_plan.banks.items())
+    assert rep.breakdown["bank"] == model.built(SWBuilt).plan.bank_total
+    assert rep.breakdown["coefficients"] == sum(model.built(SWBuilt).rows.count(k) * b.templates for k, b in model.built(SWBuilt).plan.banks.items())
     own = sum(p.numel() for m in model.members for p in m.parameters())  # members hold no bank
-    assert rep.total == model.sw_plan.bank_total + rep.breakdown["coefficients"] + own
+    assert rep.total == model.built(SWBuilt).plan.bank_total + rep.breakdown["coefficients"] + own
     assert len(rep.flops["per_member"]) == 3
     # members read the very same bank tensors (the stem's bank: cluster 1, level 0, every member)
     stem = model.shared["bank_c1_l0"]
@@ -196,13 +196,13 @@ def test_total_budget_mode_fits_and_is_tight(budget):
     method, model = build(SMALL, Budget(budget, "total"))
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert total <= budget
-    mp = model.sw_plan.max_params
+    mp = model.built(SWBuilt).plan.max_params
     shapes = shapes_of(SMALL)
     bins = depth_bins(shapes, 4)
-    fixed = total - model.sw_plan.bank_total - sum(p.numel() for n, p in model.shared.named_parameters() if n.startswith("coef_"))
+    fixed = total - model.built(SWBuilt).plan.bank_total - sum(p.numel() for n, p in model.shared.named_parameters() if n.startswith("coef_"))
     nxt = make_plan(shapes, bins, mp + 1)
     assert mp == budget or method.plan_total(nxt, initial_rows(nxt, "bank"), fixed)["total"] > budget
-    assert method.plan_total(model.sw_plan, model.sw_rows, fixed)["total"] == total
+    assert method.plan_total(model.built(SWBuilt).plan, model.built(SWBuilt).rows, fixed)["total"] == total
 
 
 def test_eval_cache_reuses_composed_weights():
@@ -375,7 +375,7 @@ def test_fan_in_bank_init_option():
     banks = [m for m in fan.model.modules() if isinstance(m, TemplateBank)]
     official_banks = [m for m in official.model.modules() if isinstance(m, TemplateBank)]
     assert len(banks) == len(official_banks) > 2
-    plan = fan.model.sw_plan
+    plan = fan.model.built(SWBuilt).plan
     checked = 0
     for key, bank, ref in zip(plan.bank_order(), banks, official_banks):
         head = (bank.templates.numel() // 9) * 9

@@ -101,6 +101,3 @@ class Normalizer:
         # Converting the float result is ~3x faster on CPU than a channels_last uint8->float cast.
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
-    def pad_value(self) -> torch.Tensor:
-        """The normalised value of a black (0) pixel, per channel: ``-mean / std``."""
-        return (-self.mean / self.std).to(torch.float32)

@@ -37,10 +37,6 @@ class GridRun:
     config: Config  # resolved; run.out is the run folder relative to the results folder
     folder: str
 
-    @property
-    def budget_params(self) -> int | None:
-        return self.config.model.budget
-
     def describe(self) -> str:
         v = "" if self.variant == "default" else f" [{self.variant}]"
         return f"{self.method}{v} {self.arch} {self.dataset} budget={self.budget} seed={self.seed}"

@@ -8,7 +8,7 @@ over seeds, paired differences to the unshared network, flags), ``render`` (mark
 
 from .build import Leaderboard, build_leaderboard
 from .collect import Collection, Note, collect
-from .table import frame, load_records, row, to_markdown
+from .table import frame, row, to_markdown
 
-__all__ = ["Leaderboard", "build_leaderboard", "Collection", "Note", "collect", "frame", "load_records", "row",
+__all__ = ["Leaderboard", "build_leaderboard", "Collection", "Note", "collect", "frame", "row",
            "to_markdown"]

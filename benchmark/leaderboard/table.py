@@ -6,30 +6,12 @@ every row, so a synthetic number can never pass for a CIFAR one.
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
-from ..records import scan_records
 
 COLUMNS = ["method", "arch", "dataset", "budget", "params", "GFLOPs", "top1", "top5", "status", "time_s"]
-
-
-def load_records(folder: str | Path, problems: list | None = None) -> list[dict[str, Any]]:
-    """Every usable record below ``folder``; damaged or foreign ones are skipped, each reported with a
-    warning (and appended to ``problems`` when given)."""
-    records = []
-    for rec, problem in scan_records(folder):
-        if problem is not None:
-            warnings.warn(f"skipping record {problem}", stacklevel=2)
-            if problems is not None:
-                problems.append(problem)
-            continue
-        if rec is not None:
-            records.append(rec)
-    return records
 
 
 def row(rec: dict[str, Any]) -> dict[str, Any]:

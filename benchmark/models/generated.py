@@ -64,6 +64,11 @@ class GeneratingNet(nn.Module):
         self.produce()
         self._cache_key = self._key() if cacheable else None
 
+    def set_sources(self, sources: Iterable[torch.Tensor]) -> None:
+        """Replace the parameters generation reads (the cache key follows them)."""
+        object.__setattr__(self, "_sources", list(sources))
+        self.invalidate()
+
     def invalidate(self) -> None:
         self._cache_key = None
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..methods.ssn.plan import SSNPlan
 from .official import cpu_device_lookups, import_official, quiet
 
 
@@ -100,7 +101,10 @@ def pairs(official: nn.Module, ours) -> list[tuple[str, torch.Tensor, torch.Tens
     layers_u = ours.weight_layers()
     if len(layers_o) != len(layers_u):
         raise ConfigError(f"parity transfer: {len(layers_o)} official weight layers, {len(layers_u)} of ours")
-    plan = getattr(ours, "ssn_plan", None)
+    try:
+        plan: SSNPlan | None = ours.built(SSNPlan)
+    except TypeError:  # a plain (unshared) model: no plan
+        plan = None
     by_index = {lp.index: lp for lp in plan.layers} if plan is not None else {}
     seen_groups: set[int] = set()
     for i, (lo, lu) in enumerate(zip(layers_o, layers_u)):
@@ -166,12 +170,6 @@ def our_weights(ours) -> list[torch.Tensor]:
         if hasattr(member, "generate"):
             member.generate()
     return [layer.weight() for layer in ours.weight_layers()]
-
-
-def weight_diffs(official: nn.Module, ours) -> list[float]:
-    """max |official - ours| of every layer's generated weight."""
-    with torch.no_grad():
-        return [float((a - b).abs().max()) for a, b in zip(official_weights(official), our_weights(ours))]
 
 
 def trainable(official: nn.Module) -> int:

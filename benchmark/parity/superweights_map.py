@@ -20,7 +20,7 @@ the two models' structure and checked (shapes, layer ids, bank readers, sharing)
   cluster ``c`` (same depth-bin numbering: 1x1 bins first, then 3x3 bins) and width ``w`` our level ``w``.
 - coefficients: official layer ``layer_id = l`` (an ``SConv2d``) reads bank ``c``/width ``w`` through
   ``layer.coefficients[w]`` (a ``ParameterCombiner``; layers sharing coefficients hold the same object);
-  its ``.coefficients`` (``T``) -> row ``sw_rows.rows[(c, w)][(0, l)]`` of ``shared.coef_c<c>_l<w>.rows``.
+  its ``.coefficients`` (``T``) -> row ``built(SWBuilt).rows.rows[(c, w)][(0, l)]`` of ``shared.coef_c<c>_l<w>.rows``.
   The partition of uses into combiners must equal ours into rows. ``.mask`` (ones, not trainable) has
   no counterpart: it must be all ones.
 - convolutions: official ``SConv2d`` with ``layer_id`` ``l`` <-> our conv with ``spec.index`` ``l``
@@ -51,6 +51,7 @@ import torch.nn as nn
 from ..budget import Budget
 from ..contract import NPASModel
 from ..errors import ConfigError
+from ..methods.superweights.method import SWBuilt
 from .official import cpu_device_lookups, import_official, quiet
 
 # main_no.py defaults for what the cell does not set
@@ -174,10 +175,14 @@ def _need(cond: bool, msg: str) -> None:
 def build_map(official: nn.Module, ours: NPASModel) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(our name, official tensor, our tensor or row view) for every tensor to copy, after checking that
     the two models have the same structure. Raises ``TransferError`` naming the first disagreement."""
-    _need(isinstance(ours, NPASModel) and hasattr(ours, "sw_plan"), "the second model is not a SuperWeights NPASModel")
+    _need(isinstance(ours, NPASModel), "the second model is not an NPASModel")
+    try:
+        built = ours.built(SWBuilt)
+    except TypeError:
+        raise TransferError("superweights transfer: the second model is not a SuperWeights NPASModel") from None
     _need(ours.num_members == 1, f"only single-network models map onto one official SWRN ({ours.num_members} members)")
     member = ours.members[0]
-    net, plan, rows = member.net, ours.sw_plan, ours.sw_rows
+    net, plan, rows = member.net, built.plan, built.rows
     _need(member.share_type in ("wavg", "wavg_slide"), f"our share_type is {member.share_type!r}; the map covers "
                                                        "wavg/wavg_slide (coefficient vectors, no projections)")
     links: list[tuple[str, torch.Tensor, torch.Tensor]] = []

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from ..atomic import write_json, write_text
+from .timing import loadavg
 
 TRAIN = {"data.name": "synthetic", "data.synthetic_train": 3000, "data.synthetic_test": 500, "train.batch_size": 128,
          "optim.milestones_unit": "fraction", "optim.milestones": [0.5], "optim.gammas": [0.2]}
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             rep["bare_run_s"] = rep["bare"]["wall_s"] / a.runs
             # per task once the runner is up: what each further run of a grid costs
             rep["per_task_s"] = (rep["grid"]["wall_s"] - rep["grid"]["runner_startup_s"] - rep["bare"]["wall_s"]) / a.runs
-            rep["load_avg"] = os.getloadavg()[0]
+            rep["load_avg"] = (loadavg() or [None])[0]
             reps.append(rep)
     med = statistics.median
     per_run = med(r["overhead_per_run_s"] for r in reps)

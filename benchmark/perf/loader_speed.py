@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .timing import loadavg
+
 SCHEMA = "npasbench.perf.loader_speed/1"
 DEFAULT_OUT = "results/perf/loader_speed.json"
 ARMS = ("memory", "torchvision", "ffcv")
@@ -54,13 +56,6 @@ TARGET_RATIO = 2.0
 
 
 # --------------------------------------------------------------------------------------- one arm (subprocess)
-def _loadavg() -> list[float]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return []
-
-
 def _model_and_optimizer(num_classes: int):
     import torch
 
@@ -89,7 +84,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
 
     from ..data import DataConfig, load_data, make_loader
 
-    out: dict[str, Any] = {"arm": arm, "load_before": _loadavg(), "torch_threads": torch.get_num_threads()}
+    out: dict[str, Any] = {"arm": arm, "load_before": loadavg(), "torch_threads": torch.get_num_threads()}
     data_cfg = DataConfig(name="cifar100", root=args.data_root, beton_dir=args.beton_dir,
                           pipeline="memory" if arm == "step" else arm, cutout=CUTOUT, num_workers=args.workers)
     bundle = load_data(data_cfg)
@@ -103,7 +98,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
             _step(model, opt, x, y)
         seconds = time.perf_counter() - t0
         out.update(step_images_per_s=args.train_steps * args.batch_size / seconds, seconds=seconds)
-        out["load_after"] = _loadavg()
+        out["load_after"] = loadavg()
         return out
     t0 = time.perf_counter()
     loader = make_loader(bundle, "train", args.batch_size, data_cfg, seed=0, drop_last=True)
@@ -133,7 +128,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict[str, Any]:
     it.close()
     out["e2e"] = {"steps": args.train_steps, "seconds": seconds,
                   "images_per_s": args.train_steps * args.batch_size / seconds}
-    out["load_after"] = _loadavg()
+    out["load_after"] = loadavg()
     return out
 
 

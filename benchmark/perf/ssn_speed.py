@@ -18,7 +18,6 @@ not part of this repository. Its ``models.wrn`` builds on CPU; it is timed exact
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
 import os
 import statistics
@@ -30,12 +29,12 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..atomic import write_json, write_text
 from ..budget import Budget
 from ..factory import create_model
 from ..provenance import hardware, package_versions
+from .timing import interleaved, loadavg, time_infer
 
 
 class _Squeeze(nn.Module):
@@ -79,17 +78,6 @@ def time_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -
     return times[1:]
 
 
-@torch.no_grad()
-def time_infer(model: nn.Module, x: torch.Tensor, min_run_time: float) -> list[float]:
-    """Per-call seconds from torch.utils.benchmark's blocked_autorange (many calls per block)."""
-    from torch.utils.benchmark import Timer
-
-    model.eval()
-    model(x)  # warm-up (and, for ours, the one-off weight generation)
-    m = Timer("model(x)", globals={"model": model, "x": x}).blocked_autorange(min_run_time=min_run_time)
-    return list(m.times)
-
-
 def time_generation(model: nn.Module, repeats: int = 15) -> dict[str, float]:
     """SSN-only work per training step: generating every weight and back-propagating into the banks
     (with unit gradients), timed in isolation -- far less noisy than the difference of two ~seconds-long
@@ -106,30 +94,6 @@ def time_generation(model: nn.Module, repeats: int = 15) -> dict[str, float]:
         once()
     times = [once() for _ in range(repeats)]
     return {"median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times)}
-
-
-def interleaved(arms: dict[str, Callable[[], list[float]]], repeats: int, desc: str,
-                measure: Callable[[Callable[[], list[float]]], tuple[list[float], float | None]] | None = None,
-                ) -> dict[str, dict]:
-    """Run every arm once per repeat, order rotated; per arm the median/min over repeats of the
-    per-repeat median. ``measure`` wraps each call (e.g. a contention guard returning the other
-    processes' CPU use alongside the times)."""
-    per: dict[str, list[float]] = {k: [] for k in arms}
-    others: dict[str, list[float | None]] = {k: [] for k in arms}
-    names = list(arms)
-    bar = tqdm(total=repeats * len(names), desc=desc, leave=False)
-    for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            gc.collect()
-            times, o = measure(arms[name]) if measure is not None else (arms[name](), None)
-            per[name].append(statistics.median(times))
-            others[name].append(None if o is None else round(o, 3))
-            bar.update(1)
-    bar.close()
-    return {k: {"median_ms": 1000 * statistics.median(v), "min_ms": 1000 * min(v),
-                "spread_pct": 100 * (max(v) / min(v) - 1), "per_repeat_ms": [1000 * t for t in v],
-                "other_cores": others[k]} for k, v in per.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -166,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     for bs in (int(b) for b in args.infer_batches.split(",")):
         xi = torch.randn(bs, 3, 32, 32)
         models = {k: b() for k, b in builders.items()}
-        infer[str(bs)] = interleaved({k: (lambda m=m: time_infer(m, xi, args.infer_seconds)) for k, m in models.items()},
+        infer[str(bs)] = interleaved({k: (lambda m=m: time_infer(m.eval(), xi, args.infer_seconds)) for k, m in models.items()},
                                      args.infer_repeats, f"inference batch {bs}")
 
     def overhead(table: dict, a: str, b: str) -> float:
@@ -186,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "ssn_speed", "arch": args.arch, "classes": args.classes, "max_params": args.max_params,
         "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats, "params": params,
-        "threads": torch.get_num_threads(), "load_average": os.getloadavg(), "hardware": hardware("cpu"),
+        "threads": torch.get_num_threads(), "load_average": loadavg(), "hardware": hardware("cpu"),
         "packages": package_versions(), "train": train, "inference": infer, "generation": generation,
         "verdict": verdict,
         "official": args.official is not None, "command": "python -m npasbench.perf.ssn_speed " + " ".join(argv or sys.argv[1:]),

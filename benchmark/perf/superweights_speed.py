@@ -65,7 +65,7 @@ from ..models.generated import GeneratedWeight
 from ..plugins import create_method
 from ..provenance import hardware, package_versions
 from ..trainer.optim import param_groups
-from .ssn_speed import interleaved as _interleaved
+from .timing import Guard, interleaved, loadavg, time_infer
 
 LR = 0.01  # speed does not depend on it; small enough that random data never drives the weights to inf/NaN
 MOMENTUM = 0.9
@@ -225,8 +225,8 @@ def build_official(path: str, members: str, max_params: int, classes: int, share
 
 
 # ------------------------------------------------------------------------------- timing
-class Trainer:
-    """An arm with its optimizer, kept across repeats (so arms can alternate every few steps)."""
+class StepTimer:
+    """Times SGD steps of one arm; keeps the arm's optimizer across repeats (so arms can alternate every few steps)."""
 
     def __init__(self, arm: Arm) -> None:
         self.arm = arm
@@ -245,16 +245,6 @@ class Trainer:
             self.opt.step()
             times.append(time.perf_counter() - t0)
         return times
-
-
-@torch.no_grad()
-def time_infer(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, min_run_time: float) -> list[float]:
-    """Per-call seconds from torch.utils.benchmark's blocked_autorange (many calls per block)."""
-    from torch.utils.benchmark import Timer
-
-    fn(x)  # warm-up (and, for ours, the one-off weight composition)
-    m = Timer("fn(x)", globals={"fn": fn, "x": x}).blocked_autorange(min_run_time=min_run_time)
-    return list(m.times)
 
 
 def composed_weights_ours(arm: Arm) -> Callable[[], list[torch.Tensor]]:
@@ -289,87 +279,6 @@ def time_composition(compose: Callable[[], list[torch.Tensor]], calls: int, forw
     times = [once() for _ in range(calls)]
     forward_ms.append(1000 * statistics.median(t[0] for t in times))
     return [t[1] for t in times]
-
-
-# ------------------------------------------------------------------------ contention guard
-def _cpu_snapshot() -> tuple[float, float, float] | None:
-    """(busy jiffies of the whole machine, jiffies of this process, wall seconds), or None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(t) for t in f.readline().split()[1:]]
-        with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        own = int(fields[11]) + int(fields[12])  # utime + stime, every thread of this process
-    except (OSError, ValueError, IndexError):
-        return None
-    busy = sum(v[:8]) - v[3] - (v[4] if len(v) > 4 else 0)  # all but idle and iowait
-    return float(busy), float(own), time.perf_counter()
-
-
-def _others(a, b) -> float | None:
-    """Cores other processes kept busy between two snapshots."""
-    if a is None or b is None or b[2] <= a[2]:
-        return None
-    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / hz / (b[2] - a[2]))
-
-
-class Guard:
-    """Measures the CPU other processes use during every measurement (from /proc/stat, minus this
-    process); a measurement taken while they used more than ``max_others`` cores is re-taken, after
-    waiting for the machine to quieten, up to ``retries`` times, as long as the waiting budget lasts.
-    With 2 threads on 2 cores, any other busy process makes a step several times slower."""
-
-    def __init__(self, max_others: float, wait_budget: float, retries: int = 2) -> None:
-        self.max_others = max_others
-        self.wait_budget = wait_budget
-        self.retries = retries if wait_budget > 0 else 0
-        self.waited = 0.0
-        self.retaken = 0
-        self.contended = 0
-        self.measurements = 0
-        self.samples: list[float] = []
-
-    def wait_quiet(self) -> float | None:
-        """Sleep in 2 s windows until other processes use at most ``max_others`` cores (or the budget is spent)."""
-        o = None
-        while self.waited < self.wait_budget:
-            a = _cpu_snapshot()
-            time.sleep(2.0)
-            o = _others(a, _cpu_snapshot())
-            self.waited += 2.0
-            if o is None or o <= self.max_others:
-                break
-        return o
-
-    def measure(self, fn: Callable[[], list[float]]) -> tuple[list[float], float | None]:
-        for attempt in range(self.retries + 1):
-            a = _cpu_snapshot()
-            out = fn()
-            o = _others(a, _cpu_snapshot())
-            if o is None or o <= self.max_others or attempt == self.retries or self.waited >= self.wait_budget:
-                break
-            self.retaken += 1
-            self.wait_quiet()
-        self.measurements += 1
-        if o is not None:
-            self.samples.append(o)
-            self.contended += o > self.max_others
-        return out, o
-
-    def summary(self) -> dict:
-        return {"max_other_cores": self.max_others, "measurements": self.measurements, "retaken": self.retaken,
-                "still_contended": self.contended, "waited_s": round(self.waited, 1),
-                "other_cores_median": round(statistics.median(self.samples), 3) if self.samples else None,
-                "other_cores_max": round(max(self.samples), 3) if self.samples else None}
-
-
-def interleaved(arms: dict[str, Callable[[], list[float]]], repeats: int, desc: str, guard: Guard) -> dict[str, dict]:
-    return _interleaved(arms, repeats, desc, guard.measure)
-
-
-def loadavg() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
 
 
 # --------------------------------------------------------------------------------- main
@@ -448,17 +357,17 @@ def _run(args, members: str, names: list[str], official_mod, argv) -> dict:
     composition = interleaved(
         {k: (lambda k=k, c=c: time_composition(c, args.composition_calls, forward_ms[k]))
          for k, c in comp_models.items()},
-        args.repeats, "composition", guard)
+        args.repeats, "composition", guard.measure)
     del comp_models
     for k, v in composition.items():
         v["forward_median_ms"] = statistics.median(forward_ms[k])
 
     # -- training steps: every arm built once, warmed up (2 steps), then arms alternate every --steps steps
-    trainers = {k: Trainer(b()) for k, b in builders.items()}
+    trainers = {k: StepTimer(b()) for k, b in builders.items()}
     for t in trainers.values():
         t.steps(x, y, 2)
     train = interleaved({k: (lambda t=t: t.steps(x, y, args.steps)) for k, t in trainers.items()},
-                        args.repeats, "train steps", guard)
+                        args.repeats, "train steps", guard.measure)
     del trainers
     load["after_train"] = loadavg()
 
@@ -474,7 +383,7 @@ def _run(args, members: str, names: list[str], official_mod, argv) -> dict:
             fns = {k: (lambda x_, a=a, i=i: a.forward_member(i, x_)) for k, a in arms.items()}
             infer[f"m{i}:{name}:b{bs}"] = interleaved(
                 {k: (lambda f=f: time_infer(f, xi, args.infer_seconds)) for k, f in fns.items()},
-                args.infer_repeats, f"inference {name} batch {bs}", guard)
+                args.infer_repeats, f"inference {name} batch {bs}", guard.measure)
     del arms
     load["after_inference"] = loadavg()
 

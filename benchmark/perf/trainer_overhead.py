@@ -43,7 +43,6 @@ import datetime as _dt
 import gc
 import itertools
 import json
-import os
 import shlex
 import statistics
 import sys
@@ -57,6 +56,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..atomic import write_json, write_text
+from .timing import loadavg
 from ..config import build_config
 from ..data import DataConfig, load_data, make_loader
 from ..factory import create_model
@@ -198,13 +198,6 @@ def rotation(repeat: int) -> list[str]:
     """Arm order of a repeat: rotated every repeat so each arm takes each position equally often."""
     k = repeat % len(ARMS)
     return list(ARMS[k:] + ARMS[:k])
-
-
-def loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # --------------------------------------------------------------------------------------- main

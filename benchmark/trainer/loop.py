@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import write_json, write_text
@@ -56,6 +55,7 @@ from .phase import PhaseContext, run_phases
 from .record import RunSummary, build_record, stopped_record
 from .schedule import LRSchedule
 from .signals import PreemptionFlag, StopRequested
+from .step import StepSettings, grad_scaler_for, train_step
 from .state import TrainState, best_payload, checkpoint_payload, restore_model, restore_optimizer
 
 EXIT_OK = 0
@@ -130,9 +130,9 @@ class Trainer:
         self.is_main = self.dist.is_main
         self.progress = cfg.run.progress and self.is_main
         self.log = JsonLines(self.run_dir / "metrics.jsonl", enabled=self.is_main)
-        amp_dtype = torch.bfloat16 if cfg.train.amp_dtype == "bfloat16" else torch.float16
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if cfg.train.amp else contextlib.nullcontext
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp and amp_dtype == torch.float16)
+        self.step_settings = StepSettings.from_config(cfg, self.device)
+        self.autocast = self.step_settings.autocast
+        self.scaler = grad_scaler_for(cfg, self.device)
 
     def setup_data(self) -> None:
         cfg = self.cfg
@@ -162,7 +162,7 @@ class Trainer:
         request = make_request(cfg.model.arch, cfg.data.name, budget, num_classes=self.data.num_classes,
                                image_size=self.data.input_shape[1])
         ctx = PhaseContext(cfg=cfg, data=self.data, device=self.device, run_dir=self.run_dir, request=request,
-                           config_hash=self.config_hash, progress=self.progress)
+                           config_hash=self.config_hash, progress=self.progress, dist=self.dist)
         artifacts = run_phases(self.method, request, ctx, self.dist)
         self.method.context = ctx  # epoch hooks that need the run's data/device (e.g. SuperWeights' unsharing)
         self.request = dataclasses.replace(request, artifacts=artifacts)
@@ -241,27 +241,10 @@ class Trainer:
         return int(payload["epoch"]), int(payload["batch"])
 
     # ------------------------------------------------------------------ steps
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        m = logits.shape[0]
-        target = y if m == 1 else y.repeat(m)
-        # mean over examples, summed over members (every member is trained on every batch)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target,
-                               label_smoothing=self.cfg.optim.label_smoothing) * m
-
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with self.autocast():
-            logits = self.net(x)
-        loss = self._loss(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.wants_after_backward:
-            self.method.after_backward(self.model, self.state.step)
-        if self.cfg.optim.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.detach()
+        """One step (``step.train_step``: the same one every training phase uses); returns the detached loss."""
+        after = (lambda: self.method.after_backward(self.model, self.state.step)) if self.wants_after_backward else None
+        return train_step(self.net, self.model, self.optimizer, self.scaler, self.step_settings, x, y, after)
 
     @torch.no_grad()
     def evaluate(self, loader: BatchLoader, anytime: bool = False) -> dict[str, Any]:

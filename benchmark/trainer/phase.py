@@ -18,21 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import write_json
-from ..contract import BuildRequest, Method, NPASModel, Phase
+from ..contract import BuildRequest, Method, NPASModel, Phase, RunContext, T
 from ..data import DataBundle, make_loader
 from ..errors import ConfigError
 from .distributed import DistInfo, broadcast_object
 from .optim import build_optimizer, set_lr
 from .schedule import LRSchedule
+from .step import StepSettings, grad_scaler_for, train_step
 
 
 @dataclass
-class PhaseContext:
-    """What a phase may use: the run's config, data, device and a ``fit`` helper."""
+class PhaseContext(RunContext):
+    """The trainer's ``RunContext``: the run's config, data, device, loaders, ``fit`` and ``agree``."""
 
     cfg: Any
     data: DataBundle
@@ -41,6 +41,18 @@ class PhaseContext:
     request: BuildRequest
     config_hash: str
     progress: bool = True
+    dist: DistInfo | None = None  # None: one process
+
+    def loader(self, split: str = "train", *, batch_size: int | None = None, seed: int | None = None,
+               drop_last: bool = True):
+        cfg = self.cfg
+        return make_loader(self.data, split, batch_size or cfg.train.batch_size, cfg.data,
+                           seed=cfg.train.seed if seed is None else seed, drop_last=drop_last, device=self.device)
+
+    def agree(self, value: T) -> T:
+        if self.dist is None or not self.dist.enabled:
+            return value
+        return broadcast_object(value, self.dist)
 
     def fit(self, model: NPASModel, epochs: int, *, lr: float | None = None, milestones: tuple[float, ...] = (),
             gammas: tuple[float, ...] = (), batch_size: int | None = None, max_steps_per_epoch: int | None = None,
@@ -56,14 +68,14 @@ class PhaseContext:
                                         milestones=tuple(milestones), gammas=tuple(gammas),
                                         milestones_unit="epoch", warmup_epochs=0.0)
         model.to(self.device).train()
-        loader = make_loader(self.data, "train", batch_size or cfg.train.batch_size, cfg.data,
-                             seed=cfg.train.seed if seed is None else seed, drop_last=True, device=self.device)
+        loader = self.loader("train", batch_size=batch_size, seed=seed)
         steps = len(loader)
         limit = max_steps_per_epoch if max_steps_per_epoch is not None else cfg.train.max_steps_per_epoch
         if limit:
             steps = min(steps, limit)
         opt = build_optimizer(model, optim_cfg, no_decay_roles)
         sched = LRSchedule.from_config(optim_cfg, epochs, steps)
+        settings, scaler = StepSettings.from_config(cfg, self.device), grad_scaler_for(cfg, self.device)
         last = math.nan
         for epoch in tqdm(range(epochs), desc=desc, unit="ep", disable=not self.progress, leave=False):
             total, seen = 0.0, 0
@@ -71,11 +83,7 @@ class PhaseContext:
                 if b >= steps:
                     break
                 set_lr(opt, sched.lr(epoch, b))
-                logits = model(x)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(logits.shape[0])) * logits.shape[0]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                loss = train_step(model, model, opt, scaler, settings, x, y)  # the run's one training step
                 total += loss.item() * y.shape[0]
                 seen += y.shape[0]
             last = total / max(seen, 1)

@@ -21,13 +21,10 @@ import threading
 from types import FrameType
 
 
-_last_signal: int | None = None  # the most recent stop signal this process received (see last_stop_signal)
 _received: set[int] = set()  # every stop signal received since the last forget_signals()
 
 
 def note_signal(signum: int) -> None:
-    global _last_signal
-    _last_signal = signum
     _received.add(signum)
 
 
@@ -38,15 +35,7 @@ def stop_signals_received() -> frozenset[int]:
 
 
 def forget_signals() -> None:
-    global _last_signal
-    _last_signal = None
     _received.clear()
-
-
-def last_stop_signal() -> int | None:
-    """Which signal stopped the work last (None: none). A SLURM job needs it: USR2 is submitit's
-    preemption/timeout signal (requeue), SIGTERM is ``scancel`` or a shutdown (do not requeue)."""
-    return _last_signal
 
 
 class StopRequested(BaseException):

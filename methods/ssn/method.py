@@ -293,15 +293,13 @@ class SSN(Method):
                 layer.set_provider(p)
                 providers[g.id].append(p)
         member = SSNNet(net, groups, providers)
-        model = NPASModel([member], [name], shared={f"group{g.group_id}": g for g in groups})
-        model.ssn_plan = plan  # type: ignore[attr-defined]
-        return model
+        return NPASModel([member], [name], shared={f"group{g.group_id}": g for g in groups}, built=plan)
 
     def no_weight_decay_roles(self) -> frozenset[str]:
         return frozenset({"coefficients"})  # official decay_skip = ['coefficients']
 
     def record_info(self, model: NPASModel) -> dict[str, Any]:
-        plan: SSNPlan = model.ssn_plan  # type: ignore[attr-defined]
+        plan = model.built(SSNPlan)
         return {
             "max_params": plan.max_params,
             "groups": [{"id": g.id, "layers": g.layers, "bank": g.bank, "singleton": g.singleton} for g in plan.groups],

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn as nn
@@ -120,6 +120,18 @@ def shared_layers(net: nn.Module) -> list[Conv]:
     """The layers SuperWeights composes: every convolution (official ``SConv2d``), reference order.
     The classifier stays a plain per-member layer (official ``share_linear`` off)."""
     return sorted((m for m in net.modules() if isinstance(m, Conv)), key=lambda l: l.spec.index)
+
+
+@dataclass
+class SWBuilt:
+    """What ``build`` decided, kept on the model (``NPASModel.built``): the plan (banks, clusters, levels), the
+    coefficient row map (changed by unsharing and restored on resume), the members' architectures, and the
+    facts the record reports (where the clusters came from, coefficient mode, every unsharing event)."""
+
+    plan: SWPlan
+    rows: RowMap
+    archs: list[str]
+    info: dict[str, Any]
 
 
 @register_method("superweights")
@@ -223,9 +235,7 @@ class SuperWeights(Method):
         mode = self.coefficient_mode(matches)
         fixed = sum(fixed_params(n) for n in nets)
         plan, rows = self.resolve_plan(request, shapes, clusters, mode, matches, fixed)
-        model = self.assemble(archs, nets, plan, rows)
-        model.sw_info = {"clusters_from": source, "coefficients": mode, "unsharing": []}  # type: ignore[attr-defined]
-        return model
+        return self.assemble(archs, nets, plan, rows, {"clusters_from": source, "coefficients": mode, "unsharing": []})
 
     def bank_std(self, plan: SWPlan, key: tuple[int, int]) -> float | None:
         """The templates' standard deviation: None = the official N(0, 2/9); ``bank_init = "fan_in"``: Kaiming's
@@ -235,7 +245,8 @@ class SuperWeights(Method):
         fans = [math.prod(plan.members[m][layer][1:]) for m, layer in plan.banks[key].readers]
         return math.sqrt(2.0 / (sum(fans) / len(fans)))
 
-    def assemble(self, archs: list[str], nets: list[nn.Module], plan: SWPlan, rows: RowMap) -> NPASModel:
+    def assemble(self, archs: list[str], nets: list[nn.Module], plan: SWPlan, rows: RowMap,
+                 info: dict[str, Any]) -> NPASModel:
         o = self.options
         banks: dict[str, TemplateBank] = {}
         tables: dict[str, CoefficientTable] = {}
@@ -274,11 +285,7 @@ class SuperWeights(Method):
             for m in range(len(nets)):
                 if f"{name}_m{m}" in projections:
                     shared[f"proj_{name}_m{m}"] = projections[f"{name}_m{m}"]
-        model = NPASModel(members, member_names(archs), shared=shared)
-        model.sw_plan = plan  # type: ignore[attr-defined]
-        model.sw_rows = rows  # type: ignore[attr-defined]
-        model.sw_archs = archs  # type: ignore[attr-defined]
-        return model
+        return NPASModel(members, member_names(archs), shared=shared, built=SWBuilt(plan, rows, list(archs), info))
 
     def no_weight_decay_roles(self) -> frozenset[str]:
         return frozenset({"coefficients"})  # official decay_skip = ['coefficients']
@@ -305,26 +312,22 @@ class SuperWeights(Method):
         return gap > 0 and e > o.coefficient_unshare_epochs and e % gap == 0
 
     def on_epoch_end(self, model: NPASModel, epoch: int, metrics: dict[str, float]) -> bool:
-        if not self.unshare_due(epoch) or model.sw_info["coefficients"] == "own":  # type: ignore[attr-defined]
+        if not self.unshare_due(epoch) or model.built(SWBuilt).info["coefficients"] == "own":
             return False
         ctx = self.context
         if ctx is None:
             raise ConfigError("superweights: coefficient unsharing needs the run's data; the trainer sets "
                               "method.context (call unshare_coefficients yourself outside the trainer)")
-        from npasbench.data import make_loader
-
-        cfg = ctx.cfg
-        loader = make_loader(ctx.data, "train", cfg.train.batch_size, cfg.data, seed=cfg.train.seed + 7919,
-                             drop_last=False, device=ctx.device)
+        loader = ctx.loader("train", seed=ctx.cfg.train.seed + 7919, drop_last=False)
         batches = self.options.coefficient_unshare_batches or len(loader)
-        changed = self.unshare_coefficients(model, (b for _, b in zip(range(batches), loader.epoch(epoch))),
-                                            total=min(batches, len(loader)), epoch=epoch + 1, progress=ctx.progress)
-        return changed
+        return self.unshare_coefficients(model, (b for _, b in zip(range(batches), loader.epoch(epoch))),
+                                         total=min(batches, len(loader)), epoch=epoch + 1, progress=ctx.progress,
+                                         agree=ctx.agree)
 
     def coefficient_grads(self, model: NPASModel, batches, total: int | None = None,
                           progress: bool = False) -> dict[int, dict[tuple[int, int], torch.Tensor]]:
         """Every member's loss gradient w.r.t. the coefficient rows, summed over ``batches`` (eval mode)."""
-        tables = {k: model.shared[f"coef_{bank_name(k)}"] for k in model.sw_plan.bank_order()}  # type: ignore[attr-defined]
+        tables = {k: model.shared[f"coef_{bank_name(k)}"] for k in model.built(SWBuilt).plan.bank_order()}
         grads = {m: {k: torch.zeros_like(t.rows) for k, t in tables.items()} for m in range(model.num_members)}
         was_training = model.training
         model.eval()
@@ -344,16 +347,19 @@ class SuperWeights(Method):
         return grads
 
     def unshare_coefficients(self, model: NPASModel, batches, total: int | None = None, epoch: int = 0,
-                             progress: bool = False) -> bool:
-        """The refine step on ``model`` in place; True when the coefficient rows changed."""
-        plan: SWPlan = model.sw_plan  # type: ignore[attr-defined]
-        rows: RowMap = model.sw_rows  # type: ignore[attr-defined]
+                             progress: bool = False, agree: Callable[[Any], Any] = lambda v: v) -> bool:
+        """The refine step on ``model`` in place; True when the coefficient rows changed. ``agree``: the run's
+        ``RunContext.agree`` (under DDP every rank takes rank 0's decision: GPU reductions may differ in the
+        last bit); the identity in one process."""
+        built = model.built(SWBuilt)
         grads = self.coefficient_grads(model, batches, total, progress)
-        new, sources = unshare(rows, bank_uses(plan), grads, self.options.coefficient_unshare_threshold)
-        new, sources = _agree(new, sources)
-        event = {"epoch": epoch, "rows_before": rows.total_rows(), "rows_after": new.total_rows(),
+        new, sources = unshare(built.rows, bank_uses(built.plan), grads, self.options.coefficient_unshare_threshold)
+        rows_json, sources_json = agree((new.to_json(), {f"{c},{w}": s for (c, w), s in sources.items()}))
+        new = RowMap.from_json(rows_json)
+        sources = {tuple(int(x) for x in k.split(",")): v for k, v in sources_json.items()}
+        event = {"epoch": epoch, "rows_before": built.rows.total_rows(), "rows_after": new.total_rows(),
                  "banks_changed": len(sources)}
-        model.sw_info["unsharing"].append(event)  # type: ignore[attr-defined]
+        built.info["unsharing"].append(event)
         if not sources:
             return False
         for key, src in sources.items():
@@ -363,24 +369,21 @@ class SuperWeights(Method):
         return True
 
     def _set_rows(self, model: NPASModel, rows: RowMap) -> None:
-        model.sw_rows = rows  # type: ignore[attr-defined]
+        model.built(SWBuilt).rows = rows
         for member in model.members:
             member.set_rows(rows)
-            # the tables are the same modules with new `rows` parameters: refresh the cache's sources
-            member._sources = [p for k in member.bank_keys
-                               for name in (f"bank_{bank_name(k)}", f"coef_{bank_name(k)}", f"proj_{bank_name(k)}_m{member.member}")
-                               if name in model.shared for p in model.shared[name].parameters()]
-            member.invalidate()
+            member.refresh_sources()  # the tables are the same modules with new `rows` parameters
 
     # -- checkpoints: the row map is part of the model's structure ----------------------------------
     def extra_state(self, model: NPASModel) -> dict[str, Any]:
-        return {"rows": model.sw_rows.to_json(), "info": model.sw_info}  # type: ignore[attr-defined]
+        built = model.built(SWBuilt)
+        return {"rows": built.rows.to_json(), "info": built.info}
 
     def load_extra_state(self, model: NPASModel, state: dict[str, Any]) -> None:
         if not state:
             return
         rows = RowMap.from_json(state["rows"])
-        for key in model.sw_plan.bank_order():  # type: ignore[attr-defined]
+        for key in model.built(SWBuilt).plan.bank_order():
             name = f"coef_{bank_name(key)}"
             if name in model.shared:
                 t = model.shared[name]
@@ -388,12 +391,13 @@ class SuperWeights(Method):
                 if t.rows.shape[0] != n:
                     t.resize(torch.zeros(n, t.rows.shape[1]))
         self._set_rows(model, rows)
-        model.sw_info = state["info"]  # type: ignore[attr-defined]
+        model.built(SWBuilt).info = state["info"]
 
     def record_info(self, model: NPASModel) -> dict[str, Any]:
-        plan: SWPlan = model.sw_plan  # type: ignore[attr-defined]
+        built = model.built(SWBuilt)
+        plan = built.plan
         return {
-            "members": model.sw_archs,  # type: ignore[attr-defined]
+            "members": built.archs,
             "max_params": plan.max_params,
             "bank_total": plan.bank_total,
             "bank_minimum": plan.minimum,
@@ -401,8 +405,8 @@ class SuperWeights(Method):
                        "templates": plan.banks[(c, w)].templates, "readers": len(plan.banks[(c, w)].readers)}
                       for c, w in plan.bank_order()],
             "clusters": plan.clusters,
-            "coefficient_rows": model.sw_rows.total_rows(),  # type: ignore[attr-defined]
-            **model.sw_info,  # type: ignore[attr-defined]
+            "coefficient_rows": built.rows.total_rows(),
+            **built.info,
         }
 
 
@@ -414,14 +418,3 @@ def fixed_params(net: nn.Module) -> int:
         if hasattr(m, "spec") and not isinstance(m, Conv):
             n += m.spec.numel + sum(p.numel() for p in m.parameters(recurse=False))
     return n
-
-
-def _agree(rows: RowMap, sources: dict) -> tuple[RowMap, dict]:
-    """Under DDP every rank must take rank 0's decision (GPU reductions may differ in the last bit)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        payload = [(rows.to_json(), {f"{c},{w}": s for (c, w), s in sources.items()})]
-        torch.distributed.broadcast_object_list(payload, src=0)
-        rj, sj = payload[0]
-        rows = RowMap.from_json(rj)
-        sources = {tuple(int(x) for x in k.split(",")): v for k, v in sj.items()}
-    return rows, sources

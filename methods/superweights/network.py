@@ -81,6 +81,11 @@ class SWNet(GeneratingNet):
         # search phase: called with (layer, composed weight) when set
         self.weight_hook: Callable[[int, torch.Tensor], None] | None = None
 
+    def refresh_sources(self) -> None:
+        """Re-read the parameters generation depends on (a table's ``rows`` is replaced at unsharing)."""
+        self.set_sources(p for parts in zip(self._banks, self._tables, self._projections) for mod in parts
+                         if mod is not None for p in mod.parameters())
+
     def set_rows(self, rowmap: RowMap) -> None:
         """Point this member's uses at their coefficient rows (after a build, an unsharing, a resume)."""
         for i, key in enumerate(self.bank_keys):

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from npasbench.contract import NPASModel
-from npasbench.data import make_loader
 
 from .clustering import search_clusters
 from .method import fixed_params
@@ -73,15 +72,13 @@ def run_search(method, ctx) -> dict:
     initial = depth_bins(shapes, o.param_group_bins)
     fixed = sum(fixed_params(n) for n in nets)
     plan, rows = method.resolve_plan(request, shapes, initial, "bank", None, fixed)
-    model = method.assemble(archs, nets, plan, rows)
-    model.sw_info = {"clusters_from": "depth bins", "coefficients": "bank", "unsharing": []}
+    model = method.assemble(archs, nets, plan, rows, {"clusters_from": "depth bins", "coefficients": "bank", "unsharing": []})
     trained = search_members(shapes)
     sub = NPASModel([model.members[i] for i in trained], [model.member_names[i] for i in trained], shared=dict(model.shared))
     fit = ctx.fit(sub, o.group_split_epochs, no_decay_roles=method.no_weight_decay_roles(),
                   max_steps_per_epoch=o.search_steps_per_epoch or None, desc="superweights search")
     model.to(ctx.device)
-    loader = make_loader(ctx.data, "train", ctx.cfg.train.batch_size, ctx.cfg.data, seed=ctx.cfg.train.seed,
-                         drop_last=True, device=ctx.device)
+    loader = ctx.loader("train")
     x, y = next(iter(loader.epoch(0)))
     grads = weight_gradients(model, x, y)
     result = search_clusters(grads, initial, shapes, plan.max_params, o.group_split_threshold_start,
