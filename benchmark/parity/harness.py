@@ -209,6 +209,8 @@ def run_npas_train(row: Row, root: str, seed: int, epochs: int, work: Path) -> d
 
 
 ARMS = ("official", "ours", "npas-train")
+SWAP = "ours-official-init"  # --swap-init: our model started from the official model's initial weights
+TARGET = 1.0  # the bar: ours within 1 point of the official mean
 
 
 def arm_plan(rows: tuple[Row, ...], seeds: list[int]) -> list[tuple[Row, str, int]]:
@@ -246,20 +248,35 @@ def summarize(out: Path, rows: tuple[Row, ...]) -> str:
              "our CIFAR-100 loader (flip, 4-px pad-crop, cutout 16; order and augmentation drawn from the seed, so "
              "every arm of a seed sees the same batches), SGD 0.1 Nesterov 0.9, weight decay 5e-4 except "
              "coefficients, cosine per step, batch 128. `npas train` = the real trainer on the same config.", "",
-             "| model | params (official / ours) | official | ours, same loop | ours, `npas train` | npas train - official |",
-             "|---|---|---|---|---|---|"]
+             "| model | params (official / ours) | official | ours, same loop | ours from the official init | "
+             "ours, `npas train` | npas train - official (+- s.e.) | within 1 point |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         off, ours, npas = (found.get((row.name, a), []) for a in ARMS)
+        swap = found.get((row.name, SWAP), [])
         params = " / ".join(str(r[0]["params"]) if r else "-" for r in (off, npas or ours))
-        delta = "-"
+        delta, verdict = "-", "-"
         if off and npas:
-            delta = f"{statistics.mean(r['top1'] for r in npas) - statistics.mean(r['top1'] for r in off):+.2f}"
-        lines.append(f"| {row.label} | {params} | {cell(off)} | {cell(ours)} | {cell(npas)} | {delta} |")
+            gap = statistics.mean(r["top1"] for r in npas) - statistics.mean(r["top1"] for r in off)
+            se = _gap_se([r["top1"] for r in off], [r["top1"] for r in npas])
+            delta = f"{gap:+.2f}" + (f" +- {se:.2f}" if se is not None else "")
+            verdict = ("yes" if abs(gap) <= TARGET else "no") + f" (n={min(len(off), len(npas))})"
+        lines.append(f"| {row.label} | {params} | {cell(off)} | {cell(ours)} | {cell(swap)} | {cell(npas)} | {delta} | "
+                     f"{verdict} |")
     same = [(o, n) for (rname, arm), recs in found.items() if arm == "ours" for o in recs
             for n in found.get((rname, "npas-train"), []) if n["seed"] == o["seed"]]
     if same:
         lines += ["", "Same seed, bare loop vs `npas train` (expected equal: identical batches and steps): " + ", ".join(
             f"{o['row']} s{o['seed']}: {o['top1']:.2f} vs {n['top1']:.2f}" for o, n in same)]
+    swapped = [(o, w) for (rname, arm), recs in found.items() if arm == SWAP for w in recs
+               for o in found.get((rname, "official"), []) if o["seed"] == w["seed"]]
+    if swapped:
+        lines += ["", "Same seed, official model vs ours started from its initial weights (same loop, same batches: any "
+                  "difference is float rounding amplified by training, not the model): " + ", ".join(
+                      f"{w['row']} s{w['seed']}: {o['top1']:.2f} vs {w['top1']:.2f}" for o, w in sorted(
+                          swapped, key=lambda p: (p[1]["row"], p[1]["seed"])))]
+    lines += ["", "+- in a cell: the sample standard deviation over seeds. s.e. of a gap: sqrt(sd_o^2/n_o + sd_n^2/n_n), "
+              "the standard error of a difference of two independent means (shown when both arms have n >= 2)."]
     notes = [f"- {row.label}: {row.note}" for row in rows if row.note]
     if notes:
         lines += ["", "Notes:", ""] + notes
@@ -268,6 +285,12 @@ def summarize(out: Path, rows: tuple[Row, ...]) -> str:
     text = "\n".join(lines) + "\n"
     write_text(out / "parity.md", text)
     return text
+
+
+def _gap_se(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     repos = {"ssn": a.ssn, "superweights": a.superweights}
     plan = arm_plan(rows, a.seeds)
     if a.swap_init:
-        plan = [(row, "ours-official-init", seed) for seed in a.seeds for row in rows if row.official == "ssn"]
+        plan = [(row, SWAP, seed) for seed in a.seeds for row in rows if row.official == "ssn"]
     for i, (row, arm, seed) in enumerate(plan, 1):
         path = out / "arms" / f"{row.name}__{arm}__s{seed}__e{a.epochs}.json"
         if path.is_file():
@@ -301,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             res = run_official(row, repos, a.data_root, seed, a.epochs)
         elif arm == "ours":
             res = run_ours(row, a.data_root, seed, a.epochs)
-        elif arm == "ours-official-init":
+        elif arm == SWAP:
             res = run_ours_official_init(row, repos, a.data_root, seed, a.epochs)
         else:
             res = run_npas_train(row, a.data_root, seed, a.epochs, out / "work")
