@@ -64,8 +64,8 @@ def unique_storage_numel(tensors: list[torch.Tensor]) -> int:
     spans: dict[int, list[tuple[int, int]]] = {}
     for t in tensors:
         key = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
-        start = t.storage_offset()
-        spans.setdefault(key, []).append((start, start + t.numel()))
+        start = int(t.storage_offset())
+        spans.setdefault(key, []).append((start, start + int(t.numel())))
     total = 0
     for intervals in spans.values():
         intervals.sort()
@@ -123,7 +123,8 @@ def count_params(model: nn.Module) -> tuple[int, dict[str, int], int, int]:
 @torch.no_grad()
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Inference FLOPs for one image, per member (eval mode, weights as the forward uses them)."""
-    members = getattr(model, "members", None)
+    members: Any = getattr(model, "members", None)
+    forward_member: Any = getattr(model, "forward_member", None)
     was_training = model.training
     model.eval()
     try:
@@ -132,12 +133,12 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any
         per_member = []
         # one untracked forward first: methods that cache generated weights in eval mode (SSN,
         # SuperWeights) are counted as they run at inference, without the one-off generation.
-        (model(x) if members is None else [model.forward_member(i, x) for i in range(len(members))])
+        (model(x) if members is None else [forward_member(i, x) for i in range(len(members))])
         if members is None:
             per_member.append(_flops_of(lambda: model(x)))
         else:
             for i in range(len(members)):
-                per_member.append(_flops_of(lambda i=i: model.forward_member(i, x)))
+                per_member.append(_flops_of(lambda i=i: forward_member(i, x)))
     finally:
         model.train(was_training)
     return {"per_member": per_member, "total": sum(per_member), "macs_per_member": [f // 2 for f in per_member],

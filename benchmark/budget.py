@@ -65,7 +65,7 @@ class Budget:
 
     @classmethod
     def parse(cls, value: str | int | None, mode: str = "total", field: str = "budget") -> "Budget | None":
-        if is_no_budget(value, field):
+        if value is None or is_no_budget(value, field):
             return None
         return cls(parse_count(value, field), mode)
 

@@ -190,7 +190,7 @@ def build_config(tree: Mapping[str, Any] | None = None, overrides: Mapping[str, 
         raise ConfigError(f"unknown config section(s) {unknown}; sections are {', '.join(SECTIONS)}.")
     for key, value in (overrides or {}).items():
         _set_dotted(merged, key, value)
-    sections = {}
+    sections: dict[str, Any] = {}
     for name in SECTIONS:
         cls = {"method": MethodConfig, "model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
                "train": TrainConfig, "run": RunConfig}[name]

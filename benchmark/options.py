@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 
-D = TypeVar("D")
+if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -63,8 +66,8 @@ def coerce(value: Any, tp: Any, field: str) -> Any:
                 return c
         raise ConfigError(f"{field}: must be one of {', '.join(repr(c) for c in choices)}, got {value!r}.")
     if origin in (list, tuple):
-        args = [a for a in get_args(tp) if a is not Ellipsis]
-        inner = args[0] if args else Any
+        inner_args = [a for a in get_args(tp) if a is not Ellipsis]
+        inner = inner_args[0] if inner_args else Any
         if isinstance(value, str):
             items = [v.strip() for v in value.strip("[]()").split(",") if v.strip()]
         elif isinstance(value, (list, tuple)):

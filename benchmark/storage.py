@@ -38,7 +38,7 @@ _HINTS = {
 def storage_error(exc: OSError, what: str, path: str | os.PathLike) -> StorageError:
     """One clear line for an OS-level write failure: ``what`` failed at ``path``, why, and the fix."""
     reason = exc.strerror or type(exc).__name__
-    hint = _HINTS.get(exc.errno, "check the folder and the disk, then run again")
+    hint = _HINTS.get(exc.errno or 0, "check the folder and the disk, then run again")
     return StorageError(f"could not {what} {path}: {reason}; {hint}.")
 
 

@@ -400,7 +400,7 @@ def test_registered_data_set_is_loaded_and_duplicates_are_refused():
         loader = make_loader(b, "train", 4, DataConfig(augment=False, cutout=0), seed=0)
         assert sorted(rank_indices(loader)) == sorted(decode_indices(normalise(b.train.images)))
     finally:
-        DATASETS.pop("tiny-test-set", None)
+        DATASETS.remove("tiny-test-set")
 
 
 # ----------------------------------------------------------------------------- real CIFAR-100

@@ -12,7 +12,7 @@ subset reproducibly, served by a deterministic, resumable, DDP-aware in-memory b
 from .cifar import CIFAR_SPECS, find_cifar_root
 from .config import DataConfig
 from .load import load_data, make_loader
-from .loader import BatchLoader
+from .loader import BatchLoader, Loader
 from .pipeline_base import FileSplit
 from .pipelines import make_pipeline_loader, resolve_pipeline
 from .registry import DATASETS, SourceData, get_dataset, register_dataset
@@ -27,6 +27,7 @@ __all__ = [
     "DataConfig",
     "FileSplit",
     "ImageSplit",
+    "Loader",
     "SourceData",
     "channel_stats",
     "find_cifar_root",

@@ -11,11 +11,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .info import FIXED_SIZE_DATASETS
 
 # Values of data.pipeline (pipelines.py). "memory" is the exact-resume in-RAM BatchLoader.
 PIPELINES = ("memory", "ffcv", "torchvision", "auto")
 # Data sets whose images are decoded at their stored size (the resolution fields do not apply).
-FIXED_SIZE_DATASETS = ("cifar10", "cifar100", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class DataConfig:
     Field names are given to the user as ``data.<field>`` in error messages.
     """
 
-    name: str = "synthetic"  # "synthetic" | "cifar10" | "cifar100" (see DATASETS) | "imagenet" (pipelines only)
+    name: str = "synthetic"  # a name of info.DATASET_INFO: "synthetic" | "cifar10" | "cifar100" | "imagenet" (pipelines only)
     root: str | None = None  # folder holding `cifar-100-python/` (or that folder); ImageNet: holds train/ and val/
     download: bool = False  # fetch with torchvision's downloader if the pickles are absent
     val_fraction: float = 0.0  # > 0: hold out a seeded fraction of train; eval split = "val"

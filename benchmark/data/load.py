@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from . import cifar as _cifar  # noqa: F401  (registers cifar10 / cifar100)
 from . import synthetic as _synthetic  # noqa: F401  (registers synthetic)
 from .config import DataConfig
-from .loader import BatchLoader
+from .loader import BatchLoader, Loader
 from .partition import mix_seed, split_train_val, stratified_subset
 from .pipelines import load_source, make_pipeline_loader
 from .splits import DataBundle, ImageSplit
@@ -78,7 +78,7 @@ def make_loader(
     batch_size: int,
     cfg: DataConfig | None = None,
     **kwargs,
-) -> BatchLoader:
+) -> Loader:
     """A `BatchLoader` for ``bundle.<which>`` ("train" | "eval" | "test") with the bundle's
     mean/std and, for train, the augmentation settings of ``cfg``; ``kwargs`` go to BatchLoader
     (seed, rank, world_size, device, channels_last, drop_last ...). For a bundle loaded with

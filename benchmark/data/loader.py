@@ -14,7 +14,7 @@ Determinism contract (the trainer's exact resume depends on it):
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -22,6 +22,30 @@ from ..errors import ConfigError
 from .augment import CROP_PADDING, Normalizer, apply_cutout, draw_cutout, draw_flip_crop, flip_crop
 from .partition import generator
 from .splits import ImageSplit
+
+
+@runtime_checkable
+class Loader(Protocol):
+    """The interface every loader offers (``BatchLoader``, ``FFCVLoader``, ``TorchvisionLoader``): what the
+    trainer, the phases and the benchmarks use, whichever ``data.pipeline`` served the batches."""
+
+    pipeline: str  # "memory" | "ffcv" | "torchvision": the name result records use
+    batch_size: int
+    rank: int
+    world_size: int
+
+    @property
+    def num_examples(self) -> int:
+        """Examples this rank sees per epoch (after padding or dropping)."""
+        ...
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        ...
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch`` from ``start_batch`` on: (images, labels) on the loader's device."""
+        ...
 
 
 def check_sharding(batch_size, rank, world_size, cutout) -> None:

@@ -24,18 +24,15 @@ from .betons import BetonFile, beton_path, ffcv_available, import_ffcv, prepare_
 from .cifar import CIFAR_SPECS
 from .config import DataConfig
 from .imagefolder import scan_tree
-from .info import DATASET_INFO
+from .info import BETON_DATASETS, DATASET_INFO
 from .pipeline_base import IMAGENET_MEAN, IMAGENET_STD, FileSplit, Resolution
 from .registry import SourceData, get_dataset
 
 log = logging.getLogger("npasbench.data")
 
-BETON_DATASETS = ("cifar10", "cifar100", "imagenet")
-
-
 def _fixed_size(name: str) -> bool:
     info = DATASET_INFO.get(name)
-    return info is None or info.domain != "imagenet"
+    return info is None or info.fixed_size
 
 
 def resolve_pipeline(cfg: DataConfig) -> str:

@@ -1,4 +1,7 @@
-"""Data-set registry: name -> loader function, so new data sets plug in without touching `load_data`.
+"""Data-set registry: name -> in-memory loader function, so new data sets plug in without touching `load_data`.
+
+The suite's one ``Registry`` (duplicates are errors, close names suggested); the data set's static facts
+(classes, size, domain) are ``info.DATASET_INFO``'s.
 
 A loader takes the validated `DataConfig` and returns a `SourceData` (official train/test splits
 plus normalisation constants); splitting into train/val and subsetting is done once, generically,
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import RegistryError
+from ..registry import Registry
 from .config import DataConfig
 from .splits import ImageSplit
 
@@ -31,27 +35,24 @@ class SourceData:
 
 DatasetLoader = Callable[[DataConfig], SourceData]
 
-DATASETS: dict[str, DatasetLoader] = {}
+DATASETS: Registry[DatasetLoader] = Registry("data set")
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
     """Decorator: ``@register_dataset("cifar100") def load(cfg) -> SourceData``."""
 
     def decorator(fn: DatasetLoader) -> DatasetLoader:
-        if name in DATASETS and DATASETS[name] is not fn:
-            raise RegistryError(f"data set {name!r} is already registered ({DATASETS[name].__module__})")
-        DATASETS[name] = fn
-        return fn
+        return DATASETS.add(name, fn, source=fn.__module__)
 
     return decorator
 
 
 def get_dataset(name: str) -> DatasetLoader:
     """The loader for ``name``; RegistryError listing the known names otherwise."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        known = ", ".join(sorted(DATASETS))
+    if name in DATASETS:
+        return DATASETS.get(name)
+    else:
+        known = ", ".join(DATASETS.names())
         if name == "imagenet":
             raise RegistryError(
                 "data.name: 'imagenet' cannot be loaded in memory (data.pipeline=memory): it does not fit in RAM. "

@@ -40,7 +40,7 @@ from ..records import read_json_object
 from ..storage import check_free_space, folder_lock, probe_writable
 from ..config import Config
 from ..contract import Method, NPASModel
-from ..data import BatchLoader, DataBundle, load_data, make_loader
+from ..data import DataBundle, Loader, load_data, make_loader
 from ..errors import ConfigError
 from ..experiment import budget_of, resolve, run_id
 from ..factory import build_checked, make_request
@@ -110,8 +110,15 @@ class Trainer:
         self.status = "running"
         self.lock = lock
         self.stage = "start"
-        self.dist: DistInfo | None = None
+        self._dist: DistInfo | None = None  # the process group, once _setup has joined it
         self.is_main = int(os.environ.get("RANK", "0")) == 0  # until the process group says
+
+    @property
+    def dist(self) -> DistInfo:
+        """This process's place in the process group (one process: a disabled DistInfo); set by _setup."""
+        if self._dist is None:
+            raise RuntimeError("Trainer.dist is known once run() has set the run up")
+        return self._dist
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -121,7 +128,7 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.dist: DistInfo = init_distributed(self.device.type)
+        self._dist = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
@@ -137,14 +144,14 @@ class Trainer:
     def setup_data(self) -> None:
         cfg = self.cfg
         # data.pipeline picks the loaders: memory (BatchLoader, exact resume), ffcv (FFCVLoader) or torchvision
-        # (TorchvisionLoader); "auto" is resolved (and logged) by load_data. All offer BatchLoader's interface.
+        # (TorchvisionLoader); "auto" is resolved (and logged) by load_data. All offer the data.Loader interface.
         self.data: DataBundle = load_data(cfg.data)
         common = dict(device=self.device, channels_last=cfg.train.channels_last, rank=self.dist.rank,
                       world_size=self.dist.world_size)
-        self.train_loader: BatchLoader = make_loader(self.data, "train", cfg.train.batch_size, cfg.data, seed=cfg.train.seed,
+        self.train_loader: Loader = make_loader(self.data, "train", cfg.train.batch_size, cfg.data, seed=cfg.train.seed,
                                                      drop_last=cfg.train.drop_last, **common)
-        self.eval_loader: BatchLoader = make_loader(self.data, "eval", cfg.train.eval_batch_size, cfg.data, **common)
-        self.test_loader: BatchLoader = make_loader(self.data, "test", cfg.train.eval_batch_size, cfg.data, **common)
+        self.eval_loader: Loader = make_loader(self.data, "eval", cfg.train.eval_batch_size, cfg.data, **common)
+        self.test_loader: Loader = make_loader(self.data, "test", cfg.train.eval_batch_size, cfg.data, **common)
         if self.progress and self.data.pipeline != "memory":
             tqdm.write(f"data pipeline: {self.train_loader!r}")
         if len(self.train_loader) == 0:
@@ -190,7 +197,7 @@ class Trainer:
 
     def wrap_model(self) -> None:
         """(Re)build the view of the model that trains and evaluates (``self.net``): DDP and torch.compile wrappers."""
-        net: nn.Module = self.model
+        net: Any = self.model  # the model, or its DDP / compiled wrapper (called like the model)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
@@ -247,7 +254,7 @@ class Trainer:
         return train_step(self.net, self.model, self.optimizer, self.scaler, self.step_settings, x, y, after)
 
     @torch.no_grad()
-    def evaluate(self, loader: BatchLoader, anytime: bool = False) -> dict[str, Any]:
+    def evaluate(self, loader: Loader, anytime: bool = False) -> dict[str, Any]:
         self.model.eval()
         meter = TopK(self.model.num_members, self.device)
         subsets = AnytimeMeter(self.model.num_members, self.device) if anytime else None
@@ -279,8 +286,8 @@ class Trainer:
                     return self._stopped(stop)
         finally:
             self.preemption.uninstall()
-            if self.dist is not None:
-                cleanup(self.dist)
+            if self._dist is not None:
+                cleanup(self._dist)
 
     def _run(self, held: contextlib.ExitStack) -> RunResult:
         t_start = self.t_start = time.perf_counter()
@@ -322,7 +329,7 @@ class Trainer:
                     probe_writable(self.cfg.run.phase_dir, "run.phase_dir")
             except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
                 error = exc
-        if self.dist is not None and self.dist.enabled:
+        if self.dist.enabled:
             error = broadcast_object(error, self.dist)
         if error is not None:
             raise error
@@ -410,10 +417,11 @@ class Trainer:
     def _end_epoch(self, epoch: int) -> None:
         cfg = self.cfg
         sums = all_reduce_sum(torch.tensor([self.state.loss_sum, float(self.state.seen)], dtype=torch.float64), self.dist)
+        loss = float(sums[0]) / max(float(sums[1]), 1.0)
         train = {"kind": "train", "epoch": epoch + 1, "step": self.state.step,
-                 "loss": (sums[0] / max(sums[1], 1)).item(), "lr": self.schedule.lr(epoch, self.steps_per_epoch - 1)}
+                 "loss": loss, "lr": self.schedule.lr(epoch, self.steps_per_epoch - 1)}
         self.log.write(train)
-        metrics: dict[str, float] = {"train_loss": train["loss"]}
+        metrics: dict[str, float] = {"train_loss": loss}
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs:
             ev = self.evaluate(self.eval_loader)
             self.last_eval = (epoch + 1, ev)
@@ -460,7 +468,7 @@ class Trainer:
             dataset=self.data.describe(), synthetic=bool(self.data.synthetic),
             budget=self.request.budget.to_dict() if self.request.budget else None, params=self.report.to_dict(),
             steps=self.state.step, device=self.device, world_size=self.dist.world_size, timing=dict(self.state.timing),
-            setup_s=self.setup_s, pipeline=getattr(self.train_loader, "pipeline", "memory"),
+            setup_s=self.setup_s, pipeline=self.train_loader.pipeline,
             artifacts=tuple(self.request.artifacts), resumed_from=self.state.resumed_from, diverged_at=self.diverged_at)
 
     def finish(self, status: str, t_start: float) -> RunResult:

@@ -157,7 +157,7 @@ def run_phases(method: Method, request: BuildRequest, ctx: PhaseContext, dist: D
             key = shared_phase_key(method, phase.name, ctx.cfg) if phase_dir else None
             shared = shared_artifact_path(phase_dir, method.name, phase.name, key) if key else None
             source = "run"
-            if artifact is None and shared is not None:
+            if artifact is None and shared is not None and key is not None:
                 artifact = read_artifact(shared, "key", key)
                 source = f"shared {shared}" if artifact is not None else source
                 if artifact is not None and ctx.progress:

@@ -90,8 +90,8 @@ class TrainState:
 def rng_state() -> dict[str, Any]:
     """Every RNG a run draws from (torch, numpy, Python, CUDA when present), as tensors and plain values
     (``torch.load(weights_only=True)`` reads them)."""
-    np_state = np.random.get_state()
-    state = {
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {"key": np_state[0], "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
                   "cached_gaussian": float(np_state[4]), "keys": torch.from_numpy(np_state[1].astype(np.int64))},
