@@ -119,6 +119,9 @@ def test_ffcv_eval_is_bit_identical_to_memory_and_torchvision(cifar_betons, memo
     tv.test = tv.test.subset(torch.arange(SLICE_TEST))
     loaders = [make_loader(b, "test", 128) for b in (ff, memory_slice, tv)]
     assert [ld.pipeline for ld in loaders] == ["ffcv", "memory", "torchvision"]
+    from npasbench.data import Loader
+
+    assert all(isinstance(ld, Loader) for ld in loaders)  # every pipeline offers the declared interface
     for (xf, yf), (xm, ym), (xt, yt) in zip(*(ld.epoch(0) for ld in loaders)):
         assert xf.device.type == "cpu" and xf.dtype == torch.float32 and xf.shape[1:] == (3, 32, 32)
         assert torch.equal(yf, ym) and torch.equal(yt, ym)  # the same label order in sequential mode

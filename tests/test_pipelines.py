@@ -18,6 +18,7 @@ from npasbench.data import BatchLoader, DataConfig, load_data, make_loader
 from npasbench.data import pipelines
 from npasbench.data.imagefolder import scan_tree, verify_images
 from npasbench.data.pipeline_base import FileSplit, progressive_res
+from npasbench.data.loader import Loader
 from npasbench.data.torchvision_loader import TorchvisionLoader
 from npasbench.errors import ConfigError, DataError, RegistryError
 from npasbench.trainer import train
@@ -119,6 +120,7 @@ def test_torchvision_order_sizes_and_sharding_match_batchloader(syn, world_size,
             a = make_loader(mem, which, 32, mem.config, **kw)
             b = make_loader(tv, which, 32, tv.config, **kw)
             assert isinstance(a, BatchLoader) and isinstance(b, TorchvisionLoader) and b.pipeline == "torchvision"
+            assert isinstance(a, Loader) and isinstance(b, Loader)  # the declared interface the trainer uses
             assert (len(a), a.num_examples) == (len(b), b.num_examples)
             for epoch in (0, 3):
                 assert torch.equal(a.indices(epoch), b.indices(epoch))
