@@ -60,7 +60,7 @@ def _model_and_optimizer(num_classes: int):
     import torch
 
     from ..factory import create_model
-    from ..trainer.loop import seed_everything
+    from ..trainer.environment import seed_everything
 
     seed_everything(0)
     model = create_model("unshared", ARCH, "cifar100", num_classes=num_classes).model

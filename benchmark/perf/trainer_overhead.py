@@ -62,7 +62,8 @@ from ..data import DataConfig, load_data, make_loader
 from ..factory import create_model
 from ..provenance import git_info, hardware
 from ..trainer import checkpoint as ckpt
-from ..trainer.loop import seed_everything, train
+from ..trainer.environment import seed_everything
+from ..trainer.loop import train
 
 SCHEMA = "npasbench.perf.trainer_overhead/1"
 TARGET_PCT = 3.0

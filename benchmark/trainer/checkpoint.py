@@ -105,6 +105,19 @@ def _load_checked(p: Path, config_hash: str | None, required: tuple[str, ...], w
     return payload
 
 
+def choose(mode: str, folder: Path, config_hash: str) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint ``run.resume`` (``mode``) chooses, loaded and checked (config id, entries): "auto" the
+    newest usable one in ``folder`` (None when there is none), "never" None, else that file. The trainer asks
+    before the data, the model and the phases, so that a folder of another experiment or a set of damaged
+    checkpoints is refused in a second, not after a search."""
+    if mode == "auto":
+        return find_latest(folder, config_hash)
+    if mode != "never":
+        path = Path(mode)
+        return path, load_checkpoint(path, config_hash)
+    return None
+
+
 def find_latest(folder: Path, config_hash: str) -> tuple[Path, dict[str, Any]] | None:
     """Newest checkpoint that loads and matches ``config_hash``; damaged ones are skipped with a warning.
 

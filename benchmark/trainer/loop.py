@@ -23,21 +23,17 @@ import dataclasses
 import itertools
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ..atomic import write_json, write_text
-from ..records import read_json_object
-from ..storage import check_free_space, folder_lock, probe_writable
 from ..config import Config
 from ..contract import Method, NPASModel
 from ..data import DataBundle, Loader, load_data, make_loader
@@ -47,12 +43,15 @@ from ..factory import build_checked, make_request
 from ..accounting import param_report
 from ..plugins import create_method
 from . import checkpoint as ckpt
+from .environment import resolve_device, seed_everything
+from .evaluation import evaluate, non_finite
+from .folder import check_checkpoint_space, claim_run_folder, record_stop
 from .distributed import (DistInfo, all_gather_floats, all_reduce_sum, any_rank, barrier, broadcast_object, cleanup,
                           init_distributed)
-from .metrics import AnytimeMeter, JsonLines, TopK
+from .metrics import JsonLines
 from .optim import build_optimizer, rebuild_optimizer, set_lr
 from .phase import PhaseContext, run_phases
-from .record import RunSummary, build_record, stopped_record
+from .record import RunSummary, build_record
 from .schedule import LRSchedule
 from .signals import PreemptionFlag, StopRequested
 from .step import StepSettings, grad_scaler_for, train_step
@@ -69,24 +68,6 @@ class RunResult:
     exit_code: int
     run_dir: Path
     record: dict[str, Any]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device: {name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: CUDA was requested but no GPU is available here; use train.device=cpu or auto.")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -218,20 +199,8 @@ class Trainer:
         barrier(self.dist)
         return path
 
-    def _find_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
-        """The checkpoint run.resume chooses, loaded and checked (config id, entries): before the data,
-        the model and the phases, so that a folder of another experiment or a set of damaged checkpoints
-        is refused in a second, not after a search."""
-        mode = self.cfg.run.resume
-        if mode == "auto":
-            return ckpt.find_latest(self.run_dir / "checkpoints", self.config_hash)
-        if mode != "never":
-            path = Path(mode)
-            return path, ckpt.load_checkpoint(path, self.config_hash)
-        return None
-
     def _restore(self, found: tuple[Path, dict[str, Any]] | None) -> tuple[int, int]:
-        """Load ``found`` (from ``_find_checkpoint``) into the run state, model and optimizer; return (epoch, batch)."""
+        """Load ``found`` (from ``checkpoint.choose``) into the run state, model and optimizer; return (epoch, batch)."""
         if found is None:
             self.optimizer = build_optimizer(self.model, self.cfg.optim, self.exempt)
             self.log.truncate(0)
@@ -253,23 +222,10 @@ class Trainer:
         after = (lambda: self.method.after_backward(self.model, self.state.step)) if self.wants_after_backward else None
         return train_step(self.net, self.model, self.optimizer, self.scaler, self.step_settings, x, y, after)
 
-    @torch.no_grad()
     def evaluate(self, loader: Loader, anytime: bool = False) -> dict[str, Any]:
-        self.model.eval()
-        meter = TopK(self.model.num_members, self.device)
-        subsets = AnytimeMeter(self.model.num_members, self.device) if anytime else None
-        t0 = time.perf_counter()
-        for x, y in loader.epoch(0):
-            with self.autocast():
-                logits = self.net(x)
-            meter.update(logits, y)
-            if subsets is not None:
-                subsets.update(logits, y)
-        elapsed = time.perf_counter() - t0
-        self.model.train()
-        out = meter.compute(self.dist, self.model.member_names)
-        if subsets is not None:
-            out["anytime"] = subsets.compute(self.dist, self.model.member_names, self.report.flops["per_member"])
+        """Top-1/top-5 and loss of every member on ``loader`` (``evaluation.evaluate``), timed into the run state."""
+        out, elapsed = evaluate(self.net, self.model, loader, self.autocast, self.dist, self.device,
+                                self.report.flops["per_member"] if anytime else None)
         self.state.add_eval_time(elapsed, out["examples"])
         return out
 
@@ -298,7 +254,7 @@ class Trainer:
         self._setup()
         self._claim_folder(held)
         self.stage = "checkpoint lookup"
-        found = self._find_checkpoint()
+        found = ckpt.choose(self.cfg.run.resume, self.run_dir / "checkpoints", self.config_hash)
         self.stage = "data"
         self.setup_data()
         self.stage = "model and phases"
@@ -316,17 +272,12 @@ class Trainer:
         return self.finish(status, t_start)
 
     def _claim_folder(self, held: contextlib.ExitStack) -> None:
-        """Rank 0: lock the run folder (one writer) and try a write there and in run.phase_dir, so a
-        busy, read-only or unwritable folder is refused before any work. Every rank gets the verdict."""
+        """Rank 0 locks the run folder and probes it (``folder.claim_run_folder``); every rank gets the verdict."""
         error: Exception | None = None
         if self.is_main:
             try:
-                if self.lock:
-                    held.enter_context(folder_lock(self.run_dir, field="run.out"))
-                self.claimed = True  # from here a stop can say so in the folder
-                probe_writable(self.run_dir, "run.out")
-                if self.cfg.run.phase_dir:
-                    probe_writable(self.cfg.run.phase_dir, "run.phase_dir")
+                claim_run_folder(self.run_dir, self.cfg.run.phase_dir, held if self.lock else None,
+                                 on_locked=lambda: setattr(self, "claimed", True))
             except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
                 error = exc
         if self.dist.enabled:
@@ -336,29 +287,18 @@ class Trainer:
 
     def _check_space(self) -> None:
         """Refuse a disk that cannot take one more checkpoint (and best.pt): found now, not after an epoch."""
-        if not self.is_main:
-            return
-        state = sum(t.numel() * t.element_size() for t in self.model.state_dict().values() if torch.is_tensor(t))
-        momentum = 1 if self.cfg.optim.momentum > 0 else 0
-        per_checkpoint = state * (1 + momentum) + 2**20
-        check_free_space(self.run_dir, 2 * per_checkpoint, "run.out", "a checkpoint and best.pt of this model")
+        if self.is_main:
+            check_checkpoint_space(self.run_dir, self.model, self.cfg.optim.momentum > 0)
 
     def _stopped(self, stop: StopRequested) -> RunResult:
         """A stop signal before the training loop: nothing half-done is kept (every write is atomic, a
-        phase's artifact appears only once it has finished), the folder says it was stopped, and the
-        same command resumes. A folder of another experiment, or a finished record, is left untouched."""
+        phase's artifact appears only once it has finished), the folder says it was stopped
+        (``folder.record_stop``), and the same command resumes."""
         self.preemption.arm()  # a second signal now only sets the flag
         name = str(stop).replace("stopped by ", "")
         record: dict[str, Any] = {}
         if self.is_main and getattr(self, "claimed", False):
-            config = self.run_dir / "config.json"
-            previous = read_json_object(self.run_dir / "result.json") or {}
-            owner = (read_json_object(config) or {}).get("run_id", self.config_hash)
-            finished = previous.get("run_id") == self.config_hash and previous.get("status") in ("completed", "diverged")
-            if owner == self.config_hash and not finished:
-                record = stopped_record(self.cfg, self.config_hash, self.stage, name)
-                self._write_config_files()
-                write_json(self.run_dir / "result.json", record)
+            record = record_stop(self.cfg, self.run_dir, self.config_hash, self.stage, name, self._write_config_files)
         if self.is_main:
             print(f"run stopped by {name} during {self.stage}; resumable: run the same command again "
                   f"({self.run_dir})", file=sys.stderr)
@@ -448,18 +388,6 @@ class Trainer:
         self.wrap_model()
 
     # ------------------------------------------------------------------ the record
-    def _non_finite(self, final: dict[str, Any]) -> str:
-        """Why the finished model is unusable ('' if it is fine): a non-finite parameter or buffer
-        (e.g. a norm's running statistics), or a non-finite test loss or accuracy."""
-        for name, t in itertools.chain(self.model.named_parameters(), self.model.named_buffers()):
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                return f"non-finite values in {name}"
-        for key in ("loss", "top1", "top5"):
-            v = final.get(key)
-            if isinstance(v, float) and not math.isfinite(v):
-                return f"non-finite test {key}"
-        return ""
-
     def _summary(self) -> RunSummary:
         """What the record reports about this run, as one value (the record module reads nothing else)."""
         return RunSummary(
@@ -493,7 +421,7 @@ class Trainer:
             else:
                 final = self.evaluate(self.test_loader)
             final["split"] = "test"
-            bad = self._non_finite(final)
+            bad = non_finite(self.model, final)
             if bad:  # weights or evaluation gone non-finite although the training loss stayed finite
                 self.diverged_at = {"epoch": self.cfg.train.epochs, "step": self.state.step, "reason": bad}
                 status = "diverged"

@@ -37,7 +37,7 @@ def shared_phase_target(cfg: Config, phase_name: str, phase_dir: str | Path) -> 
 
 def run_shared_phase(cfg: Config, phase_name: str, phase_dir: str | Path, progress: bool = False) -> Path:
     """Compute (or find) the shared artifact of ``phase_name`` for ``cfg``; returns its path."""
-    from .loop import resolve_device
+    from .environment import resolve_device
 
     cfg = resolve(cfg)
     key, path = shared_phase_target(cfg, phase_name, phase_dir)

@@ -32,12 +32,10 @@ from __future__ import annotations
 import math
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from npasbench.contract import (BuildRequest, Method, MethodOptions, NPASModel, Phase, check_one_domain, member_names,
                                 parse_members)
@@ -48,9 +46,11 @@ from npasbench.models.layers import Conv, OwnedWeight
 from npasbench.models.registry import create_backbone
 from npasbench.plugins import register_method
 
-from .coefficients import RowMap, bank_uses, initial_coefficients, initial_rows, unshare
+from .coefficients import RowMap, initial_coefficients, initial_rows
 from .modules import CoefficientTable, Projection, TemplateBank
 from .network import SWNet, bank_name
+from .built import SWBuilt
+from .unsharing import CoefficientUnsharing
 from .plan import SWPlan, depth_bins, make_plan
 
 
@@ -122,20 +122,8 @@ def shared_layers(net: nn.Module) -> list[Conv]:
     return sorted((m for m in net.modules() if isinstance(m, Conv)), key=lambda l: l.spec.index)
 
 
-@dataclass
-class SWBuilt:
-    """What ``build`` decided, kept on the model (``NPASModel.built``): the plan (banks, clusters, levels), the
-    coefficient row map (changed by unsharing and restored on resume), the members' architectures, and the
-    facts the record reports (where the clusters came from, coefficient mode, every unsharing event)."""
-
-    plan: SWPlan
-    rows: RowMap
-    archs: list[str]
-    info: dict[str, Any]
-
-
 @register_method("superweights")
-class SuperWeights(Method):
+class SuperWeights(CoefficientUnsharing, Method):
     Options = SuperWeightOptions
     summary = "SuperWeight Networks: ensembles of any depth/width composed from shared L-shaped template banks"
     reference = "Teterwak et al., Learning to Compose SuperWeights for NPAS, WACV 2024 (piotr-teterwak/SuperWeights)"
@@ -299,80 +287,6 @@ class SuperWeights(Method):
 
         return [Phase("search", f"SuperWeight cluster search: {o.group_split_epochs} epochs with shared "
                                 "coefficients, then gradient-similarity clustering", lambda ctx: run_search(self, ctx))]
-
-    # -- coefficient unsharing (an epoch-end event that changes the parameter set) ---------------
-    def unshare_due(self, epoch: int) -> bool:
-        o = self.options
-        e = epoch + 1
-        if o.coefficient_unshare_epochs <= 0:
-            return False
-        if e == o.coefficient_unshare_epochs:
-            return True
-        gap = o.coefficient_unshare_epoch_gap
-        return gap > 0 and e > o.coefficient_unshare_epochs and e % gap == 0
-
-    def on_epoch_end(self, model: NPASModel, epoch: int, metrics: dict[str, float]) -> bool:
-        if not self.unshare_due(epoch) or model.built(SWBuilt).info["coefficients"] == "own":
-            return False
-        ctx = self.context
-        if ctx is None:
-            raise ConfigError("superweights: coefficient unsharing needs the run's data; the trainer sets "
-                              "method.context (call unshare_coefficients yourself outside the trainer)")
-        loader = ctx.loader("train", seed=ctx.cfg.train.seed + 7919, drop_last=False)
-        batches = self.options.coefficient_unshare_batches or len(loader)
-        return self.unshare_coefficients(model, (b for _, b in zip(range(batches), loader.epoch(epoch))),
-                                         total=min(batches, len(loader)), epoch=epoch + 1, progress=ctx.progress,
-                                         agree=ctx.agree)
-
-    def coefficient_grads(self, model: NPASModel, batches, total: int | None = None,
-                          progress: bool = False) -> dict[int, dict[tuple[int, int], torch.Tensor]]:
-        """Every member's loss gradient w.r.t. the coefficient rows, summed over ``batches`` (eval mode)."""
-        tables = {k: model.shared[f"coef_{bank_name(k)}"] for k in model.built(SWBuilt).plan.bank_order()}
-        grads = {m: {k: torch.zeros_like(t.rows) for k, t in tables.items()} for m in range(model.num_members)}
-        was_training = model.training
-        model.eval()
-        try:
-            for x, y in tqdm(batches, total=total, desc="coefficient analysis", unit="batch", disable=not progress,
-                             leave=False):
-                for m, member in enumerate(model.members):
-                    model.zero_grad(set_to_none=True)
-                    F.cross_entropy(member(x).float(), y).backward()
-                    for k in member.bank_keys:
-                        g = tables[k].rows.grad
-                        if g is not None:
-                            grads[m][k] += g
-        finally:
-            model.zero_grad(set_to_none=True)
-            model.train(was_training)
-        return grads
-
-    def unshare_coefficients(self, model: NPASModel, batches, total: int | None = None, epoch: int = 0,
-                             progress: bool = False, agree: Callable[[Any], Any] = lambda v: v) -> bool:
-        """The refine step on ``model`` in place; True when the coefficient rows changed. ``agree``: the run's
-        ``RunContext.agree`` (under DDP every rank takes rank 0's decision: GPU reductions may differ in the
-        last bit); the identity in one process."""
-        built = model.built(SWBuilt)
-        grads = self.coefficient_grads(model, batches, total, progress)
-        new, sources = unshare(built.rows, bank_uses(built.plan), grads, self.options.coefficient_unshare_threshold)
-        rows_json, sources_json = agree((new.to_json(), {f"{c},{w}": s for (c, w), s in sources.items()}))
-        new = RowMap.from_json(rows_json)
-        sources = {tuple(int(x) for x in k.split(",")): v for k, v in sources_json.items()}
-        event = {"epoch": epoch, "rows_before": built.rows.total_rows(), "rows_after": new.total_rows(),
-                 "banks_changed": len(sources)}
-        built.info["unsharing"].append(event)
-        if not sources:
-            return False
-        for key, src in sources.items():
-            table = model.shared[f"coef_{bank_name(key)}"]
-            table.resize(table.rows.data[torch.tensor(src, device=table.rows.device)])
-        self._set_rows(model, new)
-        return True
-
-    def _set_rows(self, model: NPASModel, rows: RowMap) -> None:
-        model.built(SWBuilt).rows = rows
-        for member in model.members:
-            member.set_rows(rows)
-            member.refresh_sources()  # the tables are the same modules with new `rows` parameters
 
     # -- checkpoints: the row map is part of the model's structure ----------------------------------
     def extra_state(self, model: NPASModel) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""The run folder: claimed by one writer, probed before any work, checked for space, and marked when a run
+is stopped before its training loop (what ``Trainer`` does with its folder outside training)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..atomic import write_json
+from ..records import read_json_object
+from ..storage import check_free_space, folder_lock, probe_writable
+from .record import stopped_record
+
+
+def claim_run_folder(run_dir: Path, phase_dir: str | None, held: contextlib.ExitStack | None,
+                     on_locked: Callable[[], None] = lambda: None) -> None:
+    """Lock ``run_dir`` into ``held`` (one writer; None: the caller holds the lock already), then try a
+    write there and in ``phase_dir``, so a busy, read-only or unwritable folder is refused before any work.
+    ``on_locked`` runs once the folder is this process's (from then on a stop may say so in the folder)."""
+    if held is not None:
+        held.enter_context(folder_lock(run_dir, field="run.out"))
+    on_locked()
+    probe_writable(run_dir, "run.out")
+    if phase_dir:
+        probe_writable(phase_dir, "run.phase_dir")
+
+
+def check_checkpoint_space(run_dir: Path, model: torch.nn.Module, momentum: bool) -> None:
+    """Refuse a disk that cannot take one more checkpoint and best.pt of ``model`` (weights, plus momentum
+    buffers when the optimizer keeps them)."""
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values() if torch.is_tensor(t))
+    per_checkpoint = state * (2 if momentum else 1) + 2**20
+    check_free_space(run_dir, 2 * per_checkpoint, "run.out", "a checkpoint and best.pt of this model")
+
+
+def record_stop(cfg: Any, run_dir: Path, config_hash: str, stage: str, signal_name: str,
+                write_config: Callable[[], None]) -> dict[str, Any]:
+    """Mark ``run_dir`` as stopped during ``stage`` (``status: preempted``) and return that record. A folder of
+    another experiment, or a finished record, is left untouched (returns {})."""
+    previous = read_json_object(run_dir / "result.json") or {}
+    owner = (read_json_object(run_dir / "config.json") or {}).get("run_id", config_hash)
+    finished = previous.get("run_id") == config_hash and previous.get("status") in ("completed", "diverged")
+    if owner != config_hash or finished:
+        return {}
+    record = stopped_record(cfg, config_hash, stage, signal_name)
+    write_config()
+    write_json(run_dir / "result.json", record)
+    return record
