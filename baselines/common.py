@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from npasbench.models.generated import cache_key
+from npasbench.models.generated import WeightCache
 from npasbench.models.layers import WeightedLayer, weight_layers
 
 
@@ -113,7 +113,7 @@ class CachedProvider(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self._cache_key: tuple | None = None
+        self._cache = WeightCache()
         self._cached: torch.Tensor | None = None
 
     def sources(self) -> Iterable[torch.Tensor]:  # pragma: no cover - overridden
@@ -123,17 +123,17 @@ class CachedProvider(nn.Module):
         raise NotImplementedError
 
     def forward(self) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            self._cached, self._cache_key = None, None
-            return self.generate()
-        key = cache_key(self.sources())
-        if key != self._cache_key or self._cached is None:
-            self._cached = self.generate()
-            self._cache_key = key
-        return self._cached
+        sources = list(self.sources())
+        if self._cached is not None and self._cache.valid(sources):
+            return self._cached
+        weight = self.generate()
+        self._cache.generated(sources)
+        self._cached = weight if not torch.is_grad_enabled() else None  # no graph kept alive in training
+        return weight
 
     def _apply(self, fn, recurse: bool = True):
-        self._cached, self._cache_key = None, None
+        self._cached = None
+        self._cache.clear()
         return super()._apply(fn, recurse)
 
 

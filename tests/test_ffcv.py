@@ -24,7 +24,7 @@ from conftest import cifar100_root
 from npasbench.cli import main
 from npasbench.config import build_config
 from npasbench.data import DataConfig, load_data, make_loader
-from npasbench.data import betons
+from npasbench.data import beton_writer, betons
 from npasbench.data.pipeline_base import FileSplit
 from npasbench.errors import ConfigError, DataError
 from npasbench.trainer import train
@@ -373,7 +373,7 @@ def _zeros(i: int) -> tuple:
 @pytest.mark.timeout(120)
 def test_failed_write_leaves_nothing_behind(tmp_path):
     shm = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-    fields = betons.fields_for("cifar100")
+    fields = beton_writer.fields_for("cifar100")
 
     def failing(i: int) -> tuple:
         if i == 137:
@@ -382,7 +382,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
 
     t0 = time.perf_counter()
     with pytest.raises(DataError, match=r"x_train\.beton failed: sample 137 \(item 137\): ValueError: injected failure"):
-        betons.write_beton(tmp_path / "x_train.beton", fields, failing, 400, labels=[1] * 400, meta={}, workers=2,
+        beton_writer.write_beton(tmp_path / "x_train.beton", fields, failing, 400, labels=[1] * 400, meta={}, workers=2,
                            progress=False, describe=lambda i: f"item {i}")
     assert time.perf_counter() - t0 < 60  # reported, not hung (ffcv's own writer waits forever)
     assert list(tmp_path.iterdir()) == []
@@ -390,10 +390,10 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
         assert set(os.listdir("/dev/shm")) <= shm  # the writer's shared memory is freed
 
     # the target is untouched when a rewrite fails
-    betons.write_beton(tmp_path / "x_train.beton", fields, _zeros, 50, labels=[1] * 50, meta={}, progress=False)
+    beton_writer.write_beton(tmp_path / "x_train.beton", fields, _zeros, 50, labels=[1] * 50, meta={}, progress=False)
     before = (tmp_path / "x_train.beton").read_bytes()
     with pytest.raises(DataError):
-        betons.write_beton(tmp_path / "x_train.beton", fields, failing, 400, labels=[1] * 400, meta={}, progress=False)
+        beton_writer.write_beton(tmp_path / "x_train.beton", fields, failing, 400, labels=[1] * 400, meta={}, progress=False)
     assert (tmp_path / "x_train.beton").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x_train.beton", "x_train.beton.json"]
 
@@ -401,7 +401,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
 @pytest.mark.timeout(120)
 def test_ctrl_c_during_a_write_leaves_nothing_behind(tmp_path):
     parent = os.getpid()
-    fields = betons.fields_for("cifar100")
+    fields = beton_writer.fields_for("cifar100")
 
     def interrupting(i: int) -> tuple:
         if i == 200:
@@ -414,7 +414,7 @@ def test_ctrl_c_during_a_write_leaves_nothing_behind(tmp_path):
         return _zeros(i)
 
     with pytest.raises(KeyboardInterrupt):
-        betons.write_beton(tmp_path / "x_train.beton", fields, interrupting, 400, labels=[1] * 400, meta={},
+        beton_writer.write_beton(tmp_path / "x_train.beton", fields, interrupting, 400, labels=[1] * 400, meta={},
                            workers=2, progress=False)
     assert list(tmp_path.iterdir()) == []
 

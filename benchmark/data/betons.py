@@ -1,5 +1,5 @@
 """FFCV ``.beton`` files: the guarded ``ffcv`` import, file naming, reading labels (the writer is
-``beton_writer.py``: an atomic, fail-safe ``write_beton``; re-exported here).
+``beton_writer.py``: an atomic, fail-safe ``write_beton``).
 
 FFCV (1.0.x) is an optional extra (``pip install -e '.[ffcv]'`` after ``apt-get install -y
 libopencv-dev libturbojpeg0-dev pkg-config``). Facts this module works around (measured, see the
@@ -176,10 +176,3 @@ def read_beton(path: Path, name: str, split: str, field: str = "data.beton_dir")
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-from .beton_writer import check_image_options, fields_for, write_beton  # noqa: E402 - the writer needs the names above
-
-__all__ = ["BetonFile", "FFCV_INSTALL_HINT", "IMAGE_FIELD", "LABEL_FIELD", "SPLITS", "available_cores", "beton_path",
-           "check_image_options", "clamp_workers", "ffcv_available", "field_column", "fields_for", "import_ffcv",
-           "keep_torch_threads", "prepare_command", "read_beton", "sidecar_path", "write_beton"]

@@ -8,7 +8,7 @@ CIFAR: raw 32x32 pixels in pickle order (the in-memory pipeline's order, so val 
 select the same images). ImageNet: ffcv-imagenet's recipe -- longest side resized to ``--max-res``,
 a JPEG/raw mix (``--write-mode proportion`` JPEG-compresses ``--compress-probability`` of the images at
 ``--jpeg-quality``; ``smart`` compresses the large ones), from ``<root>/train`` and ``<root>/val``
-(written as the ``test`` split). Every file is written atomically (see `betons.write_beton`).
+(written as the ``test`` split). Every file is written atomically (see `beton_writer.write_beton`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from . import betons
+from . import beton_writer, betons
 from .cifar import CIFAR_SPECS, _read_split, download_cifar, find_cifar_root
 from .imagefolder import SPLIT_FOLDERS, load_rgb, scan_tree, verify_images
 
@@ -73,7 +73,7 @@ def prepare_cifar(name: str, root: str | None, out: str, *, splits: Sequence[str
         parts = {s: _read_split(folder, spec.train_files if s == "train" else spec.test_files, spec) for s in splits}
     except DataError as exc:
         raise _as_cli_error(exc) from None
-    fields = betons.fields_for(name)
+    fields = beton_writer.fields_for(name)
     written = []
     for split, data in parts.items():
         n = len(data) if not limit else min(limit, len(data))
@@ -85,7 +85,7 @@ def prepare_cifar(name: str, root: str | None, out: str, *, splits: Sequence[str
 
         meta = {"name": name, "split": split, "source": str(folder), "limit": limit, "write_mode": "raw",
                 "num_classes": spec.num_classes, "image_size": [32, 32]}
-        written.append(betons.write_beton(betons.beton_path(out_dir, name, split), fields, get_item, n,
+        written.append(beton_writer.write_beton(betons.beton_path(out_dir, name, split), fields, get_item, n,
                                           labels=labels, meta=meta, workers=workers, progress=progress,
                                           describe=lambda i, s=split: f"{spec.pretty} {s} image {i}"))
     return written
@@ -99,10 +99,10 @@ def prepare_imagenet(root: str | None, out: str, *, max_res: int = 256, jpeg_qua
     out_dir = _check_out(out)
     splits = _check_splits(splits)
     limit = _check_limit(limit)
-    smart_threshold = betons.check_image_options(write_mode, max_res, jpeg_quality, compress_probability,
+    smart_threshold = beton_writer.check_image_options(write_mode, max_res, jpeg_quality, compress_probability,
                                                  smart_threshold)
     sources = scan_tree(root, field="--root", splits=splits)  # validated before anything is written
-    fields = betons.fields_for("imagenet", write_mode=write_mode, max_res=max_res, jpeg_quality=jpeg_quality,
+    fields = beton_writer.fields_for("imagenet", write_mode=write_mode, max_res=max_res, jpeg_quality=jpeg_quality,
                                compress_probability=compress_probability, smart_threshold=smart_threshold)
     if verify:
         for src in sources.values():
@@ -121,7 +121,7 @@ def prepare_imagenet(root: str | None, out: str, *, max_res: int = 256, jpeg_qua
                 "limit": limit, "write_mode": write_mode, "max_res": max_res, "jpeg_quality": jpeg_quality,
                 "compress_probability": compress_probability, "num_classes": len(src.classes),
                 "classes": list(src.classes)}
-        written.append(betons.write_beton(betons.beton_path(out_dir, "imagenet", split), fields, get_item,
+        written.append(beton_writer.write_beton(betons.beton_path(out_dir, "imagenet", split), fields, get_item,
                                           len(samples), labels=labels, meta=meta, workers=workers,
                                           progress=progress, describe=lambda i, s=samples: s[i][0]))
     return written

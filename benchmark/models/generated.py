@@ -22,6 +22,26 @@ def cache_key(tensors: Iterable[torch.Tensor]) -> tuple:
     return tuple((t.data_ptr(), t._version, t.device.type) for t in tensors)
 
 
+class WeightCache:
+    """The one reuse rule for generated weights (a whole network's in ``GeneratingNet``, one layer's in
+    ``baselines.common.CachedProvider``): with autograd off, what was generated stays valid while every source
+    tensor keeps its storage, version and device; with autograd on nothing is reused (the graph is needed)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+
+    def valid(self, sources: Iterable[torch.Tensor]) -> bool:
+        """True when the weights generated last are still those of ``sources`` (and autograd is off)."""
+        return not torch.is_grad_enabled() and self.key is not None and cache_key(sources) == self.key
+
+    def generated(self, sources: Iterable[torch.Tensor]) -> None:
+        """Weights were just generated from ``sources``: keep their key (reusable only with autograd off)."""
+        self.key = cache_key(sources) if not torch.is_grad_enabled() else None
+
+    def clear(self) -> None:
+        self.key = None
+
+
 class GeneratedWeight(nn.Module):
     """Provider of a generated layer: returns the weight its network produced this forward."""
 
@@ -45,7 +65,7 @@ class GeneratingNet(nn.Module):
         self.net = backbone
         # the parameters generation reads (registered in the model's `shared`, not here)
         object.__setattr__(self, "_sources", list(sources))
-        self._cache_key: tuple | None = None
+        self._cache = WeightCache()
 
     @property
     def num_classes(self) -> int:
@@ -54,15 +74,11 @@ class GeneratingNet(nn.Module):
     def produce(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _key(self) -> tuple:
-        return cache_key(self._sources)
-
     def generate(self) -> None:
-        cacheable = not torch.is_grad_enabled()
-        if cacheable and self._cache_key is not None and self._key() == self._cache_key:
+        if self._cache.valid(self._sources):
             return
         self.produce()
-        self._cache_key = self._key() if cacheable else None
+        self._cache.generated(self._sources)
 
     def set_sources(self, sources: Iterable[torch.Tensor]) -> None:
         """Replace the parameters generation reads (the cache key follows them)."""
@@ -70,7 +86,7 @@ class GeneratingNet(nn.Module):
         self.invalidate()
 
     def invalidate(self) -> None:
-        self._cache_key = None
+        self._cache.clear()
 
     def train(self, mode: bool = True) -> "GeneratingNet":
         self.invalidate()
