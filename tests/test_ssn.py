@@ -251,3 +251,19 @@ def test_search_phase_through_the_trainer(share, tmp_path):
 
     by_layer = [next(g["id"] for g in info["groups"] if i in g["layers"]) for i in range(len(art_a["labels"]))]
     assert by_layer == normalise(art_a["labels"])
+
+
+def test_search_phase_key_follows_what_the_search_trains_with():
+    """The shared search artifact is keyed by what its training reads (it trains through the run's training
+    step): AMP and label smoothing change the key, the budget and the training length do not."""
+    from npasbench.config import build_config
+    from npasbench.experiment import identity_dict, resolve
+    from npasbench.plugins import create_method
+
+    def key(**overrides):
+        cfg = resolve(build_config({}, {"method.name": "ssn", "model.arch": "wrn-16-1", **overrides}))
+        return create_method("ssn", cfg.method.options).phase_inputs("search", identity_dict(cfg))
+
+    base = key()
+    assert key(**{"train.epochs": 7, "model.budget": 60_000}) == base
+    assert key(**{"train.amp": True}) != base and key(**{"optim.label_smoothing": 0.1}) != base

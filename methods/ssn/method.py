@@ -323,8 +323,9 @@ class SSN(Method):
                       "search_steps_per_epoch", "bank_tail_init", "upsample_window")
 
     def phase_inputs(self, phase: str, experiment: dict[str, Any]) -> dict[str, Any] | None:
-        """The search trains a one-group SSN of ``search_max_params`` with the run's data, optimiser and
-        seed: it never sees the budget, the training length or the final model's sharing options."""
+        """The search trains a one-group SSN of ``search_max_params`` with the run's data, optimiser, seed and
+        training step (``RunContext.fit``: AMP settings included): it never sees the budget, the training length
+        or the final model's sharing options."""
         if phase != "search":
             return None
         opts = experiment["method"]["options"]
@@ -334,7 +335,7 @@ class SSN(Method):
             "arch": experiment["model"]["arch"],
             "data": experiment["data"],
             "optim": experiment["optim"],
-            "train": {k: train[k] for k in ("batch_size", "seed", "max_steps_per_epoch")},
+            "train": {k: train[k] for k in ("batch_size", "seed", "max_steps_per_epoch", "amp", "amp_dtype")},
         }
 
     def preview_artifacts(self, request: BuildRequest) -> dict[str, Any] | None:
