@@ -140,7 +140,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from .options import describe_options
     from .plugins import METHODS
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for e in METHODS.entries():
         cls = e.obj
         rows.append({"name": e.name, "source": e.source, "summary": cls.summary, "reference": cls.reference,
@@ -370,9 +370,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
                 print(note)
         return 0
     out = run_grid(args.spec, args.executor, args.parallel, args.results, progress=not args.no_progress)
-    from .grid.runner import summary_line as line
+    from .grid.runner import summary_line as finished_line
 
-    print(line(out.counts, out.total) + ("  (interrupted: run again to resume)" if out.interrupted else ""))
+    print(finished_line(out.counts, out.total) + ("  (interrupted: run again to resume)" if out.interrupted else ""))
     return 130 if out.interrupted else (0 if out.ok else 1)
 
 

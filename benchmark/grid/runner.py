@@ -109,7 +109,8 @@ def plan_rows(plan: Plan, previews: Previewer | None = None) -> list[dict[str, A
 
 def status_rows(plan: Plan) -> tuple[list[dict[str, Any]], Counter]:
     queued = runner_queue(plan.results)
-    rows, counts = [], Counter()
+    rows: list[dict[str, Any]] = []
+    counts: Counter = Counter()
     for r in plan.runs:
         state, detail = run_state(plan.results / r.folder, r.run_id, queued)
         counts[state] += 1
@@ -130,7 +131,8 @@ def grid_status(spec_path: str | Path, results: str | Path | None = None) -> tup
     if manifest is None or manifest.spec_digest != digest(spec.text):
         return status_rows(plan_grid(spec_path, results, write=False))
     queued = runner_queue(spec.results)
-    rows, counts = [], Counter()
+    rows: list[dict[str, Any]] = []
+    counts: Counter = Counter()
     for rid, entry in manifest.runs.items():
         state, detail = run_state(spec.results / entry.folder, rid, queued)
         counts[state] += 1

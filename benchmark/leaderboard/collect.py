@@ -93,16 +93,16 @@ def _run_folders_without_record(folders: list[str]) -> Iterable[tuple[Path, str,
 
 def collect(folders: Iterable[str | Path]) -> Collection:
     """Every usable final record below ``folders`` and one note for each thing left out."""
-    folders = [Path(f) for f in folders]
-    if not folders:
+    paths = [Path(f) for f in folders]
+    if not paths:
         raise ConfigError("leaderboard: give at least one results folder (e.g. results/).")
-    for f in folders:
+    for f in paths:
         if not f.is_dir():
             raise ConfigError(f"leaderboard: {f} is not a folder; give the folder that holds the run folders.")
-    out = Collection(folders=[str(f) for f in folders])
+    out = Collection(folders=[str(f) for f in paths])
     by_id: dict[str, list[dict[str, Any]]] = {}
     found, bare = set(), set()
-    for f in folders:
+    for f in paths:
         results, without = _walk(f.resolve())
         found.update(results)
         bare.update(without)

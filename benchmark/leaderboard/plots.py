@@ -39,7 +39,7 @@ def write_plots(cells: list[Cell], folder: Path, stem: str) -> dict[tuple[str, s
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
         for label, pts in sorted(series.items()):
             pts = sorted(pts, key=lambda c: c.params)
-            ax.errorbar([c.params for c in pts], [c.top1.mean for c in pts],
+            ax.errorbar([c.params for c in pts], [c.top1.mean if c.top1.mean is not None else float("nan") for c in pts],
                         yerr=[c.top1.half_width or 0.0 for c in pts], marker="o", capsize=3, label=label)
         ax.set_xscale("log")
         ax.set_xlabel("unique trainable parameters")

@@ -94,8 +94,9 @@ def reference_rows(references: list[Reference], cells: list[Cell], dataset: str,
             continue
         ours = [c for c in cells if ref.matches(c) and c.top1.mean is not None]
         mean = ours[0].top1 if ours else None
+        value = mean.mean if mean is not None else None
         rows.append([ref.method, ref.variant or "(defaults)", "none" if ref.budget is None else f"{ref.budget:,}",
                      f"{ref.top1:.2f}", mean.text() if mean else "-",
-                     f"{mean.mean - ref.top1:+.2f}" if mean else "-",
+                     f"{value - ref.top1:+.2f}" if value is not None else "-",
                      "yes" if ref.verified else "no (not checked against the source)", ref.source])
     return rows

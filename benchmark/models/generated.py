@@ -69,16 +69,21 @@ class GeneratingNet(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return self.net.num_classes
+        return int(getattr(self.net, "num_classes"))
+
+    @property
+    def sources(self) -> list[torch.Tensor]:
+        """The parameters generation reads."""
+        return self.__dict__["_sources"]
 
     def produce(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def generate(self) -> None:
-        if self._cache.valid(self._sources):
+        if self._cache.valid(self.sources):
             return
         self.produce()
-        self._cache.generated(self._sources)
+        self._cache.generated(self.sources)
 
     def set_sources(self, sources: Iterable[torch.Tensor]) -> None:
         """Replace the parameters generation reads (the cache key follows them)."""

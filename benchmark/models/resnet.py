@@ -45,6 +45,11 @@ class Bottleneck(nn.Module):
 
 
 class BottleneckResNet(nn.Module):
+    layer1: nn.Sequential  # set with setattr in __init__ (torchvision's names)
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, layers: tuple[int, ...], num_classes: int, width_per_group: int = 64,
                  zero_init_residual: bool = True) -> None:
         super().__init__()

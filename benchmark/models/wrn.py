@@ -36,6 +36,10 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
+    stage_1: nn.Sequential  # set with setattr in __init__ (their names are the weight layers' name prefixes)
+    stage_2: nn.Sequential
+    stage_3: nn.Sequential
+
     def __init__(self, depth: int, width: int | float, num_classes: int) -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
