@@ -119,7 +119,6 @@ class Trainer:
         self.progress = cfg.run.progress and self.is_main
         self.log = JsonLines(self.run_dir / "metrics.jsonl", enabled=self.is_main)
         self.step_settings = StepSettings.from_config(cfg, self.device)
-        self.autocast = self.step_settings.autocast
         self.scaler = grad_scaler_for(cfg, self.device)
 
     def setup_data(self) -> None:
@@ -192,7 +191,7 @@ class Trainer:
         path = None
         if self.is_main:
             progress = self.state.progress_payload(epoch, batch, acc, time.perf_counter() - self.t_start)
-            payload = checkpoint_payload(self.state, progress, model=self.model, optimizer=self.optimizer,
+            payload = checkpoint_payload(progress, model=self.model, optimizer=self.optimizer,
                                          schedule=self.schedule, scaler=self.scaler, method=self.method,
                                          config_hash=self.config_hash, metrics_lines=self.log.lines)
             path = ckpt.save_checkpoint(self.run_dir / "checkpoints", payload, self.cfg.run.keep_checkpoints)
@@ -224,7 +223,7 @@ class Trainer:
 
     def evaluate(self, loader: Loader, anytime: bool = False) -> dict[str, Any]:
         """Top-1/top-5 and loss of every member on ``loader`` (``evaluation.evaluate``), timed into the run state."""
-        out, elapsed = evaluate(self.net, self.model, loader, self.autocast, self.dist, self.device,
+        out, elapsed = evaluate(self.net, self.model, loader, self.step_settings.autocast, self.dist, self.device,
                                 self.report.flops["per_member"] if anytime else None)
         self.state.add_eval_time(elapsed, out["examples"])
         return out

@@ -117,7 +117,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def checkpoint_payload(state: TrainState, progress: dict[str, Any], *, model: torch.nn.Module,
+def checkpoint_payload(progress: dict[str, Any], *, model: torch.nn.Module,
                        optimizer: torch.optim.Optimizer, schedule: Any, scaler: Any, method: Any,
                        config_hash: str, metrics_lines: int) -> dict[str, Any]:
     """Everything a bit-exact continuation needs (``progress`` from ``TrainState.progress_payload``)."""
