@@ -81,7 +81,9 @@ class RunContext(ABC):
 
     @abstractmethod
     def agree(self, value: T) -> T:
-        """Rank 0's ``value`` on every rank (a decision all ranks must share); the value itself outside DDP."""
+        """Rank 0's ``value`` on every rank (a decision all ranks must share); the value itself outside DDP.
+        A collective: call it on every rank, i.e. from epoch hooks (phases run on rank 0 alone, their artifact
+        is what the ranks share)."""
 
 
 @dataclass(frozen=True)
