@@ -123,13 +123,15 @@ class CachedProvider(nn.Module):
         raise NotImplementedError
 
     def forward(self) -> torch.Tensor:
+        if torch.is_grad_enabled():  # training: the graph is needed; nothing kept, no key computed per step
+            self._cached = None
+            self._cache.clear()
+            return self.generate()
         sources = list(self.sources())
-        if self._cached is not None and self._cache.valid(sources):
-            return self._cached
-        weight = self.generate()
-        self._cache.generated(sources)
-        self._cached = weight if not torch.is_grad_enabled() else None  # no graph kept alive in training
-        return weight
+        if self._cached is None or not self._cache.valid(sources):
+            self._cached = self.generate()
+            self._cache.generated(sources)
+        return self._cached
 
     def _apply(self, fn, recurse: bool = True):
         self._cached = None
