@@ -101,6 +101,10 @@ def _add_grid_parser(sub) -> None:
         if name == "submit":
             p.add_argument("--dry-run", action="store_true", help="print the arrays and their parameters; submit nothing")
             p.add_argument("--threads", type=int, default=0, help="train.threads of every task (default: the job's CPUs)")
+        if name == "collect":
+            p.add_argument("--references", default=None,
+                           help="TOML of [[reference]] rows shown beside ours (npasbench.leaderboard.references), e.g. "
+                                "the official-code row python -m npasbench.parity.reference writes")
         if name == "run":
             p.add_argument("--executor", default="local", help="local (processes, default) | debug (in-process)")
             p.add_argument("-j", "--parallel", type=int, default=0,
@@ -286,18 +290,33 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True) if rows else "(no runs)"
 
 
+def _cost_line(cost) -> str:
+    from .grid.compute import format_hours
+
+    shared = f" + shared phases {format_hours(sum(cost.shared_phases.values()))}" if cost.shared_phases else ""
+    unknown = f"; {cost.unknown} run(s) without a FLOP count (size known after a phase) not included" if cost.unknown else ""
+    return (f"estimated compute: {format_hours(cost.total)} GPU-hours in all (runs "
+            f"{format_hours(cost.total - sum(cost.shared_phases.values()))}{shared}){unknown}; FLOP arithmetic "
+            f"(3 x forward FLOPs per training image, 1 x per evaluated image) at {cost.tflops:g} sustained TFLOP/s "
+            "per GPU (resources.gpu_tflops: an assumption, not measured here; calibrate from one finished run)")
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
-    from .grid.runner import grid_status, plan_grid, plan_rows, run_grid, summary_line
+    from .grid.runner import grid_status, plan_cost, plan_grid, plan_rows, run_grid, summary_line
 
     if args.grid_command == "plan":
+        from .grid.expand import Previewer
+
         plan = plan_grid(args.spec, args.results)
-        rows = plan_rows(plan)
+        previews = Previewer()  # every distinct model built once, for the table and the cost
+        rows = plan_rows(plan, previews)
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
             print(_table(rows))
             phases = plan.manifest.phases
             print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); manifest {plan.results / 'grid.json'}")
+            print(_cost_line(plan_cost(plan, previews)))
         return 0
     if args.grid_command == "cancel":
         from .grid.submit import cancel_grid
@@ -344,8 +363,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
         from .leaderboard import build_leaderboard
 
         spec = load_spec(args.spec, args.results)
-        board = build_leaderboard([spec.results], spec.results / "LEADERBOARD.md",
-                                  f"npas grid collect {args.spec}", expected_seeds=len(spec.seeds))
+        command = f"npas grid collect {args.spec}" + (f" --references {args.references}" if args.references else "")
+        board = build_leaderboard([spec.results], spec.results / "LEADERBOARD.md", command,
+                                  expected_seeds=len(spec.seeds), references=args.references, notes=spec.notes)
         _print_board(board)
         return 0
     if args.grid_command == "status":

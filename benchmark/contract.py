@@ -93,6 +93,10 @@ class Phase:
     name: str
     description: str
     run: Callable[[RunContext], dict]
+    # what the phase trains, for compute estimates (``npas grid plan``): epochs over the run's training data,
+    # each capped at ``max_steps_per_epoch`` steps when > 0; 0 epochs = it trains nothing worth counting
+    epochs: float = 0.0
+    max_steps_per_epoch: int = 0
 
 
 class NPASModel(nn.Module):

@@ -165,6 +165,7 @@ def test_demo_spec_plans(tmp_path, capsys):
     for name in METHODS.names():
         assert f"| {name}" in out
     assert "not started" in out and (tmp_path / "d" / "grid.json").is_file()
+    assert "| est. GPU-h" in out and "estimated compute:" in out and "25 sustained TFLOP/s" in out
 
 
 # -- running --------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ class DatasetInfo:
     domain: str  # "cifar" (32x32 architectures) or "imagenet"
     synthetic: bool = False
     betons: bool = False  # `npas data prepare` writes <name>_{train,test}.beton for it (data.pipeline=ffcv)
+    train_size: int = 0  # examples in the training split (0: set by the config, the synthetic set)
+    test_size: int = 0  # examples in the test split
 
     @property
     def fixed_size(self) -> bool:
@@ -30,10 +32,10 @@ class DatasetInfo:
 
 
 DATASET_INFO: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo("cifar10", 10, 32, "cifar", betons=True),
-    "cifar100": DatasetInfo("cifar100", 100, 32, "cifar", betons=True),
+    "cifar10": DatasetInfo("cifar10", 10, 32, "cifar", betons=True, train_size=50_000, test_size=10_000),
+    "cifar100": DatasetInfo("cifar100", 100, 32, "cifar", betons=True, train_size=50_000, test_size=10_000),
     "synthetic": DatasetInfo("synthetic", 10, 32, "cifar", synthetic=True),
-    "imagenet": DatasetInfo("imagenet", 1000, 224, "imagenet", betons=True),
+    "imagenet": DatasetInfo("imagenet", 1000, 224, "imagenet", betons=True, train_size=1_281_167, test_size=50_000),
 }
 BETON_DATASETS = tuple(n for n, i in DATASET_INFO.items() if i.betons)
 FIXED_SIZE_DATASETS = tuple(n for n, i in DATASET_INFO.items() if i.fixed_size)
@@ -48,5 +50,5 @@ def dataset_info(name: str, num_classes: int | None = None, image_size: int | No
         ) from None
     if num_classes is not None or image_size is not None:
         info = DatasetInfo(info.name, num_classes or info.num_classes, image_size or info.image_size,
-                           info.domain, info.synthetic, info.betons)
+                           info.domain, info.synthetic, info.betons, info.train_size, info.test_size)
     return info

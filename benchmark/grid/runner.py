@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..experiment import digest
 from ..plugins import create_method
 from ..trainer.phase import shared_phase_key
+from .compute import GridCost, format_hours, grid_cost
 from .executors import Executor, Running, Task, make_executor
 from .expand import GridRun, Previewer, expand
 from .manifest import PHASES, Manifest, PhaseJob, RunEntry
@@ -93,6 +94,7 @@ def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: b
 def plan_rows(plan: Plan, previews: Previewer | None = None) -> list[dict[str, Any]]:
     previews = previews or Previewer()
     queued = runner_queue(plan.results)
+    cost = plan_cost(plan, previews)
     rows = []
     for r in plan.runs:
         p = previews.get(r)
@@ -100,11 +102,18 @@ def plan_rows(plan: Plan, previews: Previewer | None = None) -> list[dict[str, A
         rows.append({
             "run id": r.run_id[:10], "method": r.method if r.variant == "default" else f"{r.method} [{r.variant}]",
             "arch": r.arch, "dataset": r.dataset, "budget": r.budget,
-            "unique params": f"{p.params:,}" if p.params is not None else f"({p.note})",
+            "unique params": (f"{p.params:,}" + (" (stand-in)" if p.note else "")) if p.params is not None else f"({p.note})",
             "GFLOPs": f"{p.gflops:.4f}" if p.gflops is not None else "",
-            "seed": r.seed, "epochs": r.config.train.epochs, "state": state + (f" ({detail})" if detail else ""),
+            "seed": r.seed, "epochs": r.config.train.epochs, "est. GPU-h": format_hours(cost.runs[r.run_id]),
+            "state": state + (f" ({detail})" if detail else ""),
         })
     return rows
+
+
+def plan_cost(plan: Plan, previews: Previewer | None = None) -> GridCost:
+    """The grid's estimated GPU-hours at its spec's ``resources.gpu_tflops`` (``compute``: FLOP arithmetic)."""
+    previews = previews or Previewer()
+    return grid_cost(plan.runs, lambda r: previews.get(r).gflops, plan.spec.resources.gpu_tflops)
 
 
 def status_rows(plan: Plan) -> tuple[list[dict[str, Any]], Counter]:

@@ -14,7 +14,7 @@ A spec has these tables (every key is checked; an unknown key is an error naming
     [notes]                     method name -> a sentence shown under its rows (e.g. why it is low here)
     [resources]                 partition, gpus_per_run, cpus_per_run, mem_gb, time_min, constraint, account,
                                 qos, array_parallelism, tasks_per_run, max_timeouts (SLURM), max_parallel
-                                (local executor; 0 = auto)
+                                (local executor; 0 = auto), gpu_tflops (the rate `plan` estimates GPU-hours at)
 
 Budgets are absolute (``100000``, ``"100k"``, ``"1.5M"``), a share of the unshared network
 (``"10%"``, mode ``total`` only) or ``"full"``. An exclude rule is a table of any of ``method``,
@@ -65,6 +65,9 @@ class Resources:
     max_parallel: int = 0  # local executor: runs at once; 0 = one per core (one per GPU on a GPU machine)
     tasks_per_run: int = 0  # SLURM: DDP processes of one run; 0 = one per GPU (1 without GPUs; CPU DDP uses gloo)
     max_timeouts: int = 3  # SLURM: a run that hits its time limit is requeued at most this many times
+    # compute estimates (``npas grid plan``): the sustained TFLOP/s one GPU reaches on these runs. An assumption,
+    # not a measurement (none was possible here): calibrate it from one finished run's timing on your cluster
+    gpu_tflops: float = 25.0
 
 
 @dataclass(frozen=True)
@@ -346,6 +349,8 @@ def _resources(raw: Any, path: Path, text: str) -> Resources:
         raise _err(path, text, "resources.cpus_per_run", "must be >= 1.")
     if r.time_min < 1:
         raise _err(path, text, "resources.time_min", "must be >= 1 (minutes).")
+    if r.gpu_tflops <= 0:
+        raise _err(path, text, "resources.gpu_tflops", "must be > 0 (sustained TFLOP/s of one GPU, e.g. 25).")
     if r.gpus_per_run and r.tasks_per_run and r.tasks_per_run != r.gpus_per_run:
         raise _err(path, text, "resources.tasks_per_run", f"is {r.tasks_per_run} but gpus_per_run is "
                    f"{r.gpus_per_run}: a DDP run has one process per GPU (leave tasks_per_run at 0).")

@@ -64,7 +64,7 @@ def anytime_frontiers(records: list[dict]) -> dict[tuple, list[list[str]]]:
 
 def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: str, *, bootstrap: int = 0,
                       expected_seeds: int | None = None, plots: bool = True,
-                      references: str | Path | None = None) -> Leaderboard:
+                      references: str | Path | None = None, notes: dict[str, str] | None = None) -> Leaderboard:
     """Write ``out`` (markdown) and beside it ``<stem>_runs.csv``, ``<stem>_cells.csv`` and the plots.
     Every input is checked before anything is written."""
     out = Path(out)
@@ -95,6 +95,8 @@ def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: s
             anytime_figures[key] = path.name
             written.append(path)
     text = render(cells, collection, command, frontiers, figures, anytime_figures, refs)
+    if notes:  # a grid spec's [notes]: why a method's rows look as they do in this setting
+        text += "\n## Notes (from the grid spec)\n\n" + "\n".join(f"- `{m}`: {n}" for m, n in notes.items()) + "\n"
     stem = out.with_suffix("")
     write_text(f"{stem}_runs.csv", _csv(runs.drop(columns=["path"])))
     write_text(f"{stem}_cells.csv", _csv(cells_frame(cells)))

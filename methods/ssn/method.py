@@ -315,7 +315,8 @@ class SSN(Method):
         from .search import run_search
 
         return [Phase("search", f"learn {o.param_groups} parameter groups ({o.search_epochs} epochs of a one-group "
-                                f"SSN, then k-means)", lambda ctx: run_search(self, ctx))]
+                                f"SSN, then k-means)", lambda ctx: run_search(self, ctx),
+                      epochs=o.search_epochs, max_steps_per_epoch=o.search_steps_per_epoch)]
 
     # options the search reads (search_model, run_search and ctx.fit); the others shape only the trained model
     SEARCH_OPTIONS = ("param_groups", "group_type", "groups", "group_seed", "emb_size", "search_max_params",

@@ -286,7 +286,15 @@ class SuperWeights(CoefficientUnsharing, Method):
         from .search import run_search
 
         return [Phase("search", f"SuperWeight cluster search: {o.group_split_epochs} epochs with shared "
-                                "coefficients, then gradient-similarity clustering", lambda ctx: run_search(self, ctx))]
+                                "coefficients, then gradient-similarity clustering", lambda ctx: run_search(self, ctx),
+                      epochs=o.group_split_epochs, max_steps_per_epoch=o.search_steps_per_epoch)]
+
+    def preview_artifacts(self, request: BuildRequest) -> dict[str, Any] | None:
+        """The depth-bin clusters the search starts from (and only refines) stand in for the searched ones, so a
+        grid plan shows the model's size and FLOPs and checks the budget before anything trains; the budget
+        solver fits either clustering, the exact count is known after the search."""
+        archs, _, shapes = self.backbones(request)
+        return {"search": {"archs": archs, "clusters": depth_bins(shapes, self.options.param_group_bins), "matches": {}}}
 
     # -- checkpoints: the row map is part of the model's structure ----------------------------------
     def extra_state(self, model: NPASModel) -> dict[str, Any]:
