@@ -269,3 +269,20 @@ def test_cli_leaderboard(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "12 finished runs" in out and "4 problem" in out and (tmp_path / "L.md").is_file()
     assert main(["leaderboard", str(tmp_path / "none"), "--out", str(tmp_path / "M.md")]) == 2
+
+
+def test_a_grid_task_that_failed_before_training_is_listed_with_its_error(tmp_path):
+    # a grid run whose phase failed: the runner wrote failed.json, the trainer never wrote config.json
+    run = tmp_path / "runs" / "superweights_wrn-16-1_cifar100_50pct_s0_86f162ede9"
+    run.mkdir(parents=True)
+    (run / "failed.json").write_text(json.dumps({"error": "Traceback (most recent call last):\n  ...\n"
+                                                 "npasbench.errors.BudgetError: budget: max_params=83,136 is below"}))
+    broken = tmp_path / "runs" / "broken_s0"
+    broken.mkdir()
+    (broken / "failed.json").write_text("{not json")
+    c = collect([tmp_path / "runs"])
+    failed = {Path(n.path).name: n.text for n in c.notes if n.kind == "failed"}
+    assert failed[run.name] == ("failed: npasbench.errors.BudgetError: budget: max_params=83,136 is below "
+                                "(failed.json); rerun it")
+    assert failed["broken_s0"] == "failed (see failed.json); rerun it"
+    assert not c.records

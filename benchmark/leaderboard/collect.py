@@ -19,6 +19,7 @@ folders always give the same collection.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,8 @@ def _walk(root: Path) -> tuple[list[str], list[str]]:
     for folder, _dirs, files in os.walk(root):  # strings, not Path objects: thousands of run folders
         if "result.json" in files:
             results.append(os.path.join(folder, "result.json"))
-        elif "config.json" in files:
-            bare.append(folder)
+        elif "config.json" in files or "failed.json" in files:  # a grid task can fail before the trainer writes
+            bare.append(folder)                                    # config.json (e.g. in a phase): still listed
     return results, bare
 
 
@@ -82,13 +83,23 @@ def _run_folders_without_record(folders: list[str]) -> Iterable[tuple[Path, str,
     """Run folders (config.json present) that hold no result.json: running, failed or interrupted."""
     for folder in map(Path, sorted(folders)):
         if (folder / "failed.json").is_file():
-            yield folder, "failed", "failed (see failed.json); rerun it"
+            yield folder, "failed", _failure(folder / "failed.json")
         elif (folder / "running.json").is_file():
             yield folder, "unfinished", "in progress (running.json)"
         elif (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir()):
             yield folder, "unfinished", "interrupted (checkpoints, no record); resumable"
         else:
             yield folder, "unfinished", "set up, not trained"
+
+
+def _failure(path: Path) -> str:
+    """The failure's last line (the exception) from a grid task's failed.json, for the left-out list."""
+    try:
+        error = str(json.loads(path.read_text()).get("error") or "").strip()
+    except (OSError, ValueError, AttributeError):
+        error = ""
+    last = error.splitlines()[-1] if error else ""
+    return f"failed: {last} (failed.json); rerun it" if last else "failed (see failed.json); rerun it"
 
 
 def collect(folders: Iterable[str | Path]) -> Collection:
