@@ -9,6 +9,7 @@ dropped), sorted series; written atomically."""
 from __future__ import annotations
 
 import io
+import textwrap
 import re
 from pathlib import Path
 
@@ -36,8 +37,10 @@ def write_plots(cells: list[Cell], folder: Path, stem: str) -> dict[tuple[str, s
         for c in group:
             label = c.key["method"] + (f" [{c.key['variant']}]" if c.key["variant"] else "")
             series.setdefault(label, []).append(c)
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+        # the legend goes under the axes (long variant labels wrapped): inside, it hid the points it names
+        fig, ax = plt.subplots(figsize=(7.5, 4.5 + 0.22 * len(series)), dpi=100)
         for label, pts in sorted(series.items()):
+            label = textwrap.fill(label, 90, subsequent_indent="  ")
             pts = sorted(pts, key=lambda c: c.params)
             ax.errorbar([c.params for c in pts], [c.top1.mean if c.top1.mean is not None else float("nan") for c in pts],
                         yerr=[c.top1.half_width or 0.0 for c in pts], marker="o", capsize=3, label=label)
@@ -46,10 +49,10 @@ def write_plots(cells: list[Cell], folder: Path, stem: str) -> dict[tuple[str, s
         ax.set_ylabel("test top-1 (%)")
         ax.set_title(f"{dataset}, {arch}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
         fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", metadata={"Software": None})
+        fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")
         plt.close(fig)
         path = folder / f"{stem}_{_slug(dataset)}_{_slug(arch)}.png"
         with atomic_open(path, "wb") as fh:

@@ -87,7 +87,11 @@ def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
     budget = rec.get("budget") or None
     ds = rec["dataset"]
     classes = ds.get("num_classes") if ds.get("name") == "synthetic" else None
-    ref = _unshared(rec["arch"], ds.get("name", "?"), classes)
+    # % of the unshared network(s) the budget stands for: an ensemble's budget against its members' summed
+    # unshared size (as the budget check measures it), so a SuperWeight ensemble at half the full ensemble is 50%
+    members = rec.get("members") or [rec["arch"]]
+    sizes = [_unshared(a, ds.get("name", "?"), classes) for a in members]
+    ref = None if any(x is None for x in sizes) else sum(x for x in sizes if x is not None)
     pct = (100.0 * budget["params"] / ref) if budget and ref and budget.get("mode") == "total" else None
     flops = (rec["params"].get("flops") or {})
     timing = rec.get("timing") or {}

@@ -145,11 +145,13 @@ def _commit(repo: str) -> str:
         return "unknown (not a git checkout)"
 
 
-def summarize(folder: Path, plan) -> str:
-    """reference.md: every official record in ``folder`` beside the grid's finished runs of its cell."""
+def summarize(folder: Path, plan, command: str | None = None) -> str:
+    """reference.md: every official record in ``folder`` beside the grid's finished runs of its cell.
+    ``command``: the invocation that reproduces them all (default: the first record's own)."""
     from ..grid.state import finished_record
 
-    recs = [json.loads(p.read_text()) for p in sorted(folder.glob("official-*.json"))]
+    recs = sorted((json.loads(p.read_text()) for p in folder.glob("official-*.json")),
+                  key=lambda r: (r["cell"], r["seed"]))
     by_id = {r.run_id: r for r in plan.runs}
     lines = [f"# Reference row: the official SSN code at one cell of `{plan.spec.name}`", "",
              "Test top-1 (%) of the official implementation trained with the cell's recipe "
@@ -177,14 +179,14 @@ def summarize(folder: Path, plan) -> str:
         r = recs[0]
         lines += ["", f"Source: {r['official']['repo']} at commit `{r['official']['commit']}` (a temporary checkout, "
                       "never committed), official arguments " + ", ".join(f"{k}={v}" for k, v in r["official"]["args"].items())
-                  + ".", "", f"Command: `{r['command']}`"]
+                  + ".", "", f"Command: `{command or r['command']}` (each seed's JSON holds the command that made it)"]
     text = "\n".join(lines) + "\n"
     write_text(folder / "reference.md", text)
-    write_text(folder / "references.toml", references_toml(recs, plan))
+    write_text(folder / "references.toml", references_toml(recs, plan, command))
     return text
 
 
-def references_toml(recs: list[dict[str, Any]], plan) -> str:
+def references_toml(recs: list[dict[str, Any]], plan, command: str | None = None) -> str:
     """The official records as ``[[reference]]`` rows (one per cell: the mean over its seeds) for
     ``npas grid collect SPEC --references`` / ``npas leaderboard --references``."""
     from ..experiment import budget_of
@@ -202,7 +204,7 @@ def references_toml(recs: list[dict[str, Any]], plan) -> str:
         vals = [x["result"]["top1"] for x in rs]
         seeds = ", ".join(f"seed {x['seed']} {x['result']['top1']:.2f}" for x in sorted(rs, key=lambda x: x["seed"]))
         source = (f"official BryanPlummer/SSN {rs[0]['official']['commit'][:7]}, measured here with the cell's recipe: "
-                  f"{rs[0]['command']}")
+                  f"{command or rs[0]['command']}")
         out += ["", "[[reference]]", f'dataset = "{cfg.data.name}"', f'arch = "{cfg.model.arch}"',
                 f'method = "{cfg.method.name}"', f'variant = "{variant_of(cfg.method.name, cfg.method.options)}"',
                 f"budget = {budget.params}" if budget is not None else 'budget = "none"', f"epochs = {cfg.train.epochs}",
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                          "hardware": hardware("cpu")})
         print(f"seed {seed}: official top-1 {res['top1']:.2f} -> {out}")
     if plan is not None and folder is not None:
-        print(summarize(folder, plan))
+        print(summarize(folder, plan, command))
     return 0
 
 
