@@ -305,10 +305,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from .grid.runner import grid_status, plan_cost, plan_grid, plan_rows, run_grid, summary_line
 
     if args.grid_command == "plan":
-        from .grid.expand import Previewer
-
         plan = plan_grid(args.spec, args.results)
-        previews = Previewer()  # every distinct model built once, for the table and the cost
+        previews = plan.previews  # the models the budget check built: each distinct one once, for all three
         rows = plan_rows(plan, previews)
         if args.json:
             print(json.dumps(rows, indent=2))

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# A suite started in the background of a non-interactive shell (`cmd &` without job control, as some CI wrappers
+# do) inherits SIGINT *ignored*, and Python then installs no KeyboardInterrupt handler: the Ctrl-C tests would fail
+# for the environment's sake (seen here). They test how the suite handles a Ctrl-C, so give the test process
+# Python's usual handler; processes the tests start inherit the default disposition, not the ignore.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def cifar100_root() -> Path | None:

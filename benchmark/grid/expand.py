@@ -111,8 +111,9 @@ def method_axes(spec: GridSpec) -> list[MethodAxis]:
     return out
 
 
-def expand(spec: GridSpec, check_budgets: bool = True) -> list[GridRun]:
-    """Every run of the grid, in spec order; raises SpecError naming the key for any bad entry."""
+def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | None = None) -> list[GridRun]:
+    """Every run of the grid, in spec order; raises SpecError naming the key for any bad entry.
+    ``previews``: the Previewer the budget check builds the models with (``plan`` reuses it for its table)."""
     from ..plugins import METHODS
 
     tree = _base_tree(spec)
@@ -163,8 +164,12 @@ def expand(spec: GridSpec, check_budgets: bool = True) -> list[GridRun]:
     if not runs:
         raise _spec_err(spec, "the grid is empty: every run is excluded by axes.exclude.", "exclude")
     if check_budgets:
-        previews = Previewer()
-        for run in runs:
+        from tqdm.auto import tqdm
+
+        previews = previews if previews is not None else Previewer()
+        # a paper-scale spec builds ~100 distinct models (each once: seeds share one): minutes, so a bar on a terminal
+        for run in tqdm(runs, desc="checking budgets (each distinct model built once)", unit="run", leave=False,
+                        disable=None, mininterval=1.0):
             try:
                 previews.get(run)
             except NPASError as exc:

@@ -40,6 +40,7 @@ class Plan:
     spec: GridSpec
     runs: list[GridRun]
     manifest: Manifest
+    previews: Previewer | None = None  # the models the budget check built (plan's table and cost reuse them)
 
     @property
     def results(self) -> Path:
@@ -70,7 +71,8 @@ def _phase_jobs(runs: list[GridRun]) -> tuple[dict[str, PhaseJob], dict[str, lis
 
 def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: bool = True) -> Plan:
     spec = load_spec(spec_path, results)
-    runs = expand(spec)
+    previews = Previewer()
+    runs = expand(spec, previews=previews)
     jobs, needs = _phase_jobs(runs)
     old = None
     if (spec.results / "grid.json").is_file():
@@ -87,12 +89,12 @@ def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: b
     if write:
         spec.results.mkdir(parents=True, exist_ok=True)
         manifest.save(spec.results)
-    return Plan(spec, runs, manifest)
+    return Plan(spec, runs, manifest, previews)
 
 
 # -- the table of runs (plan and status) ----------------------------------------------------------
 def plan_rows(plan: Plan, previews: Previewer | None = None) -> list[dict[str, Any]]:
-    previews = previews or Previewer()
+    previews = previews or plan.previews or Previewer()
     queued = runner_queue(plan.results)
     cost = plan_cost(plan, previews)
     rows = []
@@ -112,7 +114,7 @@ def plan_rows(plan: Plan, previews: Previewer | None = None) -> list[dict[str, A
 
 def plan_cost(plan: Plan, previews: Previewer | None = None) -> GridCost:
     """The grid's estimated GPU-hours at its spec's ``resources.gpu_tflops`` (``compute``: FLOP arithmetic)."""
-    previews = previews or Previewer()
+    previews = previews or plan.previews or Previewer()
     return grid_cost(plan.runs, lambda r: previews.get(r).gflops, plan.spec.resources.gpu_tflops)
 
 
