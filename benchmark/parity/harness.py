@@ -123,6 +123,11 @@ def train_arm(model: torch.nn.Module, optimizer: torch.optim.Optimizer, forward:
     bar.close()
     train_s = time.perf_counter() - t0
     model.eval()
+    return {**accuracy_on(forward, test), "steps": k, "train_s": round(train_s, 1)}
+
+
+def accuracy_on(forward: Callable, test) -> dict[str, Any]:
+    """Top-1 / top-5 (%) of ``forward`` over one pass of the ``test`` loader (no gradients)."""
     correct1 = correct5 = n = 0
     with torch.no_grad():
         for x, y in test.epoch(0):
@@ -130,8 +135,7 @@ def train_arm(model: torch.nn.Module, optimizer: torch.optim.Optimizer, forward:
             correct1 += int((top[:, 0] == y).sum())
             correct5 += int((top == y[:, None]).any(-1).sum())
             n += y.numel()
-    return {"top1": 100 * correct1 / n, "top5": 100 * correct5 / n, "test_examples": n, "steps": k,
-            "train_s": round(train_s, 1)}
+    return {"top1": 100 * correct1 / n, "top5": 100 * correct5 / n, "test_examples": n}
 
 
 def _trainable(model: torch.nn.Module) -> int:

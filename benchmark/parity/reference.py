@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from ..atomic import write_json, write_text
 from ..errors import ConfigError
 from ..provenance import git_info, hardware, package_versions
+from .harness import accuracy_on
 from .official import cpu_device_lookups
 from .steps import official_optimizer
 
@@ -126,15 +127,7 @@ def train_official(repo: str, cfg, args: dict[str, Any]) -> dict[str, Any]:
     bar.close()
     train_s = time.perf_counter() - t0
     model.eval()
-    c1 = c5 = n = 0
-    with torch.no_grad():
-        for x, y in test.epoch(0):
-            top = forward(x).topk(5, -1).indices
-            c1 += int((top[:, 0] == y).sum())
-            c5 += int((top == y[:, None]).any(-1).sum())
-            n += y.numel()
-    return {"top1": 100 * c1 / n, "top5": 100 * c5 / n, "test_examples": n, "steps": steps, "params": params,
-            "train_s": round(train_s, 1)}
+    return {**accuracy_on(forward, test), "steps": steps, "params": params, "train_s": round(train_s, 1)}
 
 
 def _commit(repo: str) -> str:
