@@ -14,6 +14,7 @@ import pytest
 from npasbench.errors import ConfigError
 from npasbench.leaderboard.references import load_references
 from npasbench.leaderboard.tidy import variant_of
+from npasbench.grid.runner import plan_grid
 from npasbench.parity.reference import _cell, _official_args, references_toml, summarize
 
 SPEC = """
@@ -51,7 +52,8 @@ def spec(tmp_path: Path) -> Path:
 
 
 def test_the_cell_and_its_official_arguments(spec):
-    plan, run = _cell(str(spec), "ssn", "by-shape", "50%", 1)
+    plan = plan_grid(spec, write=False)
+    run = _cell(plan, "ssn", "by-shape", "50%", 1)
     assert run.seed == 1 and run.variant == "by-shape"
     args = _official_args(run.config)
     assert args["groups"] == -1 and args["share_type"] == "wavg" and args["upsample_type"] == "inter"
@@ -61,12 +63,13 @@ def test_the_cell_and_its_official_arguments(spec):
 
 
 def test_cells_it_cannot_reproduce_are_refused_by_name(spec):
+    plan = plan_grid(spec, write=False)
     with pytest.raises(ConfigError, match="no single run ssn/nope/50%"):
-        _cell(str(spec), "ssn", "nope", "50%", 0)
-    _, learned = _cell(str(spec), "ssn", "learned", "50%", 0)
+        _cell(plan, "ssn", "nope", "50%", 0)
+    learned = _cell(plan, "ssn", "learned", "50%", 0)
     with pytest.raises(ConfigError, match="learned or explicit groups"):
         _official_args(learned.config)
-    _, reduced = _cell(str(spec), "reduced", "default", "50%", 0)
+    reduced = _cell(plan, "reduced", "default", "50%", 0)
     with pytest.raises(ConfigError, match="not ssn"):
         _official_args(reduced.config)
 
@@ -80,8 +83,8 @@ def _record(plan, run, top1: float) -> dict:
 
 
 def test_records_become_a_table_and_leaderboard_references(spec):
-    plan, r0 = _cell(str(spec), "ssn", "by-shape", "50%", 0)
-    _, r1 = _cell(str(spec), "ssn", "by-shape", "50%", 1)
+    plan = plan_grid(spec, write=False)
+    r0, r1 = (_cell(plan, "ssn", "by-shape", "50%", s) for s in (0, 1))
     folder = plan.results / "reference"
     folder.mkdir(parents=True)
     for run, top1 in ((r0, 10.0), (r1, 12.0)):
@@ -105,7 +108,7 @@ def test_records_become_a_table_and_leaderboard_references(spec):
 def test_the_official_model_trains_with_the_cells_recipe(spec):
     from npasbench.parity.reference import train_official
 
-    _, run = _cell(str(spec), "ssn", "by-shape", "50%", 0)
+    run = _cell(plan_grid(spec, write=False), "ssn", "by-shape", "50%", 0)
     args = _official_args(run.config)
     res = train_official(os.environ["NPAS_SSN_CHECKOUT"], run.config, args)
     assert res["params"] == args["ours_params"]

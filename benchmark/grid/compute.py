@@ -43,11 +43,6 @@ class Compute:
     def gpu_hours(self, tflops: float) -> float:
         return self.flops / (tflops * 1e12) / 3600.0
 
-    def __add__(self, other: Compute) -> Compute:
-        if other.gflops != self.gflops:
-            raise ValueError("Compute: only jobs on the same model add up image counts")
-        return Compute(self.gflops, self.train_images + other.train_images, self.eval_images + other.eval_images)
-
 
 def split_sizes(cfg: Config) -> tuple[int, int, int]:
     """(training examples, evaluation-split examples, test examples) of ``cfg.data``, from the data set's

@@ -44,17 +44,15 @@ from .official import cpu_device_lookups
 from .steps import official_optimizer
 
 
-def _cell(spec: str, method: str, variant: str, budget: str, seed: int):
-    from ..grid.runner import plan_grid
-
-    plan = plan_grid(spec, write=False)
+def _cell(plan, method: str, variant: str, budget: str, seed: int):
+    """The grid run of ``plan`` (``grid.runner.plan_grid``) at the cell and seed named on the command line."""
     hits = [r for r in plan.runs if r.method == method and r.variant == variant and str(r.budget) == budget
             and r.seed == seed]
     if len(hits) != 1:
         cells = sorted({f"{r.method}/{r.variant}/{r.budget}" for r in plan.runs})
         raise ConfigError(f"--method/--variant/--budget/--seeds: no single run {method}/{variant}/{budget} seed {seed} "
-                          f"in {spec}; its cells: {', '.join(cells)}.")
-    return plan, hits[0]
+                          f"in {plan.spec.path}; its cells: {', '.join(cells)}.")
+    return hits[0]
 
 
 def _official_args(cfg) -> dict[str, Any]:
@@ -216,11 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     a = p.parse_args(argv)
     command = "python -m npasbench.parity.reference " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
-    plan = None
-    folder = None
-    for seed in a.seeds:
-        plan, run = _cell(a.spec, a.method, a.variant, a.budget, seed)
-        folder = plan.results / "reference"
+    from ..grid.runner import plan_grid
+
+    plan = plan_grid(a.spec, write=False)
+    runs = [_cell(plan, a.method, a.variant, a.budget, seed) for seed in a.seeds]  # every seed checked first
+    folder = plan.results / "reference"
+    for seed, run in zip(a.seeds, runs):
         out = folder / f"official-ssn-{run.run_id[:10]}.json"
         if out.is_file():
             print(f"seed {seed}: {out} exists (cache hit)")
@@ -234,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                          "command": command, "git": git_info(), "packages": package_versions(),
                          "hardware": hardware("cpu")})
         print(f"seed {seed}: official top-1 {res['top1']:.2f} -> {out}")
-    if plan is not None and folder is not None:
-        print(summarize(folder, plan, command))
+    print(summarize(folder, plan, command))
     return 0
 
 
