@@ -307,14 +307,15 @@ def cmd_grid(args: argparse.Namespace) -> int:
     if args.grid_command == "plan":
         plan = plan_grid(args.spec, args.results)
         previews = plan.previews  # the models the budget check built: each distinct one once, for all three
-        rows = plan_rows(plan, previews)
+        cost = plan_cost(plan, previews)
+        rows = plan_rows(plan, previews, cost)
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
             print(_table(rows))
             phases = plan.manifest.phases
             print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); manifest {plan.results / 'grid.json'}")
-            print(_cost_line(plan_cost(plan, previews)))
+            print(_cost_line(cost))
         return 0
     if args.grid_command == "cancel":
         from .grid.submit import cancel_grid

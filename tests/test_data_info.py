@@ -24,6 +24,7 @@ def test_cifar100_info_matches_loader():
     info = dataset_info("cifar100")
     bundle = load_data(DataConfig(name="cifar100", root=str(root)))
     assert (bundle.num_classes, bundle.input_shape[1]) == (info.num_classes, info.image_size)
+    assert (len(bundle.train), len(bundle.test)) == (info.train_size, info.test_size)  # plan's compute estimate
 
 
 def test_unknown_and_not_yet_loadable():

@@ -26,10 +26,15 @@ def generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(mix_seed(*parts))
 
 
+def val_size(n: int, val_fraction: float) -> int:
+    """How many of ``n`` training examples ``val_fraction`` holds out (the split below; plan estimates use it too)."""
+    return int(round(val_fraction * n))
+
+
 def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, val indices), both sorted: the last ``round(val_fraction * n)`` entries of a
     seeded permutation are the validation set (a random split, as in the official SSN code)."""
-    n_val = int(round(val_fraction * n))
+    n_val = val_size(n, val_fraction)
     perm = torch.randperm(n, generator=generator(seed))
     train_idx, val_idx = perm[: n - n_val], perm[n - n_val :]
     return train_idx.sort().values, val_idx.sort().values

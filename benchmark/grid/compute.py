@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..data.info import dataset_info
+from ..data.partition import val_size
 
 BACKWARD_FACTOR = 3  # training FLOPs per image / forward FLOPs
 
@@ -52,7 +53,7 @@ def split_sizes(cfg: Config) -> tuple[int, int, int]:
     n_train, n_test = (d.synthetic_train, d.synthetic_test) if info.synthetic else (info.train_size, info.test_size)
     n_eval = n_test
     if d.val_fraction > 0:
-        n_eval = int(round(d.val_fraction * n_train))
+        n_eval = val_size(n_train, d.val_fraction)
         n_train -= n_eval
     if d.train_subset:
         n_train = min(n_train, d.train_subset)

@@ -93,10 +93,10 @@ def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: b
 
 
 # -- the table of runs (plan and status) ----------------------------------------------------------
-def plan_rows(plan: Plan, previews: Previewer | None = None) -> list[dict[str, Any]]:
+def plan_rows(plan: Plan, previews: Previewer | None = None, cost: GridCost | None = None) -> list[dict[str, Any]]:
     previews = previews or plan.previews or Previewer()
     queued = runner_queue(plan.results)
-    cost = plan_cost(plan, previews)
+    cost = cost or plan_cost(plan, previews)
     rows = []
     for r in plan.runs:
         p = previews.get(r)

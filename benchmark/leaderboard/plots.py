@@ -9,8 +9,8 @@ dropped), sorted series; written atomically."""
 from __future__ import annotations
 
 import io
-import textwrap
 import re
+import textwrap
 from pathlib import Path
 
 from ..atomic import atomic_open
