@@ -45,3 +45,39 @@ def tiny(tmp_path: Path) -> dict:
         "run.out": str(tmp_path / "run"),
         "run.progress": False,
     }
+
+
+# --float-perturb: shape-dependent rounding of float reductions in this process (tests/float_perturb.py says why).
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--float-perturb", action="store_true", default=False,
+                     help="sum every float matmul/linear/conv2d reduction in two shape-dependent parts, so a test that "
+                          "relies on bit-equal results of differently shaped operations fails here as on another CPU "
+                          "(also: NPAS_FLOAT_PERTURB=1)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import float_perturb
+
+    if float_perturb.requested(config.getoption("--float-perturb")):
+        float_perturb.install()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    import float_perturb
+
+    return "float-perturb: on (shape-dependent reduction order)" if float_perturb.enabled() else None
+
+
+@pytest.fixture
+def float_perturbed():
+    """Run the test body with shape-dependent float rounding (tests/float_perturb.py), restoring the original
+    functions afterwards unless the whole session runs with --float-perturb."""
+    import float_perturb
+
+    already = float_perturb.enabled()
+    float_perturb.install()
+    try:
+        yield
+    finally:
+        if not already:
+            float_perturb.uninstall()

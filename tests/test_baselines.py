@@ -250,6 +250,7 @@ def test_shared_storage_counted_once_and_gradients(name, opts):
 
 
 def test_generated_weights_cached_in_eval_until_step():
+    # exact: the cache returns the very tensor; after an SGD step the weights must differ by far more than rounding
     built = build("soft-sharing", None, arch="wrn-16-1", dataset="synthetic")
     model = built.model
     layer = next(l for l in model.weight_layers() if hasattr(l.provider, "coefficients"))
@@ -267,6 +268,7 @@ def test_generated_weights_cached_in_eval_until_step():
 # -- hashing -----------------------------------------------------------------------------------------
 
 def test_hash_is_deterministic_seeded_and_signed():
+    # exact: integer hash indices (exact uint32 arithmetic), equal on every CPU
     ints = [0, 1, 2, 12345, 2**32 - 1]
     import numpy as np
 

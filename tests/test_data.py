@@ -72,6 +72,7 @@ def rank_indices(loader: BatchLoader, epoch: int = 0) -> list[int]:
 
 
 def batches_equal(a, b) -> bool:
+    # exact: uint8 images and integer labels moved, not computed: equal on every CPU
     return len(a) == len(b) and all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
 
 
@@ -85,6 +86,7 @@ def synthetic():
 
 # ----------------------------------------------------------------------------- synthetic
 def test_synthetic_is_deterministic_balanced_and_described(synthetic):
+    # exact: uint8 images from a seeded torch generator (CPU generators are bit-identical across CPUs)
     a, b = synthetic, load_data(DataConfig())
     for s in ("train", "eval", "test"):
         assert torch.equal(getattr(a, s).images, getattr(b, s).images)
@@ -117,6 +119,7 @@ def test_synthetic_is_learnable_but_not_trivial(synthetic):
 
 # ----------------------------------------------------------------------------- loader: determinism
 def test_loader_is_deterministic_and_resumes_mid_epoch():
+    # exact: the same seeded draws and the same elementwise (correctly rounded) ops on the same shapes
     split = load_data(DataConfig(synthetic_train=1000, synthetic_test=10)).train
     kw = dict(train=True, mean=MEAN, std=STD, augment=True, cutout=8, seed=3)
     one = BatchLoader(split, 64, **kw)
@@ -202,6 +205,7 @@ def test_no_augmentation_equals_plain_normalisation_in_loader_order():
 
 
 def test_flip_crop_primitive_mirrors_and_pads_with_zeros():
+    # exact: flips, crops and padding move values, they compute none
     img = torch.randint(1, 256, (2, 3, 6, 6), dtype=torch.uint8)
     centre_flip = AugmentDraws(torch.tensor([True, False]), torch.tensor([4, 0]), torch.tensor([4, 0]))
     out = flip_crop(img, centre_flip)
@@ -236,6 +240,7 @@ def test_flip_crop_in_loader_matches_reference_pad_crop_flip():
 
 
 def test_cutout_zeroes_a_clipped_square_after_normalisation():
+    # exact: a zero mask and boolean patterns, no arithmetic on the compared values
     n, size, side = 400, 16, 6
     split = ImageSplit(torch.zeros(n, 3, size, size, dtype=torch.uint8), torch.arange(n))  # normalised != 0
     loader = BatchLoader(split, 100, train=True, mean=MEAN, std=STD, augment=False, cutout=side, seed=2)
@@ -257,6 +262,7 @@ def test_cutout_zeroes_a_clipped_square_after_normalisation():
 
 
 def test_channels_last_output_has_same_values():
+    # exact: channels_last changes the memory layout of elementwise results, not their values
     split = ImageSplit(torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8), torch.arange(20))
     kw = dict(train=True, mean=MEAN, std=STD, augment=True, cutout=3, seed=9)
     for (a, ya), (b, yb) in zip(BatchLoader(split, 8, **kw).epoch(1), BatchLoader(split, 8, **kw, channels_last=True).epoch(1)):
@@ -266,6 +272,7 @@ def test_channels_last_output_has_same_values():
 
 # ----------------------------------------------------------------------------- splits and subsets
 def test_val_split_is_disjoint_complete_and_seeded():
+    # exact: integer index tensors from a seeded permutation
     tr, va = split_train_val(1000, 0.1, seed=0)
     assert len(va) == 100 and len(tr) == 900
     assert set(tr.tolist()).isdisjoint(va.tolist()) and set(tr.tolist()) | set(va.tolist()) == set(range(1000))
@@ -275,6 +282,7 @@ def test_val_split_is_disjoint_complete_and_seeded():
 
 
 def test_load_data_holds_out_val_from_train():
+    # exact: uint8 images and integer labels selected by index, not computed
     full = load_data(DataConfig(**SMALL))
     b = load_data(DataConfig(val_fraction=0.2, split_seed=7, **SMALL))
     assert b.eval_split == "val" and len(b.train) == 800 and len(b.eval) == 200
@@ -289,6 +297,7 @@ def test_load_data_holds_out_val_from_train():
 
 
 def test_subsets_are_stratified_seeded_and_bounded():
+    # exact: integer index tensors
     b = load_data(DataConfig(train_subset=100, eval_subset=50, split_seed=3, **SMALL))
     assert torch.bincount(b.train.labels).tolist() == [10] * 10
     assert torch.bincount(b.eval.labels).tolist() == [5] * 10
@@ -302,6 +311,7 @@ def test_subsets_are_stratified_seeded_and_bounded():
 
 
 def test_stratified_subset_fills_from_other_classes_when_one_runs_out():
+    # exact: integer index tensors
     labels = torch.tensor([0] * 2 + [1] * 100 + [2] * 50)
     idx = stratified_subset(labels, 20, seed=0)
     assert len(set(idx.tolist())) == 20
@@ -355,6 +365,7 @@ def _write_cifar10(folder: Path, per_batch: int = 4) -> None:
 
 
 def test_reads_cifar10_layout_from_parent_or_folder(tmp_path):
+    # exact: uint8 pixels read from the pickles
     folder = tmp_path / "cifar-10-batches-py"
     _write_cifar10(folder)
     assert find_cifar_root("cifar10", str(tmp_path)) == folder.resolve()

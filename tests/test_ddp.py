@@ -192,6 +192,9 @@ def _final_checkpoint(run: Path) -> dict[str, Any]:
 
 
 def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
+    # exact: both sides ran the same operations on the same shapes at the same thread count on one machine (two ranks
+    # after the same all-reduce; a resumed run and an uninterrupted one on the same batches), so they are bit-equal on
+    # any CPU; across thread counts or CPUs they would agree only to rounding (README, Reproducibility)
     assert a.keys() == b.keys(), what
     for k in a:
         assert torch.equal(a[k], b[k]), f"{what}: {k} differs"
@@ -355,6 +358,7 @@ def test_ddp_sigterm_writes_a_checkpoint(preempted):
 def test_ddp_resume_after_sigterm_matches_uninterrupted(preempted, ddp_run):
     """The same command again resumes from the preemption checkpoint and ends where the
     uninterrupted run ended: bit-identical weights, optimizer state and evaluation metrics."""
+    # exact: as _assert_same_state (same operations, same shapes, same thread count, one machine)
     out, probe = preempted["out"], preempted["probe"]
     assert preempted["rc"] == 0, preempted["log"]
     rec = _result(out)

@@ -100,6 +100,7 @@ def labels_of(loader, epoch=0, start_batch=0) -> list[int]:
 
 # ----------------------------------------------------------------------------- writing / reading
 def test_cifar_betons_hold_the_pickles_in_order(cifar_betons, memory_slice):
+    # exact: integer labels
     assert sorted(p.name for p in cifar_betons.iterdir()) == [
         "cifar100_test.beton", "cifar100_test.beton.json", "cifar100_train.beton", "cifar100_train.beton.json"]
     for split, n, ref in (("train", SLICE_TRAIN, memory_slice.train), ("test", SLICE_TEST, memory_slice.test)):
@@ -111,6 +112,8 @@ def test_cifar_betons_hold_the_pickles_in_order(cifar_betons, memory_slice):
 
 
 def test_ffcv_eval_is_bit_identical_to_memory_and_torchvision(cifar_betons, memory_slice, c100):
+    # exact: raw betons store the uint8 pixels losslessly and all three pipelines normalise with the same Normalizer
+    # on the same batch shapes (elementwise, correctly rounded ops)
     ff = load_data(DataConfig(name="cifar100", beton_dir=str(cifar_betons), pipeline="ffcv", num_workers=2))
     assert ff.pipeline == "ffcv" and isinstance(ff.test, FileSplit) and ff.describe()["pipeline"] == "ffcv"
     assert (len(ff.train), len(ff.test), ff.num_classes, ff.input_shape) == (SLICE_TRAIN, SLICE_TEST, 100, (3, 32, 32))
@@ -151,6 +154,7 @@ def test_ffcv_and_torchvision_training_batches_agree_in_distribution(cifar_beton
 
 
 def test_ffcv_order_is_seeded_and_resume_replays_it(cifar_betons):
+    # exact: integer sample orders and the same decoded uint8 pixels
     cfg = DataConfig(name="cifar100", beton_dir=str(cifar_betons), pipeline="ffcv", num_workers=2)
     bundle = load_data(cfg)
     a = make_loader(bundle, "train", 128, cfg, seed=7, drop_last=True)
@@ -191,6 +195,7 @@ def test_ffcv_restores_torch_threads_and_validates_sharding(cifar_betons):
 
 
 def test_val_split_and_subsets_select_the_same_positions_as_memory(cifar_betons, memory_slice):
+    # exact: integer labels and positions
     cfg = DataConfig(name="cifar100", beton_dir=str(cifar_betons), pipeline="ffcv", val_fraction=0.1,
                      train_subset=900, eval_subset=100)
     ff = load_data(cfg)

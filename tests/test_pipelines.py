@@ -111,6 +111,7 @@ def syn():
 @pytest.mark.parametrize("world_size", [1, 3])
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_torchvision_order_sizes_and_sharding_match_batchloader(syn, world_size, drop_last):
+    # exact: integer sample indices
     mem, tv = syn
     for which in ("train", "eval"):
         for rank in range(world_size):
@@ -127,6 +128,8 @@ def test_torchvision_order_sizes_and_sharding_match_batchloader(syn, world_size,
 
 
 def test_torchvision_eval_batches_equal_memory_and_train_is_augmented(syn):
+    # exact: the same uint8 pixels through the same Normalizer on the same batch shapes (elementwise ops); the
+    # inequality asserts different augmentation draws
     mem, tv = syn
     for (xa, ya), (xb, yb) in zip(make_loader(mem, "test", 32).epoch(0), make_loader(tv, "test", 32).epoch(0)):
         assert torch.equal(ya, yb) and torch.equal(xa, xb)  # same images, same normaliser
@@ -142,6 +145,8 @@ def test_torchvision_eval_batches_equal_memory_and_train_is_augmented(syn):
 
 
 def test_torchvision_resume_is_exact_and_independent_of_workers(syn):
+    # exact: seeded per-sample draws and the same elementwise augment/normalise ops on the same uint8 pixels, in
+    # whichever worker they run: no reduction whose order could depend on the CPU
     _, tv = syn
     rng = torch.get_rng_state()
     inproc = make_loader(tv, "train", 32, tv.config.replace(cutout=8, num_workers=0), seed=3)

@@ -261,6 +261,8 @@ def test_compile_inductor_matches_eager(tmp_path, fp32, fresh_dynamo):
 
 # ----------------------------------------------------------------------------- determinism
 def test_seeded_runs_are_bit_identical(tmp_path, fp32):
+    # exact: the same config twice in one process: the same operations on the same shapes at the same thread count,
+    # bit-equal on any CPU (not across thread counts or CPUs: README, Reproducibility)
     t = run(tmp_path / "again")
     assert_completed(t)
     a, b = final_checkpoint(t.run_dir), final_checkpoint(fp32.run_dir)
