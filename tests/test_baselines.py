@@ -15,7 +15,7 @@ from npasbench.config import build_config
 from npasbench.models.registry import get_arch
 from npasbench.trainer import train
 from npasbench.trainer.optim import build_optimizer
-from npasbench.baselines.hashed import hash32, hash32_array, hash_indices
+from npasbench.baselines.hashed import hash32, hash32_array, hash_indices, split_buckets, step_matched
 from npasbench.baselines.reduced import wrn_channels, width_ladder
 
 ARCH, DATA, NC = "wrn-16-4", "cifar100", 100
@@ -273,9 +273,9 @@ def test_hash_is_deterministic_seeded_and_signed():
     import numpy as np
 
     assert hash32_array(np.array(ints, dtype=np.uint32)).tolist() == [hash32(i) for i in ints]
-    a = build("hashed", 200_000, arch="wrn-16-1", dataset="synthetic")
-    b = build("hashed", 200_000, arch="wrn-16-1", dataset="synthetic")
-    c = build("hashed", 200_000, arch="wrn-16-1", dataset="synthetic", hash_seed=1)
+    a = build("hashed", 200_000, arch="wrn-16-1", dataset="synthetic", bank="shared")
+    b = build("hashed", 200_000, arch="wrn-16-1", dataset="synthetic", bank="shared")
+    c = build("hashed", 200_000, arch="wrn-16-1", dataset="synthetic", bank="shared", hash_seed=1)
     ia, ib, ic = (m.model.shared["bank"].index for m in (a, b, c))
     assert ia.dtype == torch.int32 and torch.equal(ia, ib)
     assert (ia != ic).float().mean() > 0.9
@@ -290,7 +290,7 @@ def test_hash_is_deterministic_seeded_and_signed():
     sd = a.model.state_dict()
     assert not any("index" in k for k in sd) and "shared.bank.flat" in sd
     assert all(p.dtype.is_floating_point for p in a.model.parameters())
-    # a layer's weight is sign * bank[bucket] * sqrt(2 / fan_in), and a reload reproduces the network
+    # shared: a layer's weight is sign * bank[bucket] * sqrt(2 / fan_in), and a reload reproduces the network
     layer = a.model.weight_layers()[3]
     flat = a.model.shared["bank"].flat
     idx = hash_indices(layer.spec.numel, layer.spec.index, 0, size)
@@ -304,6 +304,58 @@ def test_hash_is_deterministic_seeded_and_signed():
     b.model.eval()
     with torch.no_grad():
         assert torch.allclose(b.model(x), ya)
+
+
+def test_hashed_per_layer_buckets_as_published():
+    """The default form: each layer its own buckets (disjoint segments of the flat vector) at one compression
+    rate, drawn at the layer's kaiming std and read unscaled, so the virtual weights start as a plain layer's."""
+    budget = 90_458  # the CPU grid's 50% of wrn-16-1
+    built = build("hashed", budget, arch="wrn-16-1", dataset="cifar100", hash_seed=2)
+    info = built.method.record_info(built.model)
+    assert info["bank_form"] == "per_layer" and built.report(flops=False).total == budget
+    bank = built.model.shared["bank"]
+    layers = built.model.weight_layers()
+    per = info["buckets_per_layer"]
+    assert list(per) == [l.spec.name for l in layers] and sum(per.values()) == info["bank"] == bank.size
+    rate = info["bank"] / info["virtual_weights"]
+    for l in layers:  # one compression rate: every share within one bucket of proportional
+        assert abs(per[l.spec.name] - rate * l.spec.numel) <= 1, l.spec.name
+    flat, off = bank.flat.detach(), 0
+    size = bank.size
+    built.model.eval()
+    with torch.no_grad():
+        built.model(torch.randn(1, 3, 32, 32))
+        for l in layers:
+            n = per[l.spec.name]
+            seg = flat[off:off + n]
+            idx = hash_indices(l.spec.numel, l.spec.index, 2, size, off, n)
+            assert int((idx % size).min()) >= off and int((idx % size).max()) < off + n  # reads its own buckets only
+            ref = torch.where(idx < size, flat[idx % size], -flat[idx % size])
+            assert torch.equal(l.weight().reshape(-1), ref)  # exact: a gather and a sign, no arithmetic
+            if n >= 2000:  # the init std of a plain layer (kaiming normal, fan_in)
+                assert float(seg.std()) == pytest.approx(math.sqrt(2 / l.spec.fan_in), rel=0.08), l.spec.name
+            off += n
+
+
+def test_split_buckets_is_proportional_exact_and_bounded():
+    assert split_buckets(10, [5, 5, 10]) == [3, 2, 5]  # 2.5, 2.5, 5: the tie goes to the earlier layer
+    assert split_buckets(3, [1, 100, 1000]) == [1, 1, 1]  # at least one each
+    assert split_buckets(21, [1, 10, 10]) == [1, 10, 10]  # at most the layer's size
+    with pytest.raises(ValueError):
+        split_buckets(2, [1, 2, 3])
+
+
+def test_step_matched_scale_moves_the_virtual_weight_like_a_plain_one():
+    """``shared``: the virtual weight is s * w; after one SGD step it has moved by lr * its gradient, as a plain
+    weight would (not by s^2 of that, the form before issue 22)."""
+    w = torch.nn.Parameter(torch.randn(50))
+    c = torch.randn(50)
+    s, lr = 0.06, 0.1
+    v0 = (w * s).detach().clone()
+    (step_matched(w, s) * c).sum().backward()  # d loss / d v = c
+    torch.optim.SGD([w], lr=lr).step()
+    assert torch.allclose(w.detach() * s - v0, -lr * c, atol=1e-6)
+    assert torch.equal(step_matched(w, 1.0), w)  # exact: scale 1 is the identity, the same tensor
 
 
 def test_hashed_default_without_budget():
@@ -340,7 +392,8 @@ def test_bad_options(name, opts, match):
     ("reduced", "wrn-16-4", 500, {"dimension": "both"}, "budget: the smallest WRN"),
     ("soft-sharing", "wrn-16-4", 1_000_000, {}, r"budget: soft-sharing on wrn-16-4 needs at least 1,223,7"),
     ("soft-sharing", "wrn-28-2", 1_300_000, {"templates": 7}, r"budget: soft-sharing with templates=7 on wrn-28-2 has 1,479,367 .* Use templates=0"),
-    ("hashed", "wrn-16-4", 3_716, {}, "budget: hashed on wrn-16-4 needs more than its 3,716"),
+    ("hashed", "wrn-16-4", 3_716, {"bank": "shared"}, r"budget: hashed \(bank=shared\) on wrn-16-4 needs more than its 3,716"),
+    ("hashed", "wrn-16-4", 3_730, {}, r"budget: hashed \(bank=per_layer\) on wrn-16-4 needs its 3,716 .* one bucket for each of its 17 layers, 3,733 in all"),
     ("ensemble", "wrn-10-1", 40_000, {}, r"budget: the ensemble has 155,700 parameters \(wrn-10-1 77,850 \+ wrn-10-1 77,850\)"),
 ])
 def test_impossible_budgets(name, arch, budget, opts, match):
@@ -356,8 +409,10 @@ def test_nothing_to_share_is_clear(name):
 
 
 def test_hashed_budget_just_above_fixed_parts():
-    built = build("hashed", 3_717)
+    built = build("hashed", 3_717, bank="shared")
     assert built.report(flops=False).total == 3_717 and built.model.shared["bank"].flat.numel() == 1
+    per_layer = build("hashed", 3_733)  # one bucket per layer (17 weight layers)
+    assert per_layer.report(flops=False).total == 3_733 and set(per_layer.method.record_info(per_layer.model)["buckets_per_layer"].values()) == {1}
 
 
 # -- through the trainer ---------------------------------------------------------------------------
