@@ -299,3 +299,43 @@ def test_an_ensembles_budget_share_is_of_its_members_summed_unshared_size():
     for path, pct in ((ens, 50.0), (single, 50.0)):
         rec = dict(json.loads(path.read_text()), _path=str(path))
         assert {round(r["budget_pct"], 6) for r in rows_of(rec)} == {pct}
+
+
+def test_fair_comparison_columns(tmp_path):
+    """Issue 22: rows named by the spec's labels, '% unshared' against the requested network (reduced width
+    trains a narrower one), budget use with a flag below the threshold, the paired difference to reduced width
+    at the same budget, and a mark where an interval excludes 0."""
+    from npasbench.leaderboard.aggregate import UNDER_BUDGET_PCT
+
+    root = tmp_path / "runs"
+    for seed, (u, r, s, soft) in enumerate([(60.0, 50.0, 55.0, 52.0), (61.0, 50.5, 56.0, 51.0), (59.0, 49.0, 55.5, 53.5)]):
+        write(root, f"u{seed}", make_record(seed=seed, top1=u))
+        red = make_record("reduced", budget=38_925, seed=seed, top1=r, params=38_000, members=None)
+        red["members"] = ["wrn-10-0.68"]  # the network reduced width trained in place of the requested one
+        red["config"]["model"] = {"arch": "wrn-10-1"}
+        write(root, f"r{seed}", red)
+        ssn = make_record("ssn", budget=38_925, seed=seed, top1=s, params=38_925, options={"param_groups": 4})
+        ssn["config"]["run"] = {"name": "4learned"}  # the label the grid stores (run.name)
+        write(root, f"s{seed}", ssn)
+        write(root, f"soft{seed}", make_record("soft-sharing", budget=38_925, seed=seed, top1=soft, params=35_000))
+    board = build_leaderboard([root], tmp_path / "L.md", "cmd")
+    cells = {c.name: c for c in board.cells}
+    assert set(cells) == {"unshared", "reduced", "ssn [4learned]", "soft-sharing"}
+    red, ssn, soft = cells["reduced"], cells["ssn [4learned]"], cells["soft-sharing"]
+    from npasbench.experiment import unshared_size
+
+    assert red.budget_pct == pytest.approx(100 * 38_925 / unshared_size("wrn-10-1", "cifar100", None))  # not vs 10-0.68
+    assert red.budget_pct < 50 and red.regime.startswith("low budget")
+    assert ssn.budget_used_pct == pytest.approx(100.0) and not any("budget" in f for f in ssn.flags)
+    assert soft.budget_used_pct == pytest.approx(100 * 35_000 / 38_925) and soft.budget_used_pct < UNDER_BUDGET_PCT
+    assert f"uses {100 * 35_000 / 38_925:.1f}% of its budget" in soft.flags
+    assert ssn.delta_reduced.mean == pytest.approx(17 / 3) and ssn.delta_reduced.n == 3 and ssn.delta_reduced.excludes_zero
+    assert red.delta_reduced is None and cells["unshared"].delta_reduced is None
+    assert not soft.delta_reduced.excludes_zero  # 2, 0.5, 4.5: the interval spans 0
+    md = board.markdown
+    assert "| ssn [4learned] " in md and "param_groups" not in md  # the label, not the options, names the row
+    row = next(l for l in md.splitlines() if l.startswith("| ssn [4learned]"))
+    assert "5.67 ± " in row and "(n=3) *" in row and "| 100.0 " in row
+    runs = (tmp_path / "L_runs.csv").read_text()
+    assert "param_groups=4" in runs and "4learned" in runs  # the options stay in the CSVs
+    assert (tmp_path / "L_cifar100_wrn-10-1.png").stat().st_size > 10_000

@@ -137,7 +137,7 @@ def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | Non
                 overrides.update({"method.name": m.name, "model.arch": point["archs"], "data.name": point["datasets"],
                                   "model.budget": None if budget.lower() == "full" else point["budgets"],
                                   "model.budget_mode": m.budget_mode, "train.seed": point["seeds"],
-                                  "run.progress": False})
+                                  "run.progress": False, "run.name": label})  # the label names the row (not the id)
                 try:
                     cfg = resolve(build_config(tree, overrides))
                 except NPASError as exc:

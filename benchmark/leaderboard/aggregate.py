@@ -1,8 +1,10 @@
 """The tidy table -> one cell per (data set, architecture, method, variant, budget, entity, epochs).
 
 A cell aggregates its seeds (``stats.summarize``): top-1 and top-5 over the completed runs, the
-diverged ones counted (never averaged), the paired difference to the unshared network at the same
-data set, architecture, epochs and seeds, and the flags a reader needs before trusting a number.
+diverged ones counted (never averaged), the paired differences to the unshared network (same data set,
+architecture, epochs, recipe and seeds) and to reduced width at the same budget (the baseline every NPAS
+method must beat at its parameter count), and the flags a reader needs before trusting a number --
+among them a model that uses less than ``UNDER_BUDGET_PCT`` of its budget.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from .stats import Summary, summarize
 
 KEY = ["dataset", "arch", "members", "method", "variant", "budget", "budget_mode", "entity", "epochs", "recipe"]
 REFERENCE_METHOD = "unshared"
+SAME_BUDGET_BASELINE = "reduced"  # the paired "Δ reduced" column: reduced width (defaults) at the same budget
+# a model whose unique parameters are below this share of its budget is flagged: a comparison at one budget is fair
+# only between models that use it alike (soft sharing's uniform allocation built 90.5% of a 50% budget)
+UNDER_BUDGET_PCT = 95.0
 
 
 @dataclass
@@ -34,6 +40,15 @@ class Cell:
     diverged: int
     seeds: list[int]
     flags: list[str] = field(default_factory=list)
+    label: str = ""  # the grid spec's name for the variant ("" = none: the options name it)
+    budget_used_pct: float | None = None  # params / budget, % (budgeted runs in total mode)
+    delta_reduced: Summary | None = None  # paired top-1 difference to reduced width at the same budget
+
+    @property
+    def name(self) -> str:
+        """The row's name: method [label], else method [options], else the method."""
+        tag = self.label or self.key["variant"]
+        return f"{self.key['method']} [{tag}]" if tag else self.key["method"]
 
     @property
     def regime(self) -> str:
@@ -59,10 +74,13 @@ def aggregate(rows: list[dict[str, Any]] | pd.DataFrame, bootstrap: int = 0,
     for row in rows:
         groups.setdefault(tuple(row[k] for k in KEY), []).append(row)
     reference: dict[tuple, dict[int, float]] = {}
+    reduced: dict[tuple, dict[int, float]] = {}
     for k, g in groups.items():
         key = dict(zip(KEY, k))
         if key["method"] == REFERENCE_METHOD and key["variant"] == "" and key["budget"] is None:
             reference[(key["dataset"], key["arch"], key["epochs"], key["recipe"])] = _by_seed(g)
+        if key["method"] == SAME_BUDGET_BASELINE and key["variant"] == "" and key["budget"] is not None:
+            reduced[(key["dataset"], key["arch"], key["epochs"], key["recipe"], key["budget"], key["budget_mode"])] = _by_seed(g)
     cells = []
     for k, g in groups.items():
         key = dict(zip(KEY, k))
@@ -74,7 +92,15 @@ def aggregate(rows: list[dict[str, Any]] | pd.DataFrame, bootstrap: int = 0,
         if ref is not None and key["method"] != REFERENCE_METHOD and key["entity"] in ("model", "ensemble"):
             mine = _by_seed(g)
             delta = summarize([t - ref[s] for s, t in sorted(mine.items()) if s in ref], bootstrap)
+        base = reduced.get((key["dataset"], key["arch"], key["epochs"], key["recipe"], key["budget"], key["budget_mode"]))
+        delta_reduced = None
+        if base is not None and key["method"] != SAME_BUDGET_BASELINE and key["entity"] in ("model", "ensemble"):
+            mine = _by_seed(g)
+            delta_reduced = summarize([t - base[s] for s, t in sorted(mine.items()) if s in base], bootstrap)
         flags = []
+        used = g[0].get("budget_used_pct")
+        if used is not None and used < UNDER_BUDGET_PCT and key["entity"] in ("model", "ensemble"):
+            flags.append(f"uses {used:.1f}% of its budget")
         if any(r["synthetic"] for r in g):
             flags.append("synthetic data")
         if top1.n == 1:
@@ -97,7 +123,9 @@ def aggregate(rows: list[dict[str, Any]] | pd.DataFrame, bootstrap: int = 0,
         cells.append(Cell(key=key, top1=top1, top5=top5, delta=delta, params=int(first["params"]),
                           gflops=first["gflops"], budget_pct=first["budget_pct"],
                           train_hours=sum(r["train_s"] or 0.0 for r in g) / 3600.0, device=str(first["device"]),
-                          runs=len(g), diverged=diverged, seeds=sorted(int(r["seed"]) for r in g), flags=flags))
+                          runs=len(g), diverged=diverged, seeds=sorted(int(r["seed"]) for r in g), flags=flags,
+                          label=next((str(r["label"]) for r in g if r.get("label")), ""), budget_used_pct=used,
+                          delta_reduced=delta_reduced))
     # a cell with fewer seeds than the other cells of its section
     most: dict[tuple, int] = {}
     for c in cells:
@@ -123,11 +151,14 @@ def cells_frame(cells: list[Cell]) -> pd.DataFrame:
     """The aggregated cells as a flat table (the cells CSV)."""
     rows = []
     for c in cells:
-        rows.append({**c.key, "regime": c.regime, "params": c.params, "gflops": c.gflops, "budget_pct": c.budget_pct,
+        rows.append({**c.key, "label": c.label, "regime": c.regime, "params": c.params, "gflops": c.gflops, "budget_pct": c.budget_pct,
                      "n": c.top1.n, "top1_mean": c.top1.mean, "top1_sd": c.top1.sd, "top1_ci95": c.top1.half_width,
                      "top5_mean": c.top5.mean, "delta_unshared_mean": c.delta.mean if c.delta else None,
                      "delta_unshared_ci95": c.delta.half_width if c.delta else None,
-                     "delta_n": c.delta.n if c.delta else None, "runs": c.runs, "diverged": c.diverged,
+                     "delta_n": c.delta.n if c.delta else None,
+                     "delta_reduced_mean": c.delta_reduced.mean if c.delta_reduced else None,
+                     "delta_reduced_ci95": c.delta_reduced.half_width if c.delta_reduced else None,
+                     "budget_used_pct": c.budget_used_pct, "runs": c.runs, "diverged": c.diverged,
                      "seeds": " ".join(map(str, c.seeds)), "train_hours": c.train_hours, "device": c.device,
                      "flags": "; ".join(c.flags)})
     return pd.DataFrame(rows)

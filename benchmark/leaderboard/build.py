@@ -35,7 +35,7 @@ def _csv(df: pd.DataFrame) -> str:
 
 def anytime_frontiers(records: list[dict]) -> dict[tuple, list[list[str]]]:
     """(dataset, arch, method, variant) -> rows of the ensemble's anytime table, top-1 averaged over seeds."""
-    from .tidy import _dataset, variant_of
+    from .tidy import _dataset, label_of, variant_of
 
     acc: dict[tuple, dict[str, list]] = {}
     for rec in records:
@@ -43,7 +43,7 @@ def anytime_frontiers(records: list[dict]) -> dict[tuple, list[list[str]]]:
         if not rows:
             continue
         key = (_dataset(rec), rec["arch"], rec["method"]["name"],
-               variant_of(rec["method"]["name"], rec["config"]["method"].get("options", {})) or "defaults")
+               label_of(rec) or variant_of(rec["method"]["name"], rec["config"]["method"].get("options", {})) or "defaults")
         table = acc.setdefault(key, {})
         for r in rows:
             name = "+".join(r.get("members", [])) if isinstance(r.get("members"), list) else str(r.get("subset"))

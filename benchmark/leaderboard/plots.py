@@ -1,6 +1,9 @@
 """Plots beside the markdown (matplotlib, Agg): top-1 against unique parameters (log x), a line per
-method and variant with the 95% interval as error bars, one PNG per (data set, architecture); and for
-ensembles the anytime frontier (top-1 against inference GFLOPs of every member subset, the frontier
+method and variant (named by the grid spec's labels) with the 95% interval as error bars, clipped to
+[0, 100] (the figure says so when a bar was cut), the unshared network as a horizontal reference line,
+and each series nudged sideways by a fixed small factor with its own marker, so that no point hides
+another at equal parameter counts (the figure states the offset); one PNG per (data set, architecture).
+For ensembles the anytime frontier (top-1 against inference GFLOPs of every member subset, the frontier
 drawn as a line).
 
 Deterministic bytes for the same records: fixed figure size and dpi, no metadata (PNG "Software"
@@ -14,7 +17,10 @@ import textwrap
 from pathlib import Path
 
 from ..atomic import atomic_open
-from .aggregate import Cell
+from .aggregate import REFERENCE_METHOD, Cell
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p")
+OFFSET = 0.008  # sideways nudge between series, a fraction of the parameter count (log axis: equal everywhere)
 
 
 def _slug(text: str) -> str:
@@ -34,22 +40,41 @@ def write_plots(cells: list[Cell], folder: Path, stem: str) -> dict[tuple[str, s
             sections.setdefault((c.key["dataset"], c.key["arch"]), []).append(c)
     for (dataset, arch), group in sorted(sections.items()):
         series: dict[str, list[Cell]] = {}
+        reference: Cell | None = None
         for c in group:
-            label = c.key["method"] + (f" [{c.key['variant']}]" if c.key["variant"] else "")
-            series.setdefault(label, []).append(c)
-        # the legend goes under the axes (long variant labels wrapped): inside, it hid the points it names
-        fig, ax = plt.subplots(figsize=(7.5, 4.5 + 0.22 * len(series)), dpi=100)
-        for label, pts in sorted(series.items()):
-            label = textwrap.fill(label, 90, subsequent_indent="  ")
-            pts = sorted(pts, key=lambda c: c.params)
-            ax.errorbar([c.params for c in pts], [c.top1.mean if c.top1.mean is not None else float("nan") for c in pts],
-                        yerr=[c.top1.half_width or 0.0 for c in pts], marker="o", capsize=3, label=label)
+            if c.key["method"] == REFERENCE_METHOD and not c.key["variant"] and c.key["budget"] is None:
+                reference = c
+            series.setdefault(c.name, []).append(c)
+        # the legend goes under the axes (long names wrapped): inside, it hid the points it names
+        fig, ax = plt.subplots(figsize=(7.5, 4.8 + 0.22 * len(series)), dpi=100)
+        clipped = False
+        names = sorted(series)
+        for i, name in enumerate(names):
+            pts = sorted(series[name], key=lambda c: c.params)
+            nudge = 1.0 + OFFSET * (i - (len(names) - 1) / 2)  # multiplicative: equal on the log axis
+            ys = [c.top1.mean if c.top1.mean is not None else float("nan") for c in pts]
+            lo, hi = [], []
+            for c, y in zip(pts, ys):
+                h = c.top1.half_width or 0.0
+                lo.append(y - max(0.0, y - h))
+                hi.append(min(100.0, y + h) - y)
+                clipped = clipped or y - h < 0.0 or y + h > 100.0
+            ax.errorbar([c.params * nudge for c in pts], ys, yerr=[lo, hi], marker=MARKERS[i % len(MARKERS)],
+                        markersize=5, capsize=3, label=textwrap.fill(name, 90, subsequent_indent="  "))
+        if reference is not None and reference.top1.mean is not None:
+            ax.axhline(reference.top1.mean, color="0.35", linestyle="--", linewidth=1, zorder=0)
+            ax.annotate(f"unshared {reference.top1.mean:.2f}", (0.01, reference.top1.mean), xycoords=("axes fraction", "data"),
+                        fontsize=7, color="0.35", xytext=(0, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("unique trainable parameters")
         ax.set_ylabel("test top-1 (%)")
         ax.set_title(f"{dataset}, {arch}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+        note = (f"bars: 95% t-interval of the mean over seeds{', clipped to [0, 100]' if clipped else ''}; "
+                f"series offset sideways by up to ±{OFFSET * (len(names) - 1) / 2 * 100:.1f}% of their parameters "
+                "so that none hides another")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False, title=note,
+                  title_fontsize=6)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")

@@ -7,15 +7,21 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from .aggregate import Cell
+from .aggregate import UNDER_BUDGET_PCT, Cell
+from .stats import Summary
 from .collect import Collection, display_path
 from .references import reference_rows
 
 CAPTION = ("top-1 / top-5: test accuracy (%), mean over seeds ± half-width of the 95% Student-t interval of the "
            "mean (n = seeds; no ± for one seed). Δ unshared: paired difference to the unshared network at the same "
-           "data set, architecture, epochs and seeds, same interval. params: unique trainable parameters (shared "
-           "storage counted once). GFLOPs: inference, one image. Time: summed training time of the cell's runs. recipe (shown where a section "
-           "mixes them): a digest of the training settings; runs with different recipes never share a cell.")
+           "data set, architecture, epochs and seeds; Δ reduced: paired difference to reduced width (the narrower "
+           "network of the same depth) at the same budget and seeds; same interval, marked * where it excludes 0. "
+           "% unshared: the budget as a share of the requested network's unique parameters (an ensemble's: its "
+           "members' sum). params: unique trainable parameters (shared storage counted once); % of budget: params / "
+           f"budget, flagged below {UNDER_BUDGET_PCT:g}%. GFLOPs: inference, one image. Time: summed training time of "
+           "the cell's runs. Rows are named by the grid spec's labels (the options are in the CSVs). recipe (shown "
+           "where a section mixes them): a digest of the training settings; runs with different recipes never share "
+           "a cell.")
 
 
 def _num(v: float | None, fmt: str) -> str:
@@ -26,17 +32,25 @@ def _hours(c: Cell) -> str:
     return f"{c.train_hours:.2f} {'GPU' if c.device == 'gpu' else 'CPU'}-h"
 
 
+def _delta(d: Summary | None) -> str:
+    if d is None:
+        return "-"
+    return d.text() + (" *" if d.excludes_zero else "")
+
+
 def _row(c: Cell, recipe: bool = False) -> list[str]:
     budget = "none" if c.key["budget"] is None else f"{int(c.key['budget']):,}"
     entity = "" if c.key["entity"] == "model" else c.key["entity"]
-    params = "(in ensemble)" if entity.startswith("member") else f"{c.params:,}"  # members share the storage
-    head = [c.key["method"], c.key["variant"] or "(defaults)"] + ([c.key["recipe"]] if recipe else [])
-    return head + [entity, budget, _num(c.budget_pct, ".1f"), params, _num(c.gflops, ".3f"), c.top1.text(), c.top5.text(),
-            c.delta.text() if c.delta else "-", _hours(c), "; ".join(c.flags)]
+    member = entity.startswith("member")
+    params = "(in ensemble)" if member else f"{c.params:,}"  # members share the storage
+    head = [c.name] + ([c.key["recipe"]] if recipe else [])
+    used = "-" if member else _num(c.budget_used_pct, ".1f")
+    return head + [entity, budget, _num(c.budget_pct, ".1f"), params, used, _num(c.gflops, ".3f"), c.top1.text(),
+                   c.top5.text(), _delta(c.delta), _delta(c.delta_reduced), _hours(c), "; ".join(c.flags)]
 
 
-HEADERS = ["method", "variant", "entity", "budget", "% unshared", "params", "GFLOPs", "top-1", "top-5",
-           "Δ unshared", "time", "flags"]
+HEADERS = ["method", "entity", "budget", "% unshared", "params", "% of budget", "GFLOPs", "top-1", "top-5",
+           "Δ unshared", "Δ reduced", "time", "flags"]
 REGIMES = ("natural size (no budget)", "low budget (< 100% of the unshared network)",
            "high budget (>= 100% of the unshared network)")
 
@@ -58,7 +72,7 @@ def render(cells: list[Cell], collection: Collection, command: str, anytime: dic
             lines += [f"![top-1 vs unique parameters]({plots[(dataset, arch)]})", ""]
         regimes = sorted({c.regime for c in group}, key=lambda r: (REGIMES.index(r) if r in REGIMES else 9, r))
         mixed = len({c.key["recipe"] for c in group}) > 1  # then say which recipe each row used
-        headers = HEADERS[:2] + ["recipe"] + HEADERS[2:] if mixed else HEADERS
+        headers = HEADERS[:1] + ["recipe"] + HEADERS[1:] if mixed else HEADERS
         for regime in regimes:
             rows = [_row(c, mixed) for c in group if c.regime == regime]
             lines += [f"### {regime}", "", tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]

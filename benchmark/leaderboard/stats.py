@@ -30,6 +30,11 @@ class Summary:
     sd: float | None  # sample standard deviation (ddof=1); None for n < 2
     half_width: float | None  # of the 95% interval; None for n < 2
 
+    @property
+    def excludes_zero(self) -> bool:
+        """The 95% interval lies wholly above or below 0 (a difference the seeds resolve)."""
+        return self.mean is not None and self.half_width is not None and abs(self.mean) > self.half_width
+
     def text(self, digits: int = 2) -> str:
         if self.n == 0 or self.mean is None:
             return "-"

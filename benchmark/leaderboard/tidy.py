@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-COLUMNS = ["dataset", "synthetic", "arch", "members", "method", "variant", "recipe", "budget", "budget_mode", "budget_pct",
-           "params", "gflops", "entity", "top1", "top5", "status", "seed", "epochs", "train_s", "device",
+COLUMNS = ["dataset", "synthetic", "arch", "members", "method", "label", "variant", "recipe", "budget", "budget_mode",
+           "budget_pct", "params", "budget_used_pct", "gflops", "entity", "top1", "top5", "status", "seed", "epochs", "train_s", "device",
            "git_sha", "dirty", "selection", "run_id", "path"]
 
 
@@ -82,17 +82,36 @@ def _dataset(rec: dict[str, Any]) -> str:
     return name + (" (synthetic)" if rec.get("synthetic") and "synthetic" not in name else "")
 
 
+def label_of(rec: dict[str, Any]) -> str:
+    """The variant's name as the grid spec labels it (``labels = [...]``; stored as ``run.name`` by the grid),
+    "" for a run without one (then the tables show its options)."""
+    name = ((rec.get("config") or {}).get("run") or {}).get("name") or ""
+    return "" if name == "default" else str(name)
+
+
+def reference_archs(rec: dict[str, Any]) -> list[str]:
+    """The unshared network(s) a run's budget is a share of: the members of an ensemble (several networks,
+    summed, as the budget check measures them), else the *requested* architecture -- not the network a
+    method trained in its place (``reduced`` trains a narrower WRN and lists it as its member)."""
+    members = rec.get("members") or []
+    if len(members) > 1:
+        return list(members)
+    requested = ((rec.get("config") or {}).get("model") or {}).get("arch")
+    return [requested or rec["arch"]]
+
+
 def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
     cfg = rec.get("config", {})
     budget = rec.get("budget") or None
     ds = rec["dataset"]
     classes = ds.get("num_classes") if ds.get("name") == "synthetic" else None
-    # % of the unshared network(s) the budget stands for: an ensemble's budget against its members' summed
-    # unshared size (as the budget check measures it), so a SuperWeight ensemble at half the full ensemble is 50%
-    members = rec.get("members") or [rec["arch"]]
-    sizes = [_unshared(a, ds.get("name", "?"), classes) for a in members]
+    # % of the unshared network(s) the budget stands for (see reference_archs), and how much of its budget a
+    # run's model uses (params / budget): a method that leaves a tenth of its budget unused is flagged
+    sizes = [_unshared(a, ds.get("name", "?"), classes) for a in reference_archs(rec)]
     ref = None if any(x is None for x in sizes) else sum(x for x in sizes if x is not None)
-    pct = (100.0 * budget["params"] / ref) if budget and ref and budget.get("mode") == "total" else None
+    total_mode = bool(budget) and budget.get("mode") == "total"
+    pct = (100.0 * budget["params"] / ref) if total_mode and ref else None
+    used = (100.0 * rec["params"]["total"] / budget["params"]) if total_mode and budget["params"] else None
     flops = (rec["params"].get("flops") or {})
     timing = rec.get("timing") or {}
     hw = rec.get("hardware") or {}
@@ -103,10 +122,10 @@ def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
     method = rec["method"]["name"]
     base = {
         "dataset": _dataset(rec), "synthetic": bool(rec.get("synthetic")), "arch": rec["arch"],
-        "members": ",".join(rec.get("members") or [rec["arch"]]), "method": method,
+        "members": ",".join(rec.get("members") or [rec["arch"]]), "method": method, "label": label_of(rec),
         "variant": variant_of(method, (cfg.get("method") or {}).get("options") or {}), "recipe": recipe_of(cfg),
         "budget": budget["params"] if budget else None, "budget_mode": budget["mode"] if budget else None,
-        "budget_pct": pct, "params": rec["params"]["total"], "status": rec["status"], "seed": rec.get("seed"),
+        "budget_pct": pct, "params": rec["params"]["total"], "budget_used_pct": used, "status": rec["status"], "seed": rec.get("seed"),
         "epochs": rec.get("epochs"), "train_s": (timing.get("train_s") or 0.0) * (rec.get("world_size") or 1),
         "device": "gpu" if str(device).startswith("cuda") else "cpu", "git_sha": git.get("sha") or "",
         "dirty": bool(git.get("dirty")), "selection": selection.get("split", "none"), "run_id": rec["run_id"],
