@@ -72,6 +72,14 @@ variants = [{}, {hash_seed = 3}]
     hashed = [r for r in runs if r.method == "hashed" and r.budget == "60%"][0]
     assert hashed.config.model.budget == round(0.6 * 77850)
     assert all(r.run_id[:10] in r.folder and r.folder.startswith(r.method) for r in runs)
+    # the variant's label names the run (run.name, read by the leaderboard), and is not part of its id
+    assert {r.config.run.name for r in runs if r.method == "hashed"} == {"default", "hash_seed=3"}
+    labelled = load_spec(write_spec(tmp_path, AXES + '\n[[methods]]\nname = "hashed"\nlabels = ["seed3"]\n'
+                                    'variants = [{hash_seed = 3}]\n'))
+    by_label = {(r.budget, r.seed): r for r in expand(labelled)}
+    by_auto = {(r.budget, r.seed): r for r in runs if r.method == "hashed" and r.variant == "hash_seed=3"}
+    assert {r.config.run.name for r in by_label.values()} == {"seed3"}
+    assert all(by_label[k].run_id == by_auto[k].run_id for k in by_auto)
 
     zipped = load_spec(write_spec(tmp_path, AXES.replace("seeds = [0, 1]", "seeds = [0, 1]\nzip = [[\"budgets\", \"seeds\"]]")
                                   + '\n[[methods]]\nname = "hashed"\n'))

@@ -7,7 +7,7 @@ Why: a leaderboard row of ours is trusted when the official implementation, trai
 same cell, lands beside it. The cell's run (from the grid's plan) gives the recipe: its data config (CIFAR-100,
 the seeded training subset, flip + pad-crop + cutout, the same batches: our loader with the run's seed),
 the optimiser settings (SGD, Nesterov, weight decay; the official ``group_weight_decay``: coefficients
-exempt, as in ``main.py``), the step schedule (``trainer.schedule.LRSchedule``, per step as the trainer sets
+exempt, as in ``main.py``), the schedule (``trainer.schedule.LRSchedule``: step, cosine, warm-up, per step as the trainer sets
 it), batch size, epochs and threads. The official model is ``models.wrn.wrn`` imported from the checkout
 given by path (nothing copied; only its CUDA device lookups are redirected on CPU), built with the cell's
 share type, upsampling, bank size, grouping (``param_groups`` 1 / 0 / -1: the official ``--param_groups``)
@@ -97,9 +97,9 @@ def train_official(repo: str, cfg, args: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"official model has {params:,} trainable parameters, ours {args['ours_params']:,}: not "
                            "the same cell")
     o = cfg.optim
-    if o.schedule != "step" or o.label_smoothing or o.grad_clip or o.warmup_epochs:
-        raise ConfigError("optim: the reference loop implements the step schedule without label smoothing, "
-                          "clipping or warm-up (the grid's recipe).")
+    if o.label_smoothing or o.grad_clip:  # the schedule (step, cosine, warm-up) is the trainer's own LRSchedule
+        raise ConfigError("optim: the reference loop implements plain cross-entropy without label smoothing or "
+                          "gradient clipping (optim.label_smoothing, optim.grad_clip must be 0).")
     optimizer = official_optimizer(model, o.lr, o.momentum if o.nesterov else 0.0, o.weight_decay)
     schedule = LRSchedule.from_config(o, t.epochs, len(train))
 
