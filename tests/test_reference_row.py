@@ -92,6 +92,7 @@ def test_records_become_a_table_and_leaderboard_references(spec):
     text = summarize(folder, plan)
     assert "| ssn [by-shape] 50% | 0 |" in text and "not finished" in text  # our runs have not run
     assert "4bd5d5c" in text and (folder / "reference.md").read_text() == text
+    assert "- `python -m npasbench.parity.reference --ssn SSN --spec ref.toml`" in text  # each cell's own command
     refs = load_references(folder / "references.toml")
     assert len(refs) == 1
     ref = refs[0]

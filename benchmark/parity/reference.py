@@ -150,27 +150,33 @@ def summarize(folder: Path, plan, command: str | None = None) -> str:
              "(the grid's record). Same data subset, batches, optimiser, schedule and unique parameters.", "",
              "| cell | seed | params (official / ours) | official top-1 | ours top-1 (run id) | ours - official |",
              "|---|---|---|---|---|---|"]
-    pairs = []
+    pairs: list[tuple[str, tuple[float, float]]] = []
     for r in recs:
         run = by_id.get(r["run_id"])
         ours = finished_record(plan.results / run.folder, run.run_id) if run else None
         o1 = ours["metrics"]["top1"] if ours else None
         if o1 is not None:
-            pairs.append((r["result"]["top1"], o1))
+            pairs.append((r["cell"], (r["result"]["top1"], o1)))
         lines.append(f"| {r['cell']} | {r['seed']} | {r['result']['params']:,} / {r['ours_params']:,} | "
                      f"{r['result']['top1']:.2f} | " + (f"{o1:.2f} ({r['run_id'][:10]})" if o1 is not None else
                                                        "not finished") + " | "
                      + (f"{o1 - r['result']['top1']:+.2f}" if o1 is not None else "-") + " |")
-    if len(pairs) > 1:
-        off, ours_ = [p[0] for p in pairs], [p[1] for p in pairs]
-        lines += ["", f"Mean over the {len(pairs)} seeds: official {statistics.mean(off):.2f} +- "
-                      f"{statistics.stdev(off):.2f}, ours {statistics.mean(ours_):.2f} +- {statistics.stdev(ours_):.2f} "
-                      "(+- the sample standard deviation over seeds)."]
+    cells: dict[str, list[tuple[float, float]]] = {}
+    for cell, pair in pairs:
+        cells.setdefault(cell, []).append(pair)
+    for cell, ps in sorted(cells.items()):  # per cell: the seeds of different budgets are not one sample
+        if len(ps) > 1:
+            off, ours_ = [p[0] for p in ps], [p[1] for p in ps]
+            lines += ["", f"{cell}, mean over {len(ps)} seeds: official {statistics.mean(off):.2f} +- "
+                          f"{statistics.stdev(off):.2f}, ours {statistics.mean(ours_):.2f} +- {statistics.stdev(ours_):.2f}, "
+                          f"ours - official {statistics.mean(o - f for f, o in ps):+.2f} (+- the sample standard "
+                          "deviation over seeds)."]
     if recs:
         r = recs[0]
         lines += ["", f"Source: {r['official']['repo']} at commit `{r['official']['commit']}` (a temporary checkout, "
-                      "never committed), official arguments " + ", ".join(f"{k}={v}" for k, v in r["official"]["args"].items())
-                  + ".", "", f"Command: `{command or r['command']}` (each seed's JSON holds the command that made it)"]
+                      "never committed), official arguments per cell in each seed's JSON (`official.args`)."]
+        commands = sorted({x["command"] for x in recs})
+        lines += ["", "Commands (each seed's JSON holds the command that made it):", ""] + [f"- `{c}`" for c in commands]
     text = "\n".join(lines) + "\n"
     write_text(folder / "reference.md", text)
     write_text(folder / "references.toml", references_toml(recs, plan, command))
@@ -195,7 +201,7 @@ def references_toml(recs: list[dict[str, Any]], plan, command: str | None = None
         vals = [x["result"]["top1"] for x in rs]
         seeds = ", ".join(f"seed {x['seed']} {x['result']['top1']:.2f}" for x in sorted(rs, key=lambda x: x["seed"]))
         source = (f"official BryanPlummer/SSN {rs[0]['official']['commit'][:7]}, measured here with the cell's recipe: "
-                  f"{command or rs[0]['command']}")
+                  f"{rs[0]['command']}")  # the cell's own command (several cells share the file)
         out += ["", "[[reference]]", f'dataset = "{cfg.data.name}"', f'arch = "{cfg.model.arch}"',
                 f'method = "{cfg.method.name}"', f'variant = "{variant_of(cfg.method.name, cfg.method.options)}"',
                 f"budget = {budget.params}" if budget is not None else 'budget = "none"', f"epochs = {cfg.train.epochs}",
