@@ -289,14 +289,17 @@ def test_a_grid_task_that_failed_before_training_is_listed_with_its_error(tmp_pa
 
 
 def test_an_ensembles_budget_share_is_of_its_members_summed_unshared_size():
-    # the committed CPU-scale grid (results/grids/cifar100-cpu): a SuperWeight ensemble of wrn-16-1 + wrn-10-1
-    # (180,916 + 83,700 = 264,616 unshared) at 132,308 is 50% of the full ensemble, a single WRN-16-1 at 90,458 50%
+    # the committed CPU-scale grid (results/grids/cifar100-cpu-v2): a SuperWeight ensemble of wrn-16-1 + wrn-10-1
+    # (180,916 + 83,700 = 264,616 unshared) at 132,308 is 50% of the full ensemble, a single WRN-16-1 at 90,458 50%,
+    # and reduced width at 90,458 is 50% of the requested wrn-16-1, not 102.7% of the wrn-16-0.68 it trained
     from npasbench.leaderboard.tidy import rows_of
 
-    grid = Path(__file__).resolve().parents[1] / "results" / "grids" / "cifar100-cpu"
+    grid = Path(__file__).resolve().parents[1] / "results" / "grids" / "cifar100-cpu-v2"
     ens = next(grid.glob("superweights-ens-16-1+10-1_*_132308_s0_*/result.json"))
     single = next(grid.glob("ssn-by-shape_wrn-16-1_cifar100_50pct_s0_*/result.json"))
-    for path, pct in ((ens, 50.0), (single, 50.0)):
+    reduced = next(grid.glob("reduced_wrn-16-1_cifar100_50pct_s0_*/result.json"))
+    assert json.loads(reduced.read_text())["members"] != ["wrn-16-1"]  # it trained a narrower network
+    for path, pct in ((ens, 50.0), (single, 50.0), (reduced, 50.0)):
         rec = dict(json.loads(path.read_text()), _path=str(path))
         assert {round(r["budget_pct"], 6) for r in rows_of(rec)} == {pct}
 

@@ -109,9 +109,9 @@ def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
     # run's model uses (params / budget): a method that leaves a tenth of its budget unused is flagged
     sizes = [_unshared(a, ds.get("name", "?"), classes) for a in reference_archs(rec)]
     ref = None if any(x is None for x in sizes) else sum(x for x in sizes if x is not None)
-    total_mode = bool(budget) and budget.get("mode") == "total"
-    pct = (100.0 * budget["params"] / ref) if total_mode and ref else None
-    used = (100.0 * rec["params"]["total"] / budget["params"]) if total_mode and budget["params"] else None
+    budgeted = budget["params"] if budget is not None and budget.get("mode") == "total" else None
+    pct = (100.0 * budgeted / ref) if budgeted is not None and ref else None
+    used = (100.0 * rec["params"]["total"] / budgeted) if budgeted else None
     flops = (rec["params"].get("flops") or {})
     timing = rec.get("timing") or {}
     hw = rec.get("hardware") or {}
