@@ -77,26 +77,22 @@ def aggregate(rows: list[dict[str, Any]] | pd.DataFrame, bootstrap: int = 0,
     reduced: dict[tuple, dict[int, float]] = {}
     for k, g in groups.items():
         key = dict(zip(KEY, k))
-        if key["method"] == REFERENCE_METHOD and key["variant"] == "" and key["budget"] is None:
-            reference[(key["dataset"], key["arch"], key["epochs"], key["recipe"])] = _by_seed(g)
+        if is_reference(key):
+            reference[_recipe_key(key)] = _by_seed(g)
         if key["method"] == SAME_BUDGET_BASELINE and key["variant"] == "" and key["budget"] is not None:
-            reduced[(key["dataset"], key["arch"], key["epochs"], key["recipe"], key["budget"], key["budget_mode"])] = _by_seed(g)
+            reduced[_budget_key(key)] = _by_seed(g)
     cells = []
     for k, g in groups.items():
         key = dict(zip(KEY, k))
         done = [r for r in g if r["status"] == "completed"]
         top1 = summarize([r["top1"] for r in done], bootstrap)
         top5 = summarize([r["top5"] for r in done], bootstrap)
-        ref = reference.get((key["dataset"], key["arch"], key["epochs"], key["recipe"]))
-        delta = None
-        if ref is not None and key["method"] != REFERENCE_METHOD and key["entity"] in ("model", "ensemble"):
-            mine = _by_seed(g)
-            delta = summarize([t - ref[s] for s, t in sorted(mine.items()) if s in ref], bootstrap)
-        base = reduced.get((key["dataset"], key["arch"], key["epochs"], key["recipe"], key["budget"], key["budget_mode"]))
-        delta_reduced = None
-        if base is not None and key["method"] != SAME_BUDGET_BASELINE and key["entity"] in ("model", "ensemble"):
-            mine = _by_seed(g)
-            delta_reduced = summarize([t - base[s] for s, t in sorted(mine.items()) if s in base], bootstrap)
+        scored = key["entity"] in ("model", "ensemble")  # members are not compared on their own
+        mine = _by_seed(g)
+        ref = reference.get(_recipe_key(key)) if scored and key["method"] != REFERENCE_METHOD else None
+        delta = _paired(mine, ref, bootstrap)
+        base = reduced.get(_budget_key(key)) if scored and key["method"] != SAME_BUDGET_BASELINE else None
+        delta_reduced = _paired(mine, base, bootstrap)
         flags = []
         used = g[0].get("budget_used_pct")
         if used is not None and used < UNDER_BUDGET_PCT and key["entity"] in ("model", "ensemble"):
@@ -136,6 +132,26 @@ def aggregate(rows: list[dict[str, Any]] | pd.DataFrame, bootstrap: int = 0,
         if 1 < c.top1.n < m and not any("seeds" in f for f in c.flags):
             c.flags.append(f"{c.top1.n} seeds (others {m})")
     return cells
+
+
+def is_reference(key: dict[str, Any]) -> bool:
+    """The cell every "Δ unshared" is paired with (and the plots' reference line): unshared, defaults, no budget."""
+    return key["method"] == REFERENCE_METHOD and key["variant"] == "" and key["budget"] is None
+
+
+def _recipe_key(key: dict[str, Any]) -> tuple:
+    return (key["dataset"], key["arch"], key["epochs"], key["recipe"])
+
+
+def _budget_key(key: dict[str, Any]) -> tuple:
+    return _recipe_key(key) + (key["budget"], key["budget_mode"])
+
+
+def _paired(mine: dict[int, float], other: dict[int, float] | None, bootstrap: int) -> Summary | None:
+    """The paired top-1 difference ``mine - other`` over the seeds both have (None without ``other``)."""
+    if other is None:
+        return None
+    return summarize([t - other[s] for s, t in sorted(mine.items()) if s in other], bootstrap)
 
 
 def _by_seed(rows: list[dict[str, Any]]) -> dict[int, float]:

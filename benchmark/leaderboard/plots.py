@@ -17,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 from ..atomic import atomic_open
-from .aggregate import REFERENCE_METHOD, Cell
+from .aggregate import Cell, is_reference
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p")
 OFFSET = 0.008  # sideways nudge between series, a fraction of the parameter count (log axis: equal everywhere)
@@ -42,7 +42,7 @@ def write_plots(cells: list[Cell], folder: Path, stem: str) -> dict[tuple[str, s
         series: dict[str, list[Cell]] = {}
         reference: Cell | None = None
         for c in group:
-            if c.key["method"] == REFERENCE_METHOD and not c.key["variant"] and c.key["budget"] is None:
+            if is_reference(c.key):
                 reference = c
             series.setdefault(c.name, []).append(c)
         # the legend goes under the axes (long names wrapped): inside, it hid the points it names
