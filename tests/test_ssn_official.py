@@ -20,7 +20,10 @@ from npasbench import Budget, BudgetError, create_model
 from npasbench.models.registry import create_backbone
 
 DATA = json.loads((Path(__file__).parent / "data" / "ssn_official_counts.json").read_text())
-ROWS = [r for r in DATA["configs"] if str(r["arch"]).startswith("wrn-")]
+# the SSN code's ImageNet ResNet-50 (models/wrn.py wrn_imagenet) is our resnet50-ssn
+OUR_ARCH = {"resnet50-imagenet (wrn_imagenet)": "resnet50-ssn"}
+ROWS = [{**r, "arch": OUR_ARCH.get(str(r["arch"]), r["arch"])} for r in DATA["configs"]
+        if str(r["arch"]).startswith("wrn-") or str(r["arch"]) in OUR_ARCH]
 
 
 def _options(row: dict) -> dict:
@@ -34,7 +37,7 @@ def _options(row: dict) -> dict:
 
 
 def _build(row: dict):
-    dataset = "cifar100" if row["num_classes"] == 100 else "cifar10"
+    dataset = {100: "cifar100", 10: "cifar10", 1000: "imagenet"}[row["num_classes"]]
     if row["share_type"] == "none":
         return create_model("unshared", row["arch"], dataset)
     budget = Budget(row["max_params"], "max_params") if row["max_params"] else None
@@ -109,3 +112,4 @@ def test_the_file_covers_what_the_issue_asks():
     anchors = {(r["max_params"], r["total"]) for r in BUILDABLE if r["section"] == "1"}
     assert (3_650_000, 3_668_084) in anchors and (0, 3_704_494) in anchors
     assert len(create_backbone("wrn-28-10", 100).layer_specs) == 29
+    assert {r["id"] for r in BUILDABLE if r["arch"] == "resnet50-ssn"}  # the ImageNet model, plain and shared

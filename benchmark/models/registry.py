@@ -1,4 +1,4 @@
-"""Architecture registry: names like ``wrn-28-10``, ``wrn-16-4``, ``resnet50``, ``wrn50-2``.
+"""Architecture registry: names like ``wrn-28-10``, ``wrn-16-4``, ``resnet50``, ``resnet50-ssn``, ``wrn50-2``.
 
 Any ``wrn-D-K`` with D = 6n+4 and a positive (possibly fractional) width K resolves too, so the
 reduced-width baselines and SuperWeight ensembles can ask for members such as ``wrn-16-1.5``.
@@ -46,6 +46,9 @@ for _d, _k in [(10, 1), (10, 2), (10, 4), (16, 1), (16, 2), (16, 4), (16, 7), (1
 
 ARCHITECTURES.add("resnet50", ArchDef("resnet50", "resnet", "imagenet",
                                       lambda nc: BottleneckResNet((3, 4, 6, 3), nc, 64), {"depth": 50, "width": 1}))
+ARCHITECTURES.add("resnet50-ssn", ArchDef("resnet50-ssn", "resnet", "imagenet",
+                                          lambda nc: BottleneckResNet((3, 4, 6, 3), nc, 64, variant="ssn"),
+                                          {"depth": 50, "width": 1}))
 ARCHITECTURES.add("wrn50-2", ArchDef("wrn50-2", "resnet", "imagenet",
                                      lambda nc: BottleneckResNet((3, 4, 6, 3), nc, 128), {"depth": 50, "width": 2}))
 

@@ -20,16 +20,22 @@ def _plus_plus(x: np.ndarray, k: int, rng: np.random.RandomState) -> np.ndarray:
     return np.asarray(centres, dtype=np.float64)
 
 
-def kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 10, max_iter: int = 300) -> tuple[np.ndarray, float]:
-    """Labels (0..k-1, every label used) and inertia of the best of ``n_init`` restarts."""
+def kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 10, max_iter: int = 300,
+           init: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Labels (0..k-1, every label used) and inertia of the best of ``n_init`` restarts.
+
+    ``init``: start one run from these ``k`` centres instead (no seeding, no restarts): how the search-parity
+    check starts from the official k-means's own initial centres (``npasbench.parity.ssn_search``)."""
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
     if not 1 <= k <= n:
         raise ValueError(f"k-means needs 1 <= k <= number of points ({n}), got k={k}")
+    if init is not None and np.shape(init) != (k, x.shape[1]):
+        raise ValueError(f"k-means init: need {k} centres of dimension {x.shape[1]}, got shape {np.shape(init)}")
     rng = np.random.RandomState(seed)
     best_labels, best_inertia = None, np.inf
-    for _ in range(n_init):
-        c = _plus_plus(x, k, rng)
+    for _ in range(1 if init is not None else n_init):
+        c = np.array(init, dtype=np.float64) if init is not None else _plus_plus(x, k, rng)
         labels = np.full(n, -1)
         for _ in range(max_iter):
             d = ((x[:, None, :] - c[None]) ** 2).sum(-1)
