@@ -22,6 +22,7 @@ Nothing of the official code is copied: it is imported from the checkouts given 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -39,6 +40,7 @@ from .official import cpu_device_lookups
 from .steps import official_optimizer
 
 BATCH, LR, MOMENTUM, WD, CUTOUT = 128, 0.1, 0.9, 5e-4, 16
+SEARCH_EPOCHS = 1  # the search rows' pre-training, shortened alike in every arm (official 15 for SSN)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Row:
     options: dict
     official: str | None  # "ssn" | "superweights" | None (no runnable official arm, see note)
     note: str = ""
+    search: bool = False  # the method's search phase runs first in every arm (learned groups)
 
     def overrides(self, seed: int, epochs: int, root: str, out: str) -> dict[str, Any]:
         o = {"method.name": self.method, "model.arch": "wrn-16-1", "data.name": "cifar100", "data.root": root,
@@ -73,6 +76,14 @@ ROWS = (
         {"share_type": "emb", "upsample_type": "inter", "param_groups": 1}, None,
         "the official `emb` cannot be built unmodified (`set_layer_coeff` uses `params` before assignment for "
         "emb: UnboundLocalError), and the harness patches nothing but device lookups"),
+    Row("ssn-learned", "SSN WRN-16-1, 4 learned groups (search: 1 epoch, wavg coefficients, 5M bank), wavg/inter, "
+        "max_params 50k", "ssn", 50_000,
+        {"share_type": "wavg", "upsample_type": "inter", "param_groups": 4, "group_type": "learned",
+         "search_share_type": "wavg", "search_epochs": SEARCH_EPOCHS}, "ssn",
+        "the search shortened alike in every arm (official --param_group_epochs 1; its LR schedule [8, 13] and ours "
+        "leave the LR at 0.1 for that epoch); official arm: the official search model and coefficient extraction, "
+        "scikit-learn KMeans with numpy seeded by the run seed (the official call has no random_state); ours: our "
+        "seeded k-means (group_seed 0, 10 restarts)", search=True),
     Row("superweights", "SuperWeights WRN-16-1, 4 depth bins, max_params 100k, no search", "superweights", 100_000,
         {"group_split_epochs": 0, "coefficient_unshare_epochs": 0}, "superweights"),
     Row("superweights-fanin", "SuperWeights as above, option bank_init = fan_in", "superweights", 100_000,
@@ -142,8 +153,83 @@ def _trainable(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def search_arm(model: torch.nn.Module, optimizer: torch.optim.Optimizer, forward: Callable, root: str, seed: int,
+               epochs: int, desc: str) -> float:
+    """A search phase's pre-training in the one loop: the seed's batches from epoch 0, the LR at ``LR`` (both codes'
+    search schedules leave it there for a shortened search), mean cross-entropy; the last epoch's mean loss."""
+    train, _ = _loaders(root, seed, epochs)
+    bar = tqdm(total=epochs * len(train), desc=desc, unit="step", dynamic_ncols=True, mininterval=10)
+    for g in optimizer.param_groups:
+        g["lr"] = LR
+    model.train()
+    total = seen = 0.0
+    for epoch in range(epochs):
+        total = seen = 0.0
+        for x, y in train.epoch(epoch):
+            loss = F.cross_entropy(forward(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * y.shape[0]
+            seen += y.shape[0]
+            bar.update(1)
+    bar.close()
+    return total / max(seen, 1)
+
+
+def official_learned_groups(row: Row, repo: str, root: str, seed: int) -> tuple[list[int], float]:
+    """The official SSN search: its one-group search model (``groups=None``: K = 4, softmax, 'inter') trained in the
+    one loop, its coefficient extraction, scikit-learn ``KMeans`` (numpy seeded with the run seed)."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    from .ssn_map import official_wrn
+    from .ssn_search import official_coefficients
+
+    net = official_wrn(repo, "wrn-16-1", 100, row.options["search_share_type"], "inter",
+                       row.options.get("search_max_params", 5_000_000), groups=None, seed=seed)
+
+    def forward(x):
+        with cpu_device_lookups():
+            return net(x)
+
+    loss = search_arm(net, official_optimizer(net, LR, MOMENTUM, WD), forward, root, seed,
+                      row.options["search_epochs"], f"{row.name} official search s{seed}")
+    np.random.seed(seed)
+    labels = KMeans(n_clusters=row.options["param_groups"]).fit(official_coefficients(net)).labels_
+    return [int(v) for v in labels], loss
+
+
+def our_learned_groups(row: Row, cfg, root: str, seed: int) -> tuple[list[int], float]:
+    """Our SSN search in the same loop: our search model, our optimizer construction, our features and seeded
+    k-means (what ``methods.ssn.search.run_search`` does inside ``npas train``)."""
+    from ..factory import make_request
+    from ..methods.ssn.kmeans import kmeans
+    from ..methods.ssn.search import layer_features
+    from ..plugins import create_method
+    from ..trainer.optim import build_optimizer
+
+    method = create_method("ssn", cfg.method.options)
+    torch.manual_seed(seed)
+    model = method.search_model(make_request("wrn-16-1", "cifar100", None))
+    loss = search_arm(model, build_optimizer(model, cfg.optim, method.no_weight_decay_roles()), lambda x: model(x)[0],
+                      root, seed, method.options.search_epochs, f"{row.name} ours search s{seed}")
+    labels, _ = kmeans(layer_features(model), method.options.param_groups, seed=method.options.group_seed)
+    return [int(v) for v in labels], loss
+
+
 def run_official(row: Row, repos: dict[str, str], root: str, seed: int, epochs: int) -> dict[str, Any]:
-    if row.official == "ssn":
+    extra: dict[str, Any] = {}
+    if row.search and row.official == "ssn":
+        import numpy as np
+
+        from .ssn_map import official_wrn
+
+        labels, search_loss = official_learned_groups(row, repos["ssn"], root, seed)
+        extra = {"groups": labels, "search_loss": search_loss}
+        model = official_wrn(repos["ssn"], "wrn-16-1", 100, row.options["share_type"], row.options["upsample_type"],
+                             row.budget or 0, groups=np.asarray(labels), seed=seed)
+    elif row.official == "ssn":
         from .ssn_map import official_wrn
 
         share = row.options.get("share_type", "none")
@@ -161,7 +247,7 @@ def run_official(row: Row, repos: dict[str, str], root: str, seed: int, epochs: 
         return out[0] if isinstance(out, (list, tuple)) else out
 
     res = train_arm(model, optimizer, forward, root, seed, epochs, f"{row.name} official s{seed}")
-    return {**res, "params": _trainable(model)}
+    return {**res, "params": _trainable(model), **extra}
 
 
 def run_ours(row: Row, root: str, seed: int, epochs: int) -> dict[str, Any]:
@@ -171,12 +257,17 @@ def run_ours(row: Row, root: str, seed: int, epochs: int) -> dict[str, Any]:
     from ..trainer.optim import build_optimizer
 
     cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused")))
+    options, extra = dict(cfg.method.options), {}
+    if row.search and row.method == "ssn":
+        labels, search_loss = our_learned_groups(row, cfg, root, seed)
+        options["groups"] = ",".join(map(str, labels))
+        extra = {"groups": labels, "search_loss": search_loss}
     torch.manual_seed(seed)
-    built = create_model(row.method, "wrn-16-1", "cifar100", budget_of(cfg), cfg.method.options)
+    built = create_model(row.method, "wrn-16-1", "cifar100", budget_of(cfg), options)
     model = built.model
     optimizer = build_optimizer(model, cfg.optim, built.method.no_weight_decay_roles())
     res = train_arm(model, optimizer, lambda x: model(x)[0], root, seed, epochs, f"{row.name} ours s{seed}")
-    return {**res, "params": built.report(flops=False).total}
+    return {**res, "params": built.report(flops=False).total, **extra}
 
 
 def run_ours_official_init(row: Row, repos: dict[str, str], root: str, seed: int, epochs: int) -> dict[str, Any]:
@@ -207,9 +298,14 @@ def run_npas_train(row: Row, root: str, seed: int, epochs: int, work: Path) -> d
     out = work / f"{row.name}-s{seed}"
     result = train(build_config({}, row.overrides(seed, epochs, root, str(out))))
     m = result.record["metrics"]
+    extra = {}
+    search = result.run_dir / "artifacts" / "search.json"
+    if row.search and search.is_file():
+        art = json.loads(search.read_text())["artifact"]
+        extra = {"groups": art.get("labels", art.get("clusters")), "search_loss": art.get("search_loss")}
     return {"top1": m["top1"], "top5": m["top5"], "test_examples": m["examples"], "steps": result.record["steps"],
             "train_s": result.record["timing"]["train_s"], "params": result.record["params"]["total"],
-            "status": result.status, "run_id": result.record["run_id"]}
+            "status": result.status, "run_id": result.record["run_id"], **extra}
 
 
 ARMS = ("official", "ours", "npas-train")
