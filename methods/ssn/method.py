@@ -65,8 +65,9 @@ class SSNOptions(MethodOptions):
     group_seed: int = field(default=0, metadata=_h("seed of random groups and of the search's k-means"))
     emb_size: int = field(default=24, metadata=_h("embedding size of share_type emb"))
     search_max_params: int = field(default=5_000_000, metadata=_h("bank of the one-group search model"))
-    search_share_type: Literal["wavg", "emb"] = field(default="emb", metadata=_h(
-        "search model's sharing: k-means over its coefficients (wavg) or embeddings (emb)"))
+    search_share_type: Literal["wavg", "emb"] = field(default="wavg", metadata=_h(
+        "search model's sharing: k-means over its softmax coefficients (wavg: the one the official code runs; its "
+        "default flag emb crashes in set_layer_coeff) or embeddings (emb)"))
     search_epochs: int = field(default=15, metadata=_h("search phase epochs"))
     search_milestones: tuple[int, ...] = field(default=(8, 13), metadata=_h("search LR milestones (epochs)"))
     search_gammas: tuple[float, ...] = field(default=(0.1, 0.1), metadata=_h("search LR factors"))
