@@ -375,6 +375,7 @@ def summarize(out: Path, rows: tuple[Row, ...]) -> str:
                   "difference is float rounding amplified by training, not the model): " + ", ".join(
                       f"{w['row']} s{w['seed']}: {o['top1']:.2f} vs {w['top1']:.2f}" for o, w in sorted(
                           swapped, key=lambda p: (p[1]["row"], p[1]["seed"])))]
+    lines += search_equivalence_lines()
     lines += ["", "+- in a cell: the sample standard deviation over seeds. s.e. of a gap: sqrt(sd_o^2/n_o + sd_n^2/n_n), "
               "the standard error of a difference of two independent means (shown when both arms have n >= 2)."]
     notes = [f"- {row.label}: {row.note}" for row in rows if row.note]
@@ -385,6 +386,32 @@ def summarize(out: Path, rows: tuple[Row, ...]) -> str:
     text = "\n".join(lines) + "\n"
     write_text(out / "parity.md", text)
     return text
+
+
+TRACES = Path(__file__).resolve().parents[2] / "tests" / "data"  # the recorded official search traces
+
+
+def search_equivalence_lines() -> list[str]:
+    """The search phases compared step by step with the official code (the recorded traces the CI replays)."""
+    path = TRACES / "ssn_search_trace.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    lines = ["", "Search phases, step by step against the official code (float64, our seed-0 initial weights copied "
+             "into the official model, seeded fixed batches; recorded by `python -m npasbench.parity.ssn_search`, "
+             f"official {data['official'][:7]}, replayed in CI by tests/test_ssn_search_parity.py):", "",
+             "| SSN learned groups | steps | layers | loss (max rel) | coefficients (max rel) | k-means input (max rel) "
+             "| same groups from the official k-means init | final model: official count and layout | k-means "
+             "inertia: official (sklearn, 1 run) / ours (seeded, 10 restarts) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, cell in data["cells"].items():
+        m = cell.get("measured")
+        if not m:
+            continue
+        lines.append(f"| {name} | {m['steps']} | {m['layers']} | {m['loss_rel']:.1e} | {m['coefficients_rel']:.1e} | "
+                     f"{m['kmeans_input_rel']:.1e} | {'yes' if m['same_groups'] else 'no'} | "
+                     f"{'yes' if m['same_final_model'] else 'no'} ({m['final_params']:,}) | "
+                     f"{m['official_inertia']:.4f} / {m['ours_seeded_inertia']:.4f} |")
+    return lines
 
 
 def _gap_se(a: list[float], b: list[float]) -> float | None:

@@ -318,6 +318,25 @@ def record_official(repo: str, name: str) -> dict[str, Any]:
         return json.loads(out.read_text())
 
 
+def max_rel(ours, official) -> float:
+    """Largest |ours - official| over the largest |official| (one figure for a whole trajectory)."""
+    a, b = np.asarray(ours, dtype=np.float64), np.asarray(official, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def measure(ours: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
+    """The comparison's figures, as results/parity/parity.md shows them."""
+    return {"steps": len(off["losses"]), "layers": len(off["labels"]),
+            "loss_rel": max(abs(p - q) / abs(q) for p, q in zip(ours["losses"], off["losses"])),
+            "coefficients_rel": max_rel(ours["coefficients"], off["coefficients"]),
+            "kmeans_input_rel": max_rel(ours["kmeans_input"], off["kmeans_input"]),
+            "same_groups": same_partition(ours["labels_from_official_init"], off["labels"]),
+            "same_final_model": ours["final"] == off["final"], "final_params": off["final"]["params"],
+            "official_inertia": off["official_inertia"], "ours_seeded_inertia": ours["ours_seeded_inertia"]}
+
+
 def _sha(repo: str) -> str:
     r = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
     return r.stdout.strip() or "(not a git checkout)"
@@ -336,10 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: official search ...", file=sys.stderr, flush=True)
         off = record_official(a.ssn, name)
         ours = replay_ours(CELLS[name], off)
-        gap = max(abs(p - q) / abs(q) for p, q in zip(ours["losses"], off["losses"]))
-        print(f"  labels {off['labels']}  loss rel gap {gap:.1e}  final {off['final']['params']} vs "
-              f"{ours['final']['params']}", file=sys.stderr, flush=True)
-        cells[name] = {"cell": asdict(CELLS[name]), "official": off}
+        measured = measure(ours, off)
+        print(f"  labels {off['labels']}  {measured}", file=sys.stderr, flush=True)
+        cells[name] = {"cell": asdict(CELLS[name]), "official": off, "measured": measured}
     write_json(Path(a.out), {
         "notes": "The official learn_parameter_groups (main.py) on seeded fixed batches from our seed-0 initial "
                  "weights, float64; written by python -m npasbench.parity.ssn_search (see its docstring).",
