@@ -15,9 +15,10 @@ WRN (``wrn-D-K``, channels ``round(c * K)`` for c = 16, 32, 64; the stem stays a
 - ``dimension=both``: the most parameters within the budget over all (D', width) with D' <= D
   (ties go to the deeper network).
 
-ResNet (``resnet50``, ``wrn50-2``): ``dimension=width`` shrinks the bottleneck width
-(``width_per_group``, the 3x3 convs' channels; block outputs stay 4 x planes); depth is not reduced
-for this family (a clear error names the option).
+ResNet (``resnet50``, ``wrn50-2``, ``resnet50-ssn``, ``wrn50-2-ssn``): ``dimension=width`` shrinks the
+bottleneck width (``width_per_group``, the 3x3 convs' channels; block outputs stay 4 x planes) and keeps
+the requested network's variant (the SSN code's trunk and block order for the ``-ssn`` archs); depth is
+not reduced for this family (a clear error names the option).
 
 Without a budget the requested network is used unchanged. A budget above the requested network's
 size also gives the requested network (``reduced`` never grows a network).
@@ -89,7 +90,7 @@ def width_name(triple: tuple[int, int, int], sample: float) -> str:
 
 @dataclass(frozen=True)
 class Choice:
-    """A concrete architecture: WRN (depth, width) or bottleneck ResNet (layers, width_per_group)."""
+    """A concrete architecture: WRN (depth, width) or bottleneck ResNet (layers, width_per_group, variant)."""
 
     family: str
     name: str
@@ -97,19 +98,23 @@ class Choice:
     width: float = 0.0
     layers: tuple[int, ...] = ()
     width_per_group: int = 0
+    variant: str = "torchvision"  # bottleneck ResNet: BottleneckResNet's variant ("ssn": the SSN code's network)
 
     def backbone(self, num_classes: int) -> nn.Module:
         if self.family == "wrn":
             return WideResNet(self.depth, self.width, num_classes)
-        return BottleneckResNet(self.layers, num_classes, self.width_per_group)
+        return BottleneckResNet(self.layers, num_classes, self.width_per_group, variant=self.variant)
 
     def describe(self) -> dict[str, Any]:
         if self.family == "wrn":
             w = self.width
             return {"arch": self.name, "family": "wrn", "depth": self.depth,
                     "width": int(w) if float(w).is_integer() else w, "channels": [16, *wrn_channels(w)]}
-        return {"arch": self.name, "family": "resnet", "layers": list(self.layers),
-                "width_per_group": self.width_per_group}
+        out: dict[str, Any] = {"arch": self.name, "family": "resnet", "layers": list(self.layers),
+                               "width_per_group": self.width_per_group}
+        if self.variant != "torchvision":  # torchvision-layout records unchanged
+            out["variant"] = self.variant
+        return out
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,8 @@ class Reduced(Method):
             net = create_backbone(request.arch, nc)
             layers = tuple(len(getattr(net, f"layer{i}")) for i in range(1, 5))
             wpg = int(net.layer1[0].conv1.spec.shape[0])  # mid = planes * wpg / 64 with planes 64
-            requested = Choice("resnet", request.arch, layers=layers, width_per_group=wpg)
+            requested = Choice("resnet", request.arch, layers=layers, width_per_group=wpg,
+                               variant=getattr(net, "variant", "torchvision"))
             if dim != "width":
                 raise ConfigError(
                     f"method.options.dimension: {dim!r} reduction is defined for the WRN family only; "
@@ -185,7 +191,8 @@ class Reduced(Method):
 
         if requested.family == "resnet":
             ladder = [Choice("resnet", f"{request.arch}[width_per_group={w}]", layers=requested.layers,
-                             width_per_group=w) for w in range(1, requested.width_per_group + 1)]
+                             width_per_group=w, variant=requested.variant)
+                      for w in range(1, requested.width_per_group + 1)]
             ladder[-1] = requested
             i, best = self._largest(ladder, nc, budget)
             if best is None:

@@ -13,8 +13,10 @@ from npasbench import Budget, BudgetError, ConfigError, create_model
 from npasbench.accounting import parameter_roles
 from npasbench.config import build_config
 from npasbench.models.registry import get_arch
+from npasbench.models.resnet import BottleneckResNet
 from npasbench.trainer import train
 from npasbench.trainer.optim import build_optimizer
+from npasbench.baselines.common import plain_params
 from npasbench.baselines.hashed import hash32, hash32_array, hash_indices, split_buckets, step_matched
 from npasbench.baselines.reduced import wrn_channels, width_ladder
 
@@ -138,6 +140,23 @@ def test_reduced_resnet_bottleneck_width():
         build("reduced", 15_000_000, arch="resnet50", dataset="imagenet", dimension="depth")
     with pytest.raises(BudgetError, match="width_per_group=1"):
         build("reduced", 4_000_000, arch="resnet50", dataset="imagenet")
+
+
+def test_reduced_resnet_keeps_the_variant():
+    """``reduced`` on the SSN code's network shrinks that network (its trunk, skip first), not torchvision's."""
+    built = build("reduced", 15_000_000, arch="resnet50-ssn", dataset="imagenet")
+    info = built.method.record_info(built.model)
+    used, w = info["used"], info["used"]["width_per_group"]
+    assert info["reduced"] and used["variant"] == info["requested"]["variant"] == "ssn" and 1 <= w < 64
+    assert info["next_larger"]["arch"] == f"resnet50-ssn[width_per_group={w + 1}]"
+    net = built.model.members[0]
+    assert net.variant == "ssn" and [tuple(l.spec.shape) for l in built.model.weight_layers()[:3]] == \
+        [(32, 3, 3, 3), (32, 32, 3, 3), (64, 32, 3, 3)]
+    assert built.report(flops=False).total == used["params"] == \
+        plain_params(BottleneckResNet((3, 4, 6, 3), 1000, w, variant="ssn")) <= 15_000_000
+    assert used["params"] != plain_params(BottleneckResNet((3, 4, 6, 3), 1000, w))
+    plain = build("reduced", 15_000_000, arch="resnet50", dataset="imagenet")  # torchvision records: no variant key
+    assert "variant" not in plain.method.record_info(plain.model)["used"]
 
 
 def soft_closed_form(budget_info):

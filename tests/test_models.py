@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from npasbench import RegistryError, create_model
+from npasbench import Budget, RegistryError, create_model
 from npasbench.models.layers import Conv, Linear, WeightedLayer
 from npasbench.models.registry import ARCHITECTURES, create_backbone, get_arch
 
@@ -52,6 +52,37 @@ def test_imagenet_archs_match_torchvision(name, tv):
     # same weight shapes in the same order (torchvision's module order)
     ref_shapes = [tuple(m.weight.shape) for m in ref.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     assert [l.spec.shape for l in ours.model.weight_layers()] == ref_shapes
+
+
+# Trainable parameters of the SSN code's ImageNet network (BryanPlummer/SSN models/wrn.py ``wrn_imagenet``), measured
+# on CPU by building the official model, its code imported by path as benchmark/parity/official.py does:
+#   wrn = import_official(<checkout>, "wrn"); with quiet(): m = wrn.wrn_imagenet("none", "inter", 1, 50, W, 8, 0, 1000, 1)
+#   sum(p.numel() for p in m.parameters() if p.requires_grad)
+# at W (--wide) = 1 and 2; 56 weight layers (Conv2d / Linear) both, whose shapes, in module order, equal ours.
+# With SSN (wrn.wrn_imagenet("wavg", "inter", 1, 50, 2, 8, max_params, 1000, 1): one group, 8 templates) at --wide 2,
+# the same sum gives 5,068,694 at max_params 5M and 10,068,724 at 10M (ResNet-50's: tests/test_ssn_official.py).
+OFFICIAL_WRN_IMAGENET = {"resnet50-ssn": (1, 25_576_264), "wrn50-2-ssn": (2, 68_902_472)}
+OFFICIAL_WRN_IMAGENET_SSN_WIDE2 = {5_000_000: 5_068_694, 10_000_000: 10_068_724}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_WRN_IMAGENET))
+def test_ssn_imagenet_archs_match_official_counts(name):
+    wide, official = OFFICIAL_WRN_IMAGENET[name]
+    built = create_model("unshared", name, "imagenet")
+    assert built.report(flops=False).total == official
+    specs = built.model.weight_layers()
+    assert len(specs) == 56
+    # the official trunk (3x3: 32, 32, 64), then per block the skip connection first; --wide scales the mid channels
+    assert [l.spec.shape for l in specs[:3]] == [(32, 3, 3, 3), (32, 32, 3, 3), (64, 32, 3, 3)]
+    assert [l.spec.shape for l in specs[3:7]] == [(256, 64, 1, 1), (64 * wide, 64, 1, 1), (64 * wide, 64 * wide, 3, 3),
+                                                  (256, 64 * wide, 1, 1)]
+
+
+@pytest.mark.parametrize("max_params", sorted(OFFICIAL_WRN_IMAGENET_SSN_WIDE2))
+def test_wrn50_2_ssn_ssn_counts_match_official(max_params):
+    opts = {"share_type": "wavg", "upsample_type": "inter", "upsample_window": 1, "bank_size": 8, "param_groups": 1}
+    built = create_model("ssn", "wrn50-2-ssn", "imagenet", Budget(max_params, "max_params"), opts)
+    assert built.report(flops=False).total == OFFICIAL_WRN_IMAGENET_SSN_WIDE2[max_params]
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES.names())

@@ -1,4 +1,5 @@
-"""Architecture registry: names like ``wrn-28-10``, ``wrn-16-4``, ``resnet50``, ``resnet50-ssn``, ``wrn50-2``.
+"""Architecture registry: names like ``wrn-28-10``, ``wrn-16-4``, ``resnet50``, ``wrn50-2``, ``resnet50-ssn``,
+``wrn50-2-ssn``.
 
 Any ``wrn-D-K`` with D = 6n+4 and a positive (possibly fractional) width K resolves too, so the
 reduced-width baselines and SuperWeight ensembles can ask for members such as ``wrn-16-1.5``.
@@ -51,6 +52,10 @@ ARCHITECTURES.add("resnet50-ssn", ArchDef("resnet50-ssn", "resnet", "imagenet",
                                           {"depth": 50, "width": 1}))
 ARCHITECTURES.add("wrn50-2", ArchDef("wrn50-2", "resnet", "imagenet",
                                      lambda nc: BottleneckResNet((3, 4, 6, 3), nc, 128), {"depth": 50, "width": 2}))
+# the SSN code's ImageNet network (models/wrn.py wrn_imagenet) at --wide 2: the bottleneck (mid) channels doubled
+ARCHITECTURES.add("wrn50-2-ssn", ArchDef("wrn50-2-ssn", "resnet", "imagenet",
+                                         lambda nc: BottleneckResNet((3, 4, 6, 3), nc, 128, variant="ssn"),
+                                         {"depth": 50, "width": 2}))
 
 
 def get_arch(name: str) -> ArchDef:

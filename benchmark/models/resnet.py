@@ -10,6 +10,8 @@ conv3, shortcut (torchvision's module order), classifier last.
 conv-BN-ReLU layers (32, 32, 64 channels, the first with stride 2) instead of the 7x7 stem, and the
 skip connection built (and numbered) before the block's three convolutions; 25,576,264 parameters
 at 1000 classes, as the official model. The SSN paper's ImageNet rows use this network.
+``wrn50-2-ssn`` is the same network at ``width_per_group=128`` (the official ``--wide 2``: the bottleneck
+channels doubled), 68,902,472 parameters as the official model.
 """
 
 from __future__ import annotations
