@@ -300,9 +300,11 @@ def test_gradient_clustering_merges_similar_and_joins_members():
     g0 = {0: a, 1: a + 0.01 * b, 2: b, 3: b + 0.05 * a}
     g1 = {0: b[:4, :4].clone(), 1: a[:4, :4].clone()}
     clusters, matches = assign([g0, g1], initial, shapes, 0.5)
-    assert clusters[0] == [0, 0, 1, 1]
-    assert clusters[1] == [1, 0]
-    assert matches[1][0] == (0, 0) and matches[1][1] == (0, 0)  # most similar: layer 2 and layer 0
+    # layers are visited as the official hook records them (descending): fresh ids 3, 2, 1, 0 -> {2, 3} first
+    assert clusters[0] == [1, 1, 0, 0]
+    assert clusters[1] == [0, 1]
+    # most similar: layer 2 and layer 0, each second in its cluster's visit order ([3, 2] and [1, 0])
+    assert matches[1][0] == (0, 1) and matches[1][1] == (0, 1)
     # threshold loop: a tiny budget merges everything
     res = search_clusters([g0, g1], initial, shapes, max_params=2 * 8 * 8 * 9, start=0.5, decrement=0.5)
     assert res.rounds == 1 and res.clusters == clusters

@@ -8,14 +8,25 @@ weight (one batch, evaluation mode), and the initial clusters (depth bins).
    from most to least similar; while the similarity is above the threshold, the second layer joins
    the first one's cluster (official ``priority_queue_assignment``: the second layer takes the
    first's current label, no union-find). Every member-0 layer starts in its own cluster.
+   Layers are visited in the official order (``backward_order``: the order its gradient hook recorded
+   them, descending layer order within an initial cluster); it decides the fresh cluster ids (hence
+   the final numbering), which of a pair's two directions (equal similarity) is merged last, and the
+   positions recorded for coefficient sharing.
 2. Other members: the first member of each depth other than member 0's is matched layer by layer
    to its most similar member-0 layer of the same initial cluster (``join_large``); members of an
    already matched depth copy the labels of that depth's first member position by position
    (``join_large_same_depth``; members of member 0's depth copy member 0). A matched layer also
-   shares its coefficients with the layer it was matched to (``matches``).
+   shares its coefficients with the layer it was matched to (``matches``): (source member, position).
+   As in the official ``layer_coeff_share``, a ``join_large`` position counts member 0's layers of the
+   cluster in visit order (descending), a ``join_large_same_depth`` position in ascending order; the
+   final model reads both as ascending positions (``initial_rows``), so a ``join_large`` layer shares
+   the coefficients of the layer at the mirrored position of its match, exactly as the official model.
 3. Clusters are renumbered consecutively; if the one-template estimate (the largest layer of every
    cluster, summed) exceeds ``max_params``, the threshold is lowered by ``decrement`` and step 1-2
-   repeat (more merging, fewer clusters).
+   repeat (more merging, fewer clusters). Without union-find, merging every pair (threshold below -1)
+   need not leave one cluster per initial cluster, so a budget above the depth-bin minimum can still
+   fit no threshold: the official loop then never ends; ours raises ``BudgetError`` (deliberate).
+   ``max_params`` 0 (no budget): one round (the official loop would never end either).
 """
 
 from __future__ import annotations
@@ -37,6 +48,15 @@ def cropped_similarity(g1: torch.Tensor, g2: torch.Tensor) -> float:
     a = g1[:o, :i].reshape(-1).double()
     b = g2[:o, :i].reshape(-1).double()
     return float(F.cosine_similarity(a, b, dim=0))
+
+
+def backward_order(labels: list[int], cluster: int) -> list[int]:
+    """The layers of ``cluster`` in the order the official ``split`` visits them: the order its ``HOOK``
+    recorded their gradients, i.e. the backward pass, which in a WRN (a chain within every initial
+    cluster: 3x3 convs along the residual path, 1x1 shortcuts in successive stages) is descending layer
+    order. It decides the fresh cluster ids, which of two equal-similarity pairs (every pair is queued
+    in both directions) is merged last, and the positions ``join_large`` records."""
+    return [l for l in reversed(range(len(labels))) if labels[l] == cluster]
 
 
 def priority_merge(threshold: float, groups: dict, queue: list) -> dict:
@@ -62,14 +82,17 @@ class Assignment:
     rounds: int
 
 
-def assign(grads: Grads, initial: list[list[int]], shapes: list[list[tuple[int, ...]]], threshold: float) -> tuple[list[list[int]], dict]:
-    """One round of steps 1-2 at ``threshold``; returns per-member labels and the matches."""
+def assign(grads: Grads, initial: list[list[int]], shapes: list[list[tuple[int, ...]]], threshold: float,
+           trace: list | None = None) -> tuple[list[list[int]], dict]:
+    """One round of steps 1-2 at ``threshold``; returns per-member labels and the matches. ``trace``: a list
+    that receives every similarity computed, as (member, layer, member, layer, cosine) in the official order
+    (what its ``verbose`` output prints), for the parity check."""
     m0 = initial[0]
     ids = sorted({c for labels in initial for c in labels})
     label0: dict[int, int] = {}
     next_group = 0
     for g in ids:
-        layers = [l for l in range(len(m0)) if m0[l] == g]
+        layers = backward_order(m0, g)
         new: dict[int, int] = {}
         queue: list[tuple[float, int, int]] = []
         checked: set[tuple[int, int]] = set()
@@ -78,13 +101,16 @@ def assign(grads: Grads, initial: list[list[int]], shapes: list[list[tuple[int, 
             for l2 in layers:
                 if l1 == l2 or (l1, l2) in checked:  # as the official: (l2, l1) is computed again
                     continue
-                queue.append((cropped_similarity(grads[0][l1], grads[0][l2]), l1, l2))
+                sim = cropped_similarity(grads[0][l1], grads[0][l2])
+                if trace is not None:
+                    trace.append((0, l1, 0, l2, sim))
+                queue.append((sim, l1, l2))
                 checked.add((l1, l2))
             next_group += 1
         label0.update(priority_merge(threshold, new, queue))
     labels: list[dict[int, int]] = [label0] + [dict() for _ in initial[1:]]
-    members0 = {}  # new cluster -> member-0 layers (ascending): positions for coefficient matches
-    for l in sorted(label0):
+    members0: dict[int, list[int]] = {}  # new cluster -> member-0 layers in visit order: join_large positions
+    for l in label0:  # insertion order: initial clusters ascending, layers in backward order
         members0.setdefault(label0[l], []).append(l)
     matches: dict[int, dict[int, tuple[int, int]]] = {}
     depths = [len(s) for s in shapes]
@@ -101,6 +127,8 @@ def assign(grads: Grads, initial: list[list[int]], shapes: list[list[tuple[int, 
                         best = None
                         for l2 in [l for l in range(len(m0)) if m0[l] == g]:
                             sim = cropped_similarity(grads[m][l1], grads[0][l2])
+                            if trace is not None:
+                                trace.append((m, l1, 0, l2, sim))
                             if best is None or best[0] < sim:
                                 best = (sim, l2)
                         if best is None:
@@ -152,7 +180,9 @@ def search_clusters(grads: Grads, initial: list[list[int]], shapes: list[list[tu
             return Assignment(clusters, matches, threshold, est, rounds)
         if threshold < -1.0:
             raise BudgetError(
-                f"budget: max_params={max_params:,} is below what any clustering of these layers needs "
-                f"({est:,} with every initial cluster merged); raise the budget or use more param_group_bins."
+                f"model.budget: max_params={max_params:,} fits no search threshold: the one-template estimate is "
+                f"still {est:,} after {rounds} rounds, at threshold {threshold:.4g} < -1, below every cosine similarity "
+                "(lowering it further changes nothing; the official loop never ends here). Raise model.budget or use "
+                "fewer method.options.param_group_bins."
             )
         threshold -= decrement

@@ -16,13 +16,13 @@ trainer to ``artifacts/search.json``; a resumed run reuses it instead of searchi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from npasbench.contract import NPASModel
 
 from .clustering import search_clusters
 from .method import fixed_params
 from .plan import depth_bins
+from .unsharing import analysis_loss
 
 
 def search_members(shapes) -> list[int]:
@@ -53,7 +53,7 @@ def weight_gradients(model: NPASModel, x: torch.Tensor, y: torch.Tensor) -> list
             member.invalidate()
             try:
                 model.zero_grad(set_to_none=True)
-                F.cross_entropy(member(x).float(), y).backward()
+                analysis_loss(member(x), y).backward()
             finally:
                 member.weight_hook = None
                 member.invalidate()

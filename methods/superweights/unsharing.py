@@ -21,6 +21,14 @@ from .coefficients import RowMap, bank_uses, unshare
 from .network import bank_name
 
 
+def analysis_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for the search and unsharing analyses: half-precision logits (autocast) are upcast to
+    float32, float32 and float64 are kept (a float64 parity run must not be rounded to float32 here)."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return F.cross_entropy(logits, target)
+
+
 class CoefficientUnsharing:
     """When and how SuperWeights unshares coefficient rows (options ``coefficient_unshare_*``)."""
 
@@ -62,7 +70,7 @@ class CoefficientUnsharing:
                              leave=False):
                 for m, member in enumerate(model.members):
                     model.zero_grad(set_to_none=True)
-                    F.cross_entropy(member(x).float(), y).backward()
+                    analysis_loss(member(x), y).backward()
                     for k in member.bank_keys:
                         g = tables[k].rows.grad
                         if g is not None:
