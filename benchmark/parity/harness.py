@@ -86,6 +86,18 @@ ROWS = (
         "seeded k-means (group_seed 0, 10 restarts)", search=True),
     Row("superweights", "SuperWeights WRN-16-1, 4 depth bins, max_params 100k, no search", "superweights", 100_000,
         {"group_split_epochs": 0, "coefficient_unshare_epochs": 0}, "superweights"),
+    Row("superweights-search", "SuperWeights WRN-16-1, 4 depth bins, max_params 135k, gradient search 1 epoch + "
+        "coefficient unsharing after epoch 2 (10 batches)", "superweights", 135_000,
+        {"group_split_epochs": SEARCH_EPOCHS, "coefficient_unshare_epochs": 2, "coefficient_unshare_batches": 10},
+        "superweights",
+        "the CPU grid's superweights [short] schedule (official --group_split_epochs 1 --coefficient_unshare_epochs 2, "
+        "unsharing on 10 batches instead of the whole training set); max_params 135k: the grid's searches estimate "
+        "~99k after one round (100k would be at the edge; fits whatever the gradients from 149,504); official arm: "
+        "the official search model, HOOK gradients on the seed's first training batch, the official threshold loop "
+        "(assign_groups), the final model from its clusters and share map, main_no.analyze_gradients + "
+        "compare_grads + add_param_group at the end of epoch 2; unsharing threshold 0.9 in every arm (ours' default; "
+        "main_no.py's argparse default is 0.5) on the batches npas train reads (train loader seeded seed+7919)",
+        search=True),
     Row("superweights-fanin", "SuperWeights as above, option bank_init = fan_in", "superweights", 100_000,
         {"group_split_epochs": 0, "coefficient_unshare_epochs": 0, "bank_init": "fan_in"}, None,
         "not the official init (N(0, 2/9) whatever the fan-in): our documented option, templates N(0, 2/fan_in) "
@@ -105,8 +117,11 @@ def _loaders(root: str, seed: int, epochs: int):
 
 
 def train_arm(model: torch.nn.Module, optimizer: torch.optim.Optimizer, forward: Callable, root: str, seed: int,
-              epochs: int, desc: str) -> dict[str, Any]:
-    """The one loop: cosine per step, mean cross-entropy, then top-1/top-5 on the test set."""
+              epochs: int, desc: str, on_epoch_end: Callable | None = None) -> dict[str, Any]:
+    """The one loop: cosine per step, mean cross-entropy, then top-1/top-5 on the test set.
+
+    ``on_epoch_end(epoch, optimizer)`` (0-based epoch), if given, runs after every epoch (coefficient
+    unsharing); a returned optimizer replaces the current one (a changed parameter set)."""
     import math
 
     train, test = _loaders(root, seed, epochs)
@@ -131,6 +146,8 @@ def train_arm(model: torch.nn.Module, optimizer: torch.optim.Optimizer, forward:
             bar.update(1)
             if k % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if on_epoch_end is not None:
+            optimizer = on_epoch_end(epoch, optimizer) or optimizer
     bar.close()
     train_s = time.perf_counter() - t0
     model.eval()
@@ -220,6 +237,10 @@ def our_learned_groups(row: Row, cfg, root: str, seed: int) -> tuple[list[int], 
 
 def run_official(row: Row, repos: dict[str, str], root: str, seed: int, epochs: int) -> dict[str, Any]:
     extra: dict[str, Any] = {}
+    if row.search and row.official == "superweights":
+        from . import sw_arm
+
+        return sw_arm.run_official(row, repos["superweights"], root, seed, epochs, sys.modules[__name__])
     if row.search and row.official == "ssn":
         import numpy as np
 
@@ -256,6 +277,10 @@ def run_ours(row: Row, root: str, seed: int, epochs: int) -> dict[str, Any]:
     from ..factory import create_model
     from ..trainer.optim import build_optimizer
 
+    if row.search and row.method == "superweights":
+        from . import sw_arm
+
+        return sw_arm.run_ours(row, root, seed, epochs, sys.modules[__name__])
     cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused")))
     options, extra = dict(cfg.method.options), {}
     if row.search and row.method == "ssn":
@@ -303,6 +328,11 @@ def run_npas_train(row: Row, root: str, seed: int, epochs: int, work: Path) -> d
     if row.search and search.is_file():
         art = json.loads(search.read_text())["artifact"]
         extra = {"groups": art.get("labels", art.get("clusters")), "search_loss": art.get("search_loss")}
+        if row.method == "superweights":
+            extra = {"clusters": art.get("clusters"), "matches": art.get("matches"),
+                     **{k: art.get(k) for k in ("threshold", "threshold_rounds", "one_template_estimate", "max_params",
+                                                "search_loss")},
+                     "unsharing": result.record.get("method_info", {}).get("unsharing")}
     return {"top1": m["top1"], "top5": m["top5"], "test_examples": m["examples"], "steps": result.record["steps"],
             "train_s": result.record["timing"]["train_s"], "params": result.record["params"]["total"],
             "status": result.status, "run_id": result.record["run_id"], **extra}
