@@ -316,6 +316,30 @@ def run_ours_official_init(row: Row, repos: dict[str, str], root: str, seed: int
     return {**res, "params": built.report(flops=False).total}
 
 
+def run_ours_official_groups(row: Row, out: Path, root: str, seed: int, epochs: int) -> dict[str, Any]:
+    """Our final model built from the groups the *official* search found at this seed (read from the official
+    arm's JSON), same loop, no search: separates the search's outcome (which groups) from the model trained
+    from them. SSN learned-group rows only."""
+    from ..config import build_config
+    from ..experiment import budget_of, resolve
+    from ..factory import create_model
+    from ..trainer.optim import build_optimizer
+
+    source = out / "arms" / f"{row.name}__official__s{seed}__e{epochs}.json"
+    if not source.is_file():
+        raise FileNotFoundError(f"--official-groups: run the official arm of {row.name} seed {seed} first ({source})")
+    groups = json.loads(source.read_text())["groups"]
+    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused")))
+    options = {**dict(cfg.method.options), "groups": ",".join(map(str, groups))}
+    torch.manual_seed(seed)
+    built = create_model(row.method, "wrn-16-1", "cifar100", budget_of(cfg), options)
+    model = built.model
+    optimizer = build_optimizer(model, cfg.optim, built.method.no_weight_decay_roles())
+    res = train_arm(model, optimizer, lambda x: model(x)[0], root, seed, epochs,
+                    f"{row.name} ours+official-groups s{seed}")
+    return {**res, "params": built.report(flops=False).total, "groups": groups}
+
+
 def run_npas_train(row: Row, root: str, seed: int, epochs: int, work: Path) -> dict[str, Any]:
     from ..config import build_config
     from ..trainer import train
@@ -340,6 +364,7 @@ def run_npas_train(row: Row, root: str, seed: int, epochs: int, work: Path) -> d
 
 ARMS = ("official", "ours", "npas-train")
 SWAP = "ours-official-init"  # --swap-init: our model started from the official model's initial weights
+OFFICIAL_GROUPS = "ours-official-groups"  # --official-groups: our model built from the official search's groups
 TARGET = 1.0  # the issue's bar: ours within 1 point of the official mean
 
 
@@ -405,6 +430,15 @@ def summarize(out: Path, rows: tuple[Row, ...]) -> str:
                   "difference is float rounding amplified by training, not the model): " + ", ".join(
                       f"{w['row']} s{w['seed']}: {o['top1']:.2f} vs {w['top1']:.2f}" for o, w in sorted(
                           swapped, key=lambda p: (p[1]["row"], p[1]["seed"])))]
+    regrouped = [(o, w) for (rname, arm), recs in found.items() if arm == OFFICIAL_GROUPS for w in recs
+                 for o in found.get((rname, "official"), []) if o["seed"] == w["seed"]]
+    if regrouped:
+        pairs = sorted(regrouped, key=lambda p: (p[1]["row"], p[1]["seed"]))
+        lines += ["", "Same seed, the official search's groups trained as the official model vs as ours (same loop, "
+                  "same batches; separates which groups a search finds from the model trained from them): " + ", ".join(
+                      f"{w['row']} s{w['seed']}: {o['top1']:.2f} vs {w['top1']:.2f}" for o, w in pairs)
+                  + f"; mean {statistics.mean(o['top1'] for o, _ in pairs):.2f} vs "
+                  f"{statistics.mean(w['top1'] for _, w in pairs):.2f} (n={len(pairs)})"]
     lines += search_equivalence_lines()
     lines += ["", "+- in a cell: the sample standard deviation over seeds. s.e. of a gap: sqrt(sd_o^2/n_o + sd_n^2/n_n), "
               "the standard error of a difference of two independent means (shown when both arms have n >= 2)."]
@@ -462,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--swap-init", action="store_true",
                    help="only the arm 'ours-official-init' (our model from the official initial weights; SSN-code rows)")
+    p.add_argument("--official-groups", action="store_true",
+                   help="only the arm 'ours-official-groups' (our model from the official search's groups at the seed; "
+                        "SSN learned-group rows, after their official arms)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -471,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = arm_plan(rows, a.seeds)
     if a.swap_init:
         plan = [(row, SWAP, seed) for seed in a.seeds for row in rows if row.official == "ssn"]
+    if a.official_groups:
+        plan = [(row, OFFICIAL_GROUPS, seed) for seed in a.seeds for row in rows
+                if row.official == "ssn" and row.search]
     for i, (row, arm, seed) in enumerate(plan, 1):
         path = out / "arms" / f"{row.name}__{arm}__s{seed}__e{a.epochs}.json"
         if path.is_file():
@@ -483,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
             res = run_ours(row, a.data_root, seed, a.epochs)
         elif arm == SWAP:
             res = run_ours_official_init(row, repos, a.data_root, seed, a.epochs)
+        elif arm == OFFICIAL_GROUPS:
+            res = run_ours_official_groups(row, out, a.data_root, seed, a.epochs)
         else:
             res = run_npas_train(row, a.data_root, seed, a.epochs, out / "work")
         rec = {"row": row.name, "arm": arm, "seed": seed, "epochs": a.epochs, **res,
