@@ -194,6 +194,11 @@ def cmd_params(args: argparse.Namespace) -> int:
     report = built.report(flops=not args.no_flops).to_dict()
     out = {"method": args.method, "arch": args.arch, "dataset": args.dataset, "options": built.method.options_dict(),
            **report}
+    # a method whose search phase can fail to fit the budget says where (SuperWeights: floor.py)
+    search_budgets = getattr(method, "search_budgets", None)
+    bounds = search_budgets(built.request) if search_budgets is not None else None
+    if bounds is not None:
+        out["search_budgets"] = {**bounds.to_dict(), "problem": method.search_budget_problem(built.request, bounds)}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -206,6 +211,9 @@ def cmd_params(args: argparse.Namespace) -> int:
         if report["flops"]:
             for mem in report["members"]:
                 print(f"  FLOPs {mem['name']}: {mem['flops'] / 1e9:.3f} G (1 image)")
+        if bounds is not None:
+            for line in method.search_budget_lines(built.request):
+                print(f"  {line}")
     return 0
 
 
@@ -301,6 +309,20 @@ def _cost_line(cost) -> str:
             "per GPU (resources.gpu_tflops: an assumption, not measured here; calibrate from one finished run)")
 
 
+def plan_warnings(plan) -> list[str]:
+    """One line per distinct model (seeds share it) whose budget its phase may not fit (``Preview.warning``)."""
+    seen: dict[str, list[int]] = {}
+    where: dict[str, str] = {}
+    for r in plan.runs:
+        w = plan.previews.get(r).warning if plan.previews is not None else ""
+        if w:
+            key = f"{r.method if r.variant == 'default' else f'{r.method} [{r.variant}]'}, {r.arch}, {r.dataset}, " \
+                  f"budget {r.budget}"
+            seen.setdefault(key, []).append(r.seed)
+            where[key] = w
+    return [f"warning: {key} (seeds {', '.join(map(str, seeds))}): {where[key]}" for key, seeds in seen.items()]
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     from .grid.runner import grid_status, plan_cost, plan_grid, plan_rows, run_grid, summary_line
 
@@ -316,6 +338,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
             phases = plan.manifest.phases
             print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); manifest {plan.results / 'grid.json'}")
             print(_cost_line(cost))
+            for line in plan_warnings(plan):
+                print(line)
         return 0
     if args.grid_command == "cancel":
         from .grid.submit import cancel_grid

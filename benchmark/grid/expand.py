@@ -199,6 +199,7 @@ class Preview:
     params: int | None  # unique trainable parameters (None: known only after a phase)
     gflops: float | None
     note: str = ""
+    warning: str = ""  # a budget the run may not fit after its phase (SuperWeights: its search), said before launch
 
 
 class Previewer:
@@ -222,11 +223,13 @@ class Previewer:
 
         method = create_method(cfg.method.name, cfg.method.options)
         request = config_request(cfg)
-        note = ""
+        note = warning = ""
         if method.phases(request):
-            stand_in = method.preview_artifacts(request)
+            stand_in = method.preview_artifacts(request)  # refuses a budget no phase outcome can fit
+            problem = getattr(method, "search_budget_problem", None)
+            warning = problem(request) if problem is not None else ""
             if stand_in is None:
-                return Preview(None, None, "after " + ", ".join(p.name for p in method.phases(request)))
+                return Preview(None, None, "after " + ", ".join(p.name for p in method.phases(request)), warning)
             request = dataclasses.replace(request, artifacts=stand_in)
             note = "stand-in groups before the search"
         model = build_checked(method, request)
@@ -237,7 +240,7 @@ class Previewer:
         if self.flops:
             shape = (3, request.image_size, request.image_size)
             gflops = preview_flops(model, shape, lambda: build_checked(method, request)) / 1e9
-        return Preview(rep.total, gflops, note)
+        return Preview(rep.total, gflops, note, warning)
 
 
 def preview_flops(model, shape: tuple[int, ...], rebuild) -> int:

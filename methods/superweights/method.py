@@ -29,6 +29,7 @@ trainable parameter: banks, coefficients, norms, heads); no budget = one templat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from .network import SWNet, bank_name
 from .built import SWBuilt
 from .unsharing import CoefficientUnsharing
 from .plan import SWPlan, depth_bins, make_plan
+from .floor import SearchBudgets, search_bounds
 
 
 
@@ -216,6 +218,147 @@ class SuperWeights(CoefficientUnsharing, Method):
                                lambda mp: self.plan_total(*build(mp), fixed)["total"] <= budget.params)
         return build(best)
 
+    # -- what the search can fit, before anything trains (floor.py) ------------------------------------
+    def search_budgets(self, request: BuildRequest) -> SearchBudgets | None:
+        """The smallest budget the search can fit (``floor``) and the one from which it fits whatever the gradients
+        (``guaranteed``), in both budget modes; None without a search (``group_split_epochs`` 0).
+
+        ``max_params`` mode: the search compares its estimate with the budget itself; the floor is also the
+        depth-bin model's one-template minimum (the search model is built first), the guarantee also the worst
+        clustering's. ``total`` mode: the search compares with the max_params the total-mode solver gives its
+        depth-bin model (one coefficient row per bank); the smallest total whose solved max_params reaches the
+        bound is found by bisection (the greedy allocation makes the total non-monotone: the one below is
+        checked not to reach it), then raised to what the model after the search needs for the bounding
+        clustering (the grid plan's stand-in: every other member's layer on coefficient rows of its own; a
+        matched layer can save a few). Not covered: a clustering accepted in an early round with an estimate
+        between the guarantee and the search's max_params whose final model needs a few more coefficient rows
+        than the budget (the final build's ``BudgetError``, as before)."""
+        if self.options.group_split_epochs <= 0:
+            return None
+        key = (request.arch, request.dataset, request.num_classes)  # independent of the budget: once per model
+        cache = self.__dict__.setdefault("_search_budget_cache", {})
+        if key not in cache:
+            cache[key] = self._search_budgets(request)
+        return cache[key]
+
+    def _search_budgets(self, request: BuildRequest) -> SearchBudgets:
+        from npasbench.experiment import unshared_size
+
+        archs, nets, shapes = self.backbones(request)
+        initial = depth_bins(shapes, self.options.param_group_bins)
+        bounds = search_bounds(shapes, initial)
+        fixed = sum(fixed_params(n) for n in nets)
+        cap = self.options.bank_size
+        floor_mp = max(bounds.floor, make_plan(shapes, initial, 0, cap=cap).minimum)
+        guaranteed_mp = max(bounds.guaranteed, make_plan(shapes, bounds.guaranteed_clusters, 0, cap=cap).minimum)
+        mode = self.coefficient_mode({})
+
+        def final_need(clusters: list[list[int]]) -> int:
+            plan = make_plan(shapes, clusters, 0, cap=cap)
+            return self.plan_total(plan, initial_rows(plan, mode, {}), fixed)["total"]
+
+        reference = sum(unshared_size(a, request.dataset, request.num_classes) for a in archs)
+        search_floor = self._total_reaching(request, shapes, initial, floor_mp, fixed)
+        search_guaranteed = self._total_reaching(request, shapes, initial, guaranteed_mp, fixed)
+        return SearchBudgets(
+            floor_max_params=floor_mp, floor_total=max(search_floor, final_need(bounds.floor_clusters)),
+            guaranteed_max_params=guaranteed_mp,
+            guaranteed_total=max(search_guaranteed, final_need(bounds.guaranteed_clusters)),
+            estimate_floor=bounds.floor, estimate_guaranteed=bounds.guaranteed, reference=reference,
+            members=list(archs), search_floor_total=search_floor, search_guaranteed_total=search_guaranteed)
+
+    def search_max_params(self, request: BuildRequest, shapes, initial, fixed: int) -> int:
+        """The max_params the search compares its estimate with (``search.run_search``: the depth-bin model, one
+        coefficient row per bank, solved for the request's budget)."""
+        plan, _ = self.resolve_plan(request, shapes, initial, "bank", None, fixed)
+        return plan.max_params
+
+    def _total_reaching(self, request: BuildRequest, shapes, initial, target: int, fixed: int) -> int:
+        """The smallest total-mode budget whose search max_params is >= ``target`` (bisection, then checked)."""
+        from npasbench.budget import Budget
+
+        def reaches(total: int) -> bool:
+            try:
+                r = dataclasses.replace(request, budget=Budget(total, "total"))
+                return self.search_max_params(r, shapes, initial, fixed) >= target
+            except BudgetError:
+                return False
+
+        plan0 = make_plan(shapes, initial, 0, cap=self.options.bank_size)
+        lo = self.plan_total(plan0, initial_rows(plan0, "bank"), fixed)["total"]  # the search model's minimum
+        if reaches(lo):
+            return lo
+        hi = max(lo + 1, target + (lo - plan0.minimum))
+        while not reaches(hi):
+            hi += max(b.numel for b in plan0.banks.values()) + hi // 8
+        while lo + 1 < hi:  # reaches(hi), not reaches(lo)
+            mid = (lo + hi) // 2
+            if reaches(mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def search_budget_lines(self, request: BuildRequest) -> list[str]:
+        """``npas params``: the search's floor and guarantee, and where the request's budget stands."""
+        sb = self.search_budgets(request)
+        if sb is None:
+            return []
+        what = f"unshared {'+'.join(sb.members)}: {sb.reference:,}"
+        lines = [
+            f"search floor: max_params {sb.floor_max_params:,} ({sb.share(sb.floor_max_params)}), total "
+            f"{sb.floor_total:,} ({sb.share(sb.floor_total)} of the {what}): below it no gradients fit (refused "
+            "before launch)",
+            f"search fits whatever the gradients from: max_params {sb.guaranteed_max_params:,} "
+            f"({sb.share(sb.guaranteed_max_params)}), total {sb.guaranteed_total:,} ({sb.share(sb.guaranteed_total)}); "
+            "between, it depends on the gradients (BudgetError after the search)",
+        ]
+        verdict = self.search_budget_problem(request, sb)
+        if verdict:
+            lines.append(verdict)
+        elif request.budget is not None:
+            lines.append(f"this budget ({request.budget.params:,}, {request.budget.mode}): the search fits whatever "
+                         "the gradients")
+        return lines
+
+    def search_budget_problem(self, request: BuildRequest, sb: SearchBudgets | None = None) -> str:
+        """'' when the request's budget is at or above the guarantee (or there is no search or no budget); else why
+        it is below the floor (``refused``) or between floor and guarantee (the search may fail)."""
+        sb = sb or self.search_budgets(request)
+        budget = request.budget
+        if sb is None or budget is None:
+            return ""
+        mode, n = budget.mode, budget.params
+        other = "max_params" if mode == "total" else "total"
+        where = (f"SuperWeights' search for {'+'.join(sb.members)} on {request.dataset} "
+                 f"({self.options.param_group_bins} param_group_bins)")
+        if n < sb.floor(mode):
+            need = (f", and the model after the search {sb.floor_total:,} in all (banks, a coefficient row per layer "
+                    "use, norms, heads)") if mode == "total" else ""
+            return (
+                f"model.budget: {n:,} ({mode}) is below the smallest budget {where} can fit: {sb.floor(mode):,} "
+                f"({sb.share(sb.floor(mode))} of the unshared {sb.reference:,}; budget_mode {other}: "
+                f"{sb.floor(other):,}). No gradients give a one-template estimate below {sb.estimate_floor:,} (every "
+                f"initial cluster merged, its largest layer counted), the depth-bin model needs "
+                f"{sb.floor_max_params:,} in its banks{need}. Raise model.budget to at least {sb.floor(mode):,} (from "
+                f"{sb.guaranteed(mode):,} it fits whatever the gradients) or use fewer method.options.param_group_bins."
+            )
+        if n < sb.guaranteed(mode):
+            return (
+                f"model.budget: {n:,} ({mode}) is below {sb.guaranteed(mode):,} ({sb.share(sb.guaranteed(mode))} of the "
+                f"unshared {sb.reference:,}; max_params {sb.guaranteed_max_params:,}), from which {where} fits whatever "
+                f"the gradients: the search can end in a BudgetError after its {self.options.group_split_epochs} "
+                f"epoch(s), depending on the gradients (no union-find: the last round can leave up to "
+                f"{sb.estimate_guaranteed:,} in one-template estimate; the floor is {sb.floor(mode):,})."
+            )
+        return ""
+
+    def check_search_budget(self, request: BuildRequest) -> None:
+        """Refuse, before anything trains, a budget below the search's floor (``search_budget_problem``)."""
+        sb = self.search_budgets(request)
+        if sb is not None and request.budget is not None and request.budget.params < sb.floor(request.budget.mode):
+            raise BudgetError(self.search_budget_problem(request, sb))
+
     # -- building -------------------------------------------------------------------------------
     def build(self, request: BuildRequest) -> NPASModel:
         archs, nets, shapes = self.backbones(request)
@@ -286,13 +429,19 @@ class SuperWeights(CoefficientUnsharing, Method):
         from .search import run_search
 
         return [Phase("search", f"SuperWeight cluster search: {o.group_split_epochs} epochs with shared "
-                                "coefficients, then gradient-similarity clustering", lambda ctx: run_search(self, ctx),
+                                "coefficients, then gradient-similarity clustering", lambda ctx: self._search(ctx, run_search),
                       epochs=o.group_split_epochs, max_steps_per_epoch=o.search_steps_per_epoch)]
+
+    def _search(self, ctx, run_search) -> dict:
+        self.check_search_budget(ctx.request)  # below the floor: fail before the search trains
+        return run_search(self, ctx)
 
     def preview_artifacts(self, request: BuildRequest) -> dict[str, Any] | None:
         """The depth-bin clusters the search starts from (and only refines) stand in for the searched ones, so a
         grid plan shows the model's size and FLOPs and checks the budget before anything trains; the budget
-        solver fits either clustering, the exact count is known after the search."""
+        solver fits either clustering, the exact count is known after the search. A budget below the search's
+        floor is refused here (``check_search_budget``): a grid plan names it before anything is written."""
+        self.check_search_budget(request)
         archs, _, shapes = self.backbones(request)
         return {"search": {"archs": archs, "clusters": depth_bins(shapes, self.options.param_group_bins), "matches": {}}}
 
