@@ -183,6 +183,7 @@ def search_clusters(grads: Grads, initial: list[list[int]], shapes: list[list[tu
                 f"model.budget: max_params={max_params:,} fits no search threshold: the one-template estimate is "
                 f"still {est:,} after {rounds} rounds, at threshold {threshold:.4g} < -1, below every cosine similarity "
                 "(lowering it further changes nothing; the official loop never ends here). Raise model.budget or use "
-                "fewer method.options.param_group_bins."
+                "fewer method.options.param_group_bins; `npas params` prints the budget from which the search fits "
+                "whatever the gradients."
             )
         threshold -= decrement
