@@ -195,10 +195,11 @@ def cmd_params(args: argparse.Namespace) -> int:
     out = {"method": args.method, "arch": args.arch, "dataset": args.dataset, "options": built.method.options_dict(),
            **report}
     # a method whose search phase can fail to fit the budget says where (SuperWeights: floor.py)
-    search_budgets = getattr(method, "search_budgets", None)
+    searcher: Any = method  # the hooks are optional (looked up by name), so not part of the Method contract
+    search_budgets = getattr(searcher, "search_budgets", None)
     bounds = search_budgets(built.request) if search_budgets is not None else None
     if bounds is not None:
-        out["search_budgets"] = {**bounds.to_dict(), "problem": method.search_budget_problem(built.request, bounds)}
+        out["search_budgets"] = {**bounds.to_dict(), "problem": searcher.search_budget_problem(built.request, bounds)}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -212,7 +213,7 @@ def cmd_params(args: argparse.Namespace) -> int:
             for mem in report["members"]:
                 print(f"  FLOPs {mem['name']}: {mem['flops'] / 1e9:.3f} G (1 image)")
         if bounds is not None:
-            for line in method.search_budget_lines(built.request):
+            for line in searcher.search_budget_lines(built.request):
                 print(f"  {line}")
     return 0
 

@@ -36,7 +36,7 @@ TOL = 1e-9
 def _analysis(name: str, max_params: int | None = None):
     """Our search model of cell ``name`` through pre-training and the analysis batch (cached: it dominates)."""
     cell = dict(sw.CELLS[name], **({} if max_params is None else {"max_params": max_params}))
-    with sw._float64():
+    with sw.float64():
         return sw._ours_through_analysis(cell)
 
 
@@ -44,7 +44,7 @@ def _analysis(name: str, max_params: int | None = None):
 def _replay(name: str) -> dict:
     cell = sw.CELLS[name]
     built, losses, grads, initial, shapes = _analysis(name)
-    with sw._float64():
+    with sw.float64():
         rec = sw._our_search_record(cell, losses, grads, initial, shapes)
         rec["unsharing"] = [sw._our_final_unshare(cell, rec["loop"], t) for t in DATA["settings"]["unshare_thresholds"]]
     return rec
@@ -115,7 +115,7 @@ def test_a_perturbed_gradient_changes_the_result():
     layer = max(bad[0], key=lambda l: bad[0][l].numel())
     bad[0][layer] = bad[0][layer].clone()
     bad[0][layer].view(-1)[::2] *= -1.0
-    with sw._float64():
+    with sw.float64():
         ours = sw._our_search_record(sw.CELLS[SENSITIVE], losses, bad, initial, shapes)
     ours["unsharing"] = DATA["cells"][SENSITIVE]["unsharing"]
     d = sw.differences(DATA["cells"][SENSITIVE], ours)

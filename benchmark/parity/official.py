@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -73,3 +74,21 @@ def quiet() -> Iterator[None]:
     """The official constructors print their configuration; keep stdout for our tables."""
     with contextlib.redirect_stdout(sys.stderr):
         yield
+
+
+class float64:
+    """Default dtype float64 inside: the official banks are ``torch.Tensor(n)`` (the default dtype), and in
+    float32 two exact orders of operations part at ~1e-7, which training amplifies."""
+
+    def __enter__(self):
+        self.previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+
+    def __exit__(self, *exc):
+        torch.set_default_dtype(self.previous)
+
+
+def checkout_commit(repo: str | Path) -> str:
+    """The commit of an official checkout, recorded beside every trace taken from it."""
+    r = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() or "(not a git checkout)"

@@ -56,6 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..atomic import write_json
+from .official import checkout_commit, float64
 from .steps import fixed_batches
 
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
@@ -89,17 +90,6 @@ CELLS: dict[str, Cell] = {
 
 
 # -- our side -------------------------------------------------------------------------------------------------
-class float64:
-    """Default dtype float64 inside (the official banks are ``torch.Tensor(n)``: the default dtype)."""
-
-    def __enter__(self):
-        self.previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)
-
-    def __exit__(self, *exc):
-        torch.set_default_dtype(self.previous)
-
-
 def our_method(cell: Cell):
     from ..plugins import create_method
 
@@ -337,10 +327,6 @@ def measure(ours: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
             "official_inertia": off["official_inertia"], "ours_seeded_inertia": ours["ours_seeded_inertia"]}
 
 
-def _sha(repo: str) -> str:
-    r = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
-    return r.stdout.strip() or "(not a git checkout)"
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m npasbench.parity.ssn_search", description=__doc__.splitlines()[0])
@@ -361,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(Path(a.out), {
         "notes": "The official learn_parameter_groups (main.py) on seeded fixed batches from our seed-0 initial "
                  "weights, float64; written by python -m npasbench.parity.ssn_search (see its docstring).",
-        "official": _sha(a.ssn), "torch": torch.__version__, "cells": cells})
+        "official": checkout_commit(a.ssn), "torch": torch.__version__, "cells": cells})
     return 0
 
 

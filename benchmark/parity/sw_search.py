@@ -56,7 +56,6 @@ import contextlib
 import io
 import math
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,11 +75,10 @@ from ..methods.superweights.network import bank_name
 from ..methods.superweights.plan import depth_bins
 from ..methods.superweights.search import search_members, weight_gradients
 from ..trainer.optim import build_optimizer
-from .official import cpu_device_lookups, import_official, quiet
+from .official import checkout_commit, cpu_device_lookups, float64, import_official, quiet
 from .steps import fixed_batches
 from .superweights_map import (BIN_TYPE, SEPARATE_KERNELS, SHARE_TYPE, TRANS, UPSAMPLE_TYPE, UPSAMPLE_WINDOW,
                                TransferError, _official_convs, _wrn, official_layer_shapes, our_options)
-from .trace import _float64
 
 NUM_CLASSES, BINS, BANK_SIZE = 100, 4, 8
 BATCH, SIZE = 8, 16
@@ -540,7 +538,7 @@ def _ours_through_analysis(cell: dict[str, Any]):
 def replay(name: str) -> dict[str, Any]:
     """Our side of cell ``name``, in the recorded format (no official code)."""
     cell = CELLS[name]
-    with _float64():
+    with float64():
         built, losses, grads, initial, shapes = _ours_through_analysis(cell)
         rec = _our_search_record(cell, losses, grads, initial, shapes)
         rec["unsharing"] = [_our_final_unshare(cell, rec["loop"], t) for t in UNSHARE_THRESHOLDS]
@@ -566,7 +564,7 @@ def record(repo: str, name: str) -> dict[str, Any]:
     archs, mp = cell["archs"], cell["max_params"]
     swrn = import_official(repo, "swrn")
     data = batches()
-    with _float64():
+    with float64():
         built, our_losses, our_grads, initial, shapes = _ours_through_analysis(cell)
         # official from our seed-0 initial weights (a fresh copy of ours: ours above has trained)
         fresh = our_model(archs, mp)
@@ -610,7 +608,7 @@ def record_no_fit(repo: str) -> dict[str, Any]:
     archs, budget = CELLS[NO_FIT["cell"]]["archs"], NO_FIT["max_params"]
     swrn = import_official(repo, "swrn")
     data = batches()
-    with _float64():  # models built at that budget, as the official --max_params serves both
+    with float64():  # models built at that budget, as the official --max_params serves both
         fresh = our_model(archs, budget)
         nets = official_nets(swrn, archs, budget, groups=-1, share_idxs=search_share_idxs(archs))
         transfer = to_official(fresh.model, nets)
@@ -701,10 +699,6 @@ def ok(d: dict[str, Any], tol: float = 1e-9) -> list[str]:
 
 
 # -- CLI ---------------------------------------------------------------------------------------------------------
-def _sha(repo: str) -> str:
-    r = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
-    return r.stdout.strip() or "(not a git checkout)"
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m npasbench.parity.sw_search", description=__doc__.splitlines()[0])
@@ -729,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(Path(a.out), {
         "notes": "Official SuperWeights search phase (float64, CPU) from our seed-0 weights on steps.fixed_batches; "
                  "written by python -m npasbench.parity.sw_search (see its docstring for what is compared).",
-        "official": {"repo": "piotr-teterwak/SuperWeights", "commit": _sha(a.superweights)},
+        "official": {"repo": "piotr-teterwak/SuperWeights", "commit": checkout_commit(a.superweights)},
         "torch": torch.__version__,
         "settings": {"num_classes": NUM_CLASSES, "bins": BINS, "bank_size": BANK_SIZE, "batch": BATCH, "size": SIZE,
                      "pretrain_steps": PRETRAIN_STEPS, "unshare_batches": UNSHARE_BATCHES, "lr": LR,

@@ -15,7 +15,6 @@ amplifies that; in float64 the measured agreement is ~1e-15.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from ..atomic import write_json
+from .official import checkout_commit, float64
 from .steps import Trace, fixed_batches, run_official, run_ours
 
 STEPS, BATCH = 12, 16
@@ -53,22 +53,14 @@ def batches64(steps: int = STEPS):
 
 
 def replay_ours(name: str, steps: int = STEPS) -> Trace:
-    with _float64():
+    with float64():
         return run_ours(our_cell(CELLS[name]), batches64(steps))
 
-
-class _float64:
-    def __enter__(self):
-        self.previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)
-
-    def __exit__(self, *exc):
-        torch.set_default_dtype(self.previous)
 
 
 def record_official(name: str, repos: dict[str, str], steps: int = STEPS) -> dict[str, Any]:
     cell = CELLS[name]
-    with _float64():
+    with float64():
         ours = our_cell(cell)
         if cell["kind"] == "ssn":
             from .ssn_map import official_weights, official_wrn, transfer
@@ -98,10 +90,6 @@ def sw_official_weights(official) -> list[torch.Tensor]:
         return [convs[i][1].get_params() for i in sorted(convs)] + [official.classifier.weight]
 
 
-def _sha(repo: str) -> str:
-    r = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
-    return r.stdout.strip() or "(not a git checkout)"
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m npasbench.parity.trace", description=__doc__.splitlines()[0])
@@ -120,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(Path(a.out), {
         "notes": "Official code's SGD trace (lr 0.1, Nesterov 0.9, wd 5e-4 except coefficients, float64) from our "
                  "seed-0 initial weights on steps.fixed_batches; written by python -m npasbench.parity.trace.",
-        "official": {"ssn": a.ssn and _sha(a.ssn), "superweights": a.superweights and _sha(a.superweights)},
+        "official": {"ssn": a.ssn and checkout_commit(a.ssn), "superweights": a.superweights and checkout_commit(a.superweights)},
         "steps": a.steps, "batch": BATCH, "cells": cells})
     return 0
 
