@@ -101,17 +101,13 @@ def official_search(row, repo: str, root: str, seed: int, h) -> tuple[nn.Module,
 
 def official_unshare(net: nn.Module, optimizer: torch.optim.Optimizer, batches, threshold: float) -> dict[str, Any]:
     """``main_no.analyze_gradients`` (``reinit=False``) for a single network, then ``add_param_group``."""
+    from .sw_search import official_compare_grads
+
     was = net.training
-    net.eval()
-    grads = [None]
     with cpu_device_lookups(), quiet():
         before = official_storages(net)
-        for x, y in batches:
-            loss = nn.CrossEntropyLoss()(net(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            grads[0] = net.bank.get_grads(grads[0])
-        new = net.bank.compare_grads(grads, threshold=threshold)
+    new = official_compare_grads([net], optimizer, batches, threshold)
+    with cpu_device_lookups(), quiet():
         after = official_storages(net)
     optimizer.add_param_group({"params": new, "weight_decay": 0.})
     net.train(was)

@@ -491,21 +491,29 @@ def our_sharing(model: NPASModel) -> dict[str, Any]:
     return {"banks": out, "parameter_objects": n, "storages": n}
 
 
-def official_unshare(nets: list[nn.Module], data, threshold: float) -> dict[str, Any]:
-    """``analyze_gradients`` (without ``reinit``) on ``data``: gather, then ``compare_grads``."""
-    opt = official_optimizer(nets)
+def official_compare_grads(nets: list[nn.Module], opt: torch.optim.Optimizer, data, threshold: float) -> list:
+    """``main_no.analyze_gradients`` (without ``reinit``) on ``data``, evaluation mode: per batch and network a
+    forward, the loss, ``zero_grad``, backward and ``bank.get_grads``; then the teacher's ``compare_grads``.
+    Returns the new coefficient parameters (the official adds them to its optimizer)."""
     for net in nets:
         net.eval()
     grads: list = [None] * len(nets)
     with cpu_device_lookups(), quiet():
-        before = official_sharing(nets)
         for x, y in data:
             for j, net in enumerate(nets):
                 loss = nn.CrossEntropyLoss()(net(x), y)
                 opt.zero_grad()
                 loss.backward()
                 grads[j] = net.bank.get_grads(grads[j])
-        new = nets[0].bank.compare_grads(grads, threshold=threshold)
+        return nets[0].bank.compare_grads(grads, threshold=threshold)
+
+
+def official_unshare(nets: list[nn.Module], data, threshold: float) -> dict[str, Any]:
+    """The official unsharing on ``data``, and which uses share coefficients before and after."""
+    with cpu_device_lookups(), quiet():
+        before = official_sharing(nets)
+    new = official_compare_grads(nets, official_optimizer(nets), data, threshold)
+    with cpu_device_lookups(), quiet():
         after = official_sharing(nets)
     return {"threshold": threshold, "before": before, "after": after, "new_parameters": len(new)}
 
