@@ -82,13 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_grid_parser(sub) -> None:
     g = sub.add_parser("grid", help="benchmark grids: plan, run and inspect a grid spec (slurm/*.toml)")
     gsub = g.add_subparsers(dest="grid_command", required=True)
-    for name, text in (("plan", "the table of runs (ids, options, budgets -> unique params, FLOPs, state); runs nothing"),
+    for name, text in (("plan", "the table of runs (ids, options, budgets -> unique params, FLOPs, state); runs and "
+                                "writes nothing (--save writes the manifest, <results>/grid.json)"),
                        ("run", "run every unfinished run (shared phases first), at most N at a time; resumable"),
-                       ("status", "one table of run states, read from the results folder (never blocks)"),
+                       ("status", "one state per run: its folder joined with every SLURM job that holds it "
+                                  "(never blocks; --watch refreshes until nothing is queued or running)"),
                        ("collect", "the grid's leaderboard from whatever runs exist (<results>/LEADERBOARD.md)"),
                        ("submit", "submit the unfinished runs to SLURM as job arrays (submitit) and exit"),
-                       ("cancel", "scancel the grid's SLURM tasks (all, or --runs); run folders are kept"),
-                       ("resubmit", "submit again the failed/blocked runs the scheduler no longer holds")):
+                       ("cancel", "scancel the jobs that still hold the grid's runs (all, or --runs); run folders "
+                                  "are kept"),
+                       ("resubmit", "submit every unfinished run that no SLURM job holds (failed, blocked, interrupted, "
+                                    "never started); flags narrow it")):
         p = gsub.add_parser(name, help=text, description=text)
         p.add_argument("spec", help="grid spec TOML file")
         p.add_argument("--results", default=None, help="results folder (default: the spec's grid.results)")
@@ -96,11 +100,23 @@ def _add_grid_parser(sub) -> None:
         if name == "cancel":
             p.add_argument("--runs", nargs="+", default=None, help="run ids (or prefixes) to cancel; default: all")
         if name == "resubmit":
-            p.add_argument("--failed", action="store_true", required=True, help="the failed and blocked runs")
-            p.add_argument("--threads", type=int, default=0)
-        if name == "submit":
-            p.add_argument("--dry-run", action="store_true", help="print the arrays and their parameters; submit nothing")
+            for state in ("failed", "blocked", "interrupted", "not-started"):
+                p.add_argument(f"--{state}", action="store_true",
+                               help=f"only the {state.replace('-', ' ')} runs (flags add up; none: every unfinished run)")
+            p.add_argument("--runs", nargs="+", default=None, help="only these run ids (or prefixes)")
             p.add_argument("--threads", type=int, default=0, help="train.threads of every task (default: the job's CPUs)")
+        if name == "submit":
+            p.add_argument("--dry-run", action="store_true",
+                           help="print the arrays and their parameters; submit and write nothing (no cluster needed)")
+            p.add_argument("--force", action="store_true",
+                           help="submit runs that live jobs still hold (by default that is refused, naming the jobs)")
+            p.add_argument("--threads", type=int, default=0, help="train.threads of every task (default: the job's CPUs)")
+        if name == "plan":
+            p.add_argument("--save", action="store_true", help="write the manifest (<results>/grid.json)")
+        if name == "status":
+            p.add_argument("--watch", type=float, nargs="?", const=30.0, default=None, metavar="SECONDS",
+                           help="print the table again every SECONDS (default 30, at least 2) until no run is queued "
+                                "or running; one squeue call per refresh")
         if name == "collect":
             p.add_argument("--references", default=None,
                            help="TOML of [[reference]] rows shown beside ours (npasbench.leaderboard.references), e.g. "
@@ -109,7 +125,8 @@ def _add_grid_parser(sub) -> None:
             p.add_argument("--executor", default="local", help="local (processes, default) | debug (in-process)")
             p.add_argument("-j", "--parallel", type=int, default=0,
                            help="runs at once (default: resources.max_parallel, else one per core / GPU)")
-            p.add_argument("--no-progress", action="store_true")
+            p.add_argument("--no-progress", action="store_true",
+                           help="no bar and no periodic lines; one line per start and end is still printed")
 
 
 def _add_data_parser(sub) -> None:
@@ -325,10 +342,10 @@ def plan_warnings(plan) -> list[str]:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from .grid.runner import grid_status, plan_cost, plan_grid, plan_rows, run_grid, summary_line
+    from .grid.runner import plan_cost, plan_grid, plan_rows, run_grid
 
     if args.grid_command == "plan":
-        plan = plan_grid(args.spec, args.results)
+        plan = plan_grid(args.spec, args.results, write=args.save)
         previews = plan.previews  # the models the budget check built: each distinct one once, for all three
         cost = plan_cost(plan, previews)
         rows = plan_rows(plan, previews, cost)
@@ -337,7 +354,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
         else:
             print(_table(rows))
             phases = plan.manifest.phases
-            print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); manifest {plan.results / 'grid.json'}")
+            saved = f"manifest written to {plan.results / 'grid.json'}" if args.save else "nothing written (--save writes grid.json)"
+            print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); {saved}")
             print(_cost_line(cost))
             for line in plan_warnings(plan):
                 print(line)
@@ -346,21 +364,29 @@ def cmd_grid(args: argparse.Namespace) -> int:
         from .grid.submit import cancel_grid
 
         jobs = cancel_grid(args.spec, args.results, args.runs)
-        print(f"cancelled {len(jobs)} task(s)" + (f": {' '.join(jobs)}" if jobs else "") + "; run folders kept")
+        print(f"cancelled {len(jobs)} job(s) that still held runs" + (f": {' '.join(jobs)}" if jobs else "")
+              + "; run folders kept (`npas grid resubmit` resumes the interrupted runs from their checkpoints)")
         return 0
     if args.grid_command in ("submit", "resubmit"):
-        from .grid.submit import SLURM_STATE, resubmit_failed, submit_grid
+        from .grid.submit import RESUBMIT_STATES, SLURM_STATE, resubmit_grid, submit_grid
 
         if args.grid_command == "resubmit":
-            plan, arrays, held = resubmit_failed(args.spec, args.results, threads=args.threads)
-            for rid, st in sorted(held.items()):
-                print(f"not resubmitted: {rid[:10]} failed but SLURM still holds its task ({st}); run this again once "
-                      "it has left the queue (npas grid status)")
+            flags = {"failed": ("failed",), "blocked": ("blocked",), "interrupted": ("interrupted", "bad record"),
+                     "not_started": ("not started",)}
+            states = tuple(st for flag, sts in flags.items() if getattr(args, flag) for st in sts) or RESUBMIT_STATES
+            plan, arrays, held = resubmit_grid(args.spec, args.results, threads=args.threads, states=states,
+                                               runs=args.runs)
+            for rid, holder in sorted(held.items()):
+                print(f"not resubmitted: {rid[:10]}, still held by {holder}")
         else:
-            plan, arrays = submit_grid(args.spec, args.results, dry_run=args.dry_run, threads=args.threads)
+            plan, arrays = submit_grid(args.spec, args.results, dry_run=args.dry_run, threads=args.threads,
+                                       force=args.force)
+            for rid, live in plan.held.items():
+                print(f"{'refused without --force' if args.dry_run else 'submitted again (--force)'}: {rid[:10]} is "
+                      f"still held by {', '.join(live)}")
         if not arrays:
-            print(f"nothing to submit: no unfinished {'failed ' if args.grid_command == 'resubmit' else ''}runs among "
-                  f"the {len(plan.runs)} of {plan.spec.name}")
+            which = " ".join(states) if args.grid_command == "resubmit" else "unfinished"
+            print(f"nothing to submit: no {which} runs that no job holds among the {len(plan.runs)} of {plan.spec.name}")
             return 0
         for a in arrays:
             dep = f", after {'+'.join(a.depends_on)} arrays (afterany)" if a.depends_on else ""
@@ -376,8 +402,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
                 for i, task in enumerate(a.task_ids):
                     print(f"  [{i}] {task}  {folders.get(task, '')}")
         if getattr(args, "dry_run", False):
-            print(f"timeouts requeued at most {plan.spec.resources.max_timeouts} time(s) per run; the jobs would run a "
-                  "snapshot of this code (taken at submission)")
+            print(f"timeouts requeued at most {plan.spec.resources.max_timeouts} time(s) per run; arrays cut under "
+                  f"{plan.max_array_source}; the jobs would run a snapshot of this code (taken at submission)")
             print("(dry run: nothing submitted)")
         else:
             print(f"submitted; the arrays are recorded in {plan.results / SLURM_STATE}; watch with `npas grid status`")
@@ -393,31 +419,38 @@ def cmd_grid(args: argparse.Namespace) -> int:
         _print_board(board)
         return 0
     if args.grid_command == "status":
-        from .grid.spec import load_spec
-        from .grid.submit import scheduler_view
-
-        rows, counts = grid_status(args.spec, args.results)
-        view, note = scheduler_view(load_spec(args.spec, args.results).results)
-        if view:
-            full = {task[:10]: v for task, v in view.items()}
-            for row in rows:
-                v = full.get(row["run id"], {})
-                row.update({"slurm job": v.get("job", ""), "slurm state": v.get("state", ""),
-                            "reason": v.get("reason", ""), "node": v.get("node", ""), "elapsed": v.get("elapsed", ""),
-                            "requeues": v.get("requeues", "")})
-        if args.json:
-            print(json.dumps({"runs": rows, "counts": dict(counts)}, indent=2))
-        else:
-            print(_table(rows))
-            print("\n" + summary_line(counts, len(rows)))
-            if note:
-                print(note)
-        return 0
+        return _grid_status(args)
     out = run_grid(args.spec, args.executor, args.parallel, args.results, progress=not args.no_progress)
     from .grid.runner import summary_line as finished_line
 
     print(finished_line(out.counts, out.total) + ("  (interrupted: run again to resume)" if out.interrupted else ""))
     return 130 if out.interrupted else (0 if out.ok else 1)
+
+
+def _grid_status(args: argparse.Namespace) -> int:
+    """``npas grid status``: the joined table once, or (``--watch``) again every N seconds until settled."""
+    import time
+
+    from .grid.runner import grid_status, summary_line
+
+    every = None if args.watch is None else max(2.0, float(args.watch))
+    while True:
+        status = grid_status(args.spec, args.results, scheduler=True)
+        if args.json:
+            print(json.dumps({"runs": status.rows, "counts": dict(status.counts), "note": status.note}, indent=2))
+        else:
+            if every is not None and sys.stdout.isatty():
+                print("\x1b[H\x1b[2J", end="")  # a terminal: redraw in place
+            rows = [{**{k: v for k, v in r.items() if k != "slurm jobs"}} for r in status.rows]
+            print(_table(rows))
+            print("\n" + summary_line(status.counts, len(status.rows)))
+            if status.note:
+                print(status.note)
+        if every is None or not status.unsettled:
+            return 0
+        print(f"(refreshing every {every:g} s while {status.unsettled} run(s) are queued or running; Ctrl-C stops "
+              "watching, not the runs)", flush=True)
+        time.sleep(every)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

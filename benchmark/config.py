@@ -123,6 +123,9 @@ class RunConfig:
     # a folder of phase artifacts shared between runs (a grid's <results>/phases): a phase whose method
     # declares its inputs (Method.phase_inputs) is read from here when present, and stored here otherwise
     phase_dir: str = ""
+    # TensorBoard event files in <run folder>/tensorboard (trainer/tensorboard.py): "auto" = when the
+    # tensorboard package is importable, "on" = required (refused up front without it), "off"
+    tensorboard: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.keep_checkpoints < 1:

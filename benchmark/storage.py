@@ -43,11 +43,14 @@ def storage_error(exc: OSError, what: str, path: str | os.PathLike) -> StorageEr
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, wait_s: float = 0.0, field: str = "run.out") -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike, wait_s: float = 0.0, field: str = "run.out",
+                bookkeeping: tuple[str, ...] = ()) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (created if needed) while inside.
 
     Waits up to ``wait_s`` for a holder to finish (a grid's requeued task may start while the previous
-    one is still writing its checkpoint), then raises ``FolderBusy``."""
+    one is still writing its checkpoint), then raises ``FolderBusy``. A folder this call created that holds
+    nothing but the lock and ``bookkeeping`` files (e.g. the history's ``start`` line of a run refused at
+    its budget check) is removed on the way out: a refused run leaves no folder behind."""
     folder = Path(folder)
     created = not folder.exists()
     try:
@@ -74,8 +77,10 @@ def folder_lock(folder: str | os.PathLike, wait_s: float = 0.0, field: str = "ru
     finally:
         if created:  # a run refused before writing anything leaves no folder behind
             with contextlib.suppress(OSError):
-                if [p.name for p in folder.iterdir()] == [".lock"]:
-                    (folder / ".lock").unlink()
+                names = {p.name for p in folder.iterdir()}
+                if ".lock" in names and names <= {".lock", *bookkeeping}:
+                    for name in names:
+                        (folder / name).unlink()
                     folder.rmdir()
         os.close(fd)
 

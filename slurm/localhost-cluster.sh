@@ -8,6 +8,10 @@
 #   slurm/localhost-cluster.sh stop  [STATE_DIR]   stop slurmd and slurmctld (munged is left running)
 #   slurm/localhost-cluster.sh env   [STATE_DIR]   print `export SLURM_CONF=...` for clients
 #
+# Two partitions over the one node: debug (the default) and high, whose jobs preempt debug's
+# (PreemptType=preempt/partition_prio, PreemptMode=REQUEUE: the preempted job gets its signal, is requeued
+# by slurmctld and starts again later): `sbatch -p high -c 2 --wrap "sleep 30"` preempts a running grid.
+#
 # STATE_DIR defaults to /tmp/npas-slurm. Environment: NPAS_SLURM_MAX_ARRAY (MaxArraySize, default 1001),
 # NPAS_SLURM_CPUS (CPUs of the node, default: all). Facts behind the settings: ../shared/notes/machine.md.
 set -euo pipefail
@@ -63,8 +67,11 @@ SlurmctldParameters=preempt_send_user_signal
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MaxArraySize=${NPAS_SLURM_MAX_ARRAY:-1001}
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 NodeName=localhost NodeHostname=$(hostname -s) CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=high Nodes=localhost MaxTime=INFINITE State=UP PriorityTier=10
 EOF
 }
 
@@ -101,6 +108,6 @@ case "$cmd" in
     echo "export SLURM_CONF=$conf"
     ;;
   *)
-    sed -n '2,12p' "$0" >&2; exit 2
+    sed -n '2,16p' "$0" >&2; exit 2
     ;;
 esac

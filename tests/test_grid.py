@@ -172,8 +172,11 @@ def test_demo_spec_plans(tmp_path, capsys):
     out = capsys.readouterr().out
     for name in METHODS.names():
         assert f"| {name}" in out
-    assert "not started" in out and (tmp_path / "d" / "grid.json").is_file()
-    assert "| est. GPU-h" in out and "estimated compute:" in out and "25 sustained TFLOP/s" in out
+    assert "not started" in out and "| est. GPU-h" in out and "estimated compute:" in out and "25 sustained TFLOP/s" in out
+    assert not (tmp_path / "d").exists() and "nothing written (--save writes grid.json)" in out  # planning writes nothing
+    assert main(["grid", "plan", str(DEMO_SPEC), "--results", str(tmp_path / "d"), "--save"]) == 0
+    manifest = json.loads((tmp_path / "d" / "grid.json").read_text())
+    assert manifest["spec"] == "benchmark/grid/demo.toml"  # relative to the repository: the same on every checkout
 
 
 # -- running --------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ def test_shared_ssn_search_runs_once_and_matches_in_run(tmp_path):
         'name = "hashed"', 'name = "ssn"\nvariants = [{param_groups = 2, search_epochs = 1, search_milestones = [], '
                            'search_gammas = [], search_steps_per_epoch = 3}]')
     spec = write_spec(tmp_path, body)
-    plan = plan_grid(spec)
+    plan = plan_grid(spec, write=True)
     assert len(plan.manifest.phases) == 1 and len(plan.runs) == 2
     out = run_grid(spec, "debug", progress=False)
     assert out.ok and out.counts["done"] == 2
@@ -291,7 +294,7 @@ def test_one_runner_per_results_folder(tmp_path):
     from npasbench.grid.runner import RunnerLock
 
     spec = write_spec(tmp_path, GRID)
-    plan_grid(spec)
+    plan_grid(spec, write=True)
     with RunnerLock(tmp_path / "res"):
         with pytest.raises(NPASError, match="another `npas grid run`"):
             run_grid(spec, "debug", progress=False)
@@ -303,7 +306,7 @@ def test_task_refuses_a_second_writer(tmp_path, monkeypatch):
     from npasbench.storage import folder_lock
 
     spec = write_spec(tmp_path, GRID)
-    plan = plan_grid(spec)
+    plan = plan_grid(spec, write=True)
     r = plan.runs[0]
     monkeypatch.setattr(task_mod, "TASK_LOCK_WAIT_S", 0.5)
     with folder_lock(tmp_path / "res" / r.folder):
@@ -402,7 +405,7 @@ def test_sigterm_during_set_up_stops_the_task_cleanly(tmp_path):
     from npasbench.grid.task import EXIT_PREEMPTED
 
     spec = write_spec(tmp_path, GRID)
-    plan = plan_grid(spec)
+    plan = plan_grid(spec, write=True)
     r = plan.runs[0]
     p = subprocess.Popen([sys.executable, "-m", "npasbench.grid.task", str(tmp_path / "res"), r.run_id],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -425,7 +428,7 @@ def test_a_signal_outside_training_is_a_clean_stop(tmp_path, monkeypatch, where)
     from npasbench.grid.manifest import Manifest
 
     spec = write_spec(tmp_path, GRID)
-    plan = plan_grid(spec)
+    plan = plan_grid(spec, write=True)
     r = plan.runs[0]
     res = tmp_path / "res"
     Manifest.load(res)  # planned

@@ -174,6 +174,9 @@ def test_a_real_grid_collects(tmp_path):
     assert "| ssn " in md and "| unshared " in md and "Δ unshared" in md
     cells = (tmp_path / "res" / "LEADERBOARD_cells.csv").read_text().splitlines()
     assert len(cells) == 3  # header, unshared, ssn
+    # the training curves of the grid's runs (tests/test_curves.py checks their numbers)
+    assert (tmp_path / "res" / "LEADERBOARD_curves_synthetic_wrn-10-1.png").is_file()
+    assert "### Training curves\n\n![training curves](LEADERBOARD_curves_synthetic_wrn-10-1.png)" in md
 
 
 def test_same_records_same_bytes_and_plot(tmp_path, monkeypatch):

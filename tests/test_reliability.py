@@ -152,7 +152,9 @@ def test_sigterm_during_a_search_phase_is_a_clean_resumable_stop(tmp_path):
     assert rec["status"] == "preempted" and rec["stopped"] == {"stage": "model and phases", "signal": "SIGTERM"}
     assert not (out / "artifacts").exists()  # no half-done phase artifact: the search reruns whole
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "config.json", "config.toml", "result.json"]
+        "config.json", "config.toml", "history.jsonl", "result.json"]
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e.get("stage")) for e in history] == [("start", None), ("stop", "model and phases")]
     again = subprocess.run(_train_cmd(out, *SSN_SEARCH, method="ssn", epochs=1), capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -3,6 +3,7 @@ exactly the same weights and metrics as an uninterrupted run on CPU."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -53,6 +54,17 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert _metrics(a) == _metrics(b)
     ra, rb = (json.loads((r / "result.json").read_text()) for r in (a, b))
     assert ra["metrics"] == rb["metrics"] and ra["status"] == rb["status"] == "completed"
+    if importlib.util.find_spec("tensorboard") is not None:  # run.tensorboard=auto wrote event files: the lost
+        assert _scalars(a) == _scalars(b)                     # part's events are purged on resume
+
+
+def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] as TensorBoard reads the run's event files (trainer/tensorboard.py)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 @pytest.fixture(scope="module")

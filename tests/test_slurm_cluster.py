@@ -281,25 +281,33 @@ def test_status_cancel_resubmit(cluster, tmp_path, capsys):
     import json
 
     from npasbench.cli import main
+    from npasbench.grid.queue import queue_view
     from npasbench.grid.runner import grid_status
-    from npasbench.grid.submit import scheduler_view
+
+    def live() -> list[str]:
+        return [j.job for jobs in queue_view(tmp_path / "res").jobs.values() for j in jobs if j.holds]
 
     spec = tmp_path / "g.toml"
     slow = GRID.format(results=tmp_path / "res").replace('"train.epochs" = 12', '"train.epochs" = 200')
     spec.write_text(slow)
     assert main(["grid", "submit", str(spec)]) == 0
     capsys.readouterr()
-    _wait(lambda: any(v["state"] == "RUNNING" for v in scheduler_view(tmp_path / "res")[0].values()), 120, "a task to run")
+    _wait(lambda: any(j.active for jobs in queue_view(tmp_path / "res").jobs.values() for j in jobs), 120, "a task to run")
     assert main(["grid", "status", str(spec)]) == 0
     out = capsys.readouterr().out
-    assert "RUNNING" in out and "slurm job" in out and "no SLURM accounting here" in out
+    assert " RUNNING on " in out and "no SLURM accounting here" in out
+    assert main(["grid", "submit", str(spec)]) == 2  # the same grid again while its jobs hold the runs: refused
+    err = capsys.readouterr().err
+    assert "2 of the 2 unfinished runs are still held by live SLURM jobs" in err and live()[0] in err and "--force" in err
     _wait(lambda: any((tmp_path / "res").glob("unshared_*/config.json")), 120, "a run to set up")
     before = sorted(p.parent for p in (tmp_path / "res").glob("unshared_*/config.json"))
+    held = live()
     assert main(["grid", "cancel", str(spec)]) == 0
-    assert "cancelled 2 task(s)" in capsys.readouterr().out
+    assert f"cancelled 2 job(s) that still held runs: {' '.join(held)}" in capsys.readouterr().out
     # cancelled tasks end (CANCELLED, or gone) and are never requeued (SIGTERM is not a preemption)
-    _wait(lambda: all(v["state"] in ("", "CANCELLED", "COMPLETED", "FAILED")
-                      for v in scheduler_view(tmp_path / "res")[0].values()), 120, "the cancelled tasks to end")
+    _wait(lambda: not live(), 120, "the cancelled tasks to end")
+    assert main(["grid", "cancel", str(spec)]) == 0
+    assert "cancelled 0 job(s)" in capsys.readouterr().out  # only what it cancelled, never an ended task
     assert all((f / "config.json").is_file() for f in before)  # cancel never deletes a run's files
 
     # a run that fails at run time, then is fixed and resubmitted alone
@@ -312,7 +320,7 @@ def test_status_cancel_resubmit(cluster, tmp_path, capsys):
     assert main(["grid", "submit", str(spec2)]) == 0
     _wait(lambda: grid_status(spec2, None)[1].get("failed", 0) == 1, 120, "the run to fail")
     capsys.readouterr()
-    _wait(lambda: all(v["state"] in ("", "FAILED") for v in scheduler_view(tmp_path / "res2")[0].values()), 60,
+    _wait(lambda: not any(j.holds for jobs in queue_view(tmp_path / "res2").jobs.values() for j in jobs), 60,
           "the failed task to leave the queue")
     from conftest import cifar100_root
 
@@ -368,16 +376,17 @@ def test_preemption_is_requeued_and_resumed(cluster, tmp_path, capsys):
     plan = plan_grid(spec, write=False)
     folder = plan.results / plan.runs[0].folder
     _wait(_first_checkpoint(folder), 180, "a checkpoint")
-    from npasbench.grid.submit import submitted_tasks
+    from npasbench.grid.queue import submitted_tasks
 
-    job = submitted_tasks(plan.results)[plan.runs[0].run_id]
+    job = submitted_tasks(plan.results)[plan.runs[0].run_id][-1]
     submitit_job = submitit.SlurmJob(folder=plan.results / "submitit", job_id=job)
     submitit_job._interrupt()  # scancel --signal SIGTERM, then --signal USR2
     _wait(lambda: _squeue_state(job) == "PENDING", 90, "the requeue")
     assert _record(folder)["status"] == "preempted"
     assert main(["grid", "status", str(spec), "--json"]) == 0  # the scheduler's view of a requeued task
     row = json.loads(capsys.readouterr().out)["runs"][0]
-    assert row["slurm state"] == "PENDING" and row["requeues"] == "1" and row["reason"], row
+    assert row["state"] == "queued" and f"SLURM {job} PENDING" in row["detail"], row
+    assert row["slurm jobs"][-1]["restarts"] == "1" and row["slurm jobs"][-1]["reason"], row
     _release(job)
     _wait(lambda: (_record(folder) or {}).get("status") == "completed", 300, "the resumed run")
     rec = _record(folder)
@@ -416,7 +425,7 @@ def test_timeouts_are_requeued_at_most_max_timeouts(cluster, tmp_path, capsys):
 
     from npasbench.cli import main
     from npasbench.grid.runner import grid_status, plan_grid
-    from npasbench.grid.submit import submitted_tasks
+    from npasbench.grid.queue import submitted_tasks
 
     spec = tmp_path / "g.toml"
     spec.write_text(GRID.format(results=tmp_path / "res").replace('"train.epochs" = 12', '"train.epochs" = 1000')
@@ -425,7 +434,7 @@ def test_timeouts_are_requeued_at_most_max_timeouts(cluster, tmp_path, capsys):
     capsys.readouterr()
     plan = plan_grid(spec, write=False)
     folder = plan.results / plan.runs[0].folder
-    job = submitted_tasks(plan.results)[plan.runs[0].run_id]
+    job = submitted_tasks(plan.results)[plan.runs[0].run_id][-1]
     sj = submitit.SlurmJob(folder=plan.results / "submitit", job_id=job)
     _wait(_running_for(folder, 62), 240, "62 s of the first start")
     sj._interrupt(timeout=True)  # USR2 only: a time limit
@@ -475,11 +484,11 @@ def test_the_code_is_fixed_at_submission(cluster, tmp_path):
             (checkout / "npasbench" / "grid" / "task.py").read_bytes()
         for broken in ("grid/task.py", "trainer/loop.py"):  # the checkout moves on while the jobs queue
             (checkout / "npasbench" / broken).write_text("raise RuntimeError('edited while queued')\n")
-        from npasbench.grid.submit import scheduler_view
+        from npasbench.grid.queue import queue_view
 
         def pending_with_reason():  # status while pending: the scheduler says why (after its next pass)
-            view = scheduler_view(tmp_path / "res")[0]
-            return len(view) == 2 and all(v["state"] == "PENDING" and v["reason"] in ("Resources", "Priority")
+            view = queue_view(tmp_path / "res").jobs
+            return len(view) == 2 and all(v[-1].state == "PENDING" and v[-1].reason in ("Resources", "Priority")
                                           for v in view.values())
         _wait(pending_with_reason, 60, "both tasks pending with a reason")
     finally:
@@ -512,3 +521,126 @@ def test_a_two_process_run_through_submitits_environment(cluster, tmp_path, caps
     rec = _record(folder)
     assert rec["world_size"] == 2 and not (folder / "failed.json").exists()
     assert rec["config"]["train"]["threads"] == 1  # SLURM_CPUS_PER_TASK (2 CPUs / 2 tasks), not every core
+
+
+def _task_logs(results: Path) -> str:
+    return "".join(f.read_text(errors="replace") for f in (results / "submitit").glob("*_log.*"))
+
+
+@pytest.mark.slow
+def test_cancel_then_resubmit_resumes_and_keeps_the_history(cluster, tmp_path, capsys):
+    """`npas grid cancel` mid-run, then `npas grid resubmit` with no flag: the interrupted run is submitted
+    again, resumes from its checkpoint and ends equal to the same run uninterrupted. The cancelled task ended
+    quietly (one line, no traceback); the record lists both jobs, counts the restart, and holds the history."""
+    import json
+
+    from npasbench.cli import main
+    from npasbench.grid.queue import submitted_tasks
+    from npasbench.grid.runner import grid_status, plan_grid
+    from npasbench.grid.task import run_task
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(GRID.format(results=tmp_path / "res").replace('"train.epochs" = 12', '"train.epochs" = 30')
+                    .replace("seeds = [0, 1]", "seeds = [0]"))
+    assert main(["grid", "submit", str(spec)]) == 0
+    plan = plan_grid(spec)
+    folder = plan.results / plan.runs[0].folder
+    _wait(_first_checkpoint(folder), 180, "a checkpoint")
+    first = submitted_tasks(plan.results)[plan.runs[0].run_id][-1]
+    capsys.readouterr()
+    assert main(["grid", "cancel", str(spec)]) == 0
+    assert f"cancelled 1 job(s) that still held runs: {first}" in capsys.readouterr().out
+    _wait(lambda: _squeue_state(first) == "", 90, "the cancelled job to end")
+    _wait(lambda: grid_status(spec, None, scheduler=True).counts.get("interrupted") == 1, 60, "the run interrupted")
+    row = grid_status(spec, None, scheduler=True).rows[0]
+    assert "stopped by SIGTERM" in row["detail"] and "resumable from " in row["detail"], row
+    logs = _task_logs(plan.results)
+    assert "Traceback" not in logs and "ended with exit status 75" not in logs, logs[-3000:]
+    assert "stopped by SIGTERM (scancel, `npas grid cancel`, or the node going down)" in logs
+    assert main(["grid", "resubmit", str(spec)]) == 0  # no flag: every unfinished run no job holds
+    assert "train array of 1 task(s)" in capsys.readouterr().out
+    _wait(lambda: (_record(folder) or {}).get("status") == "completed", 300, "the resubmitted run")
+    rec = _record(folder)
+    second = submitted_tasks(plan.results)[plan.runs[0].run_id][-1]
+    assert rec["slurm"]["jobs"] == [first, second] and rec["slurm"]["requeues"] == 1, rec["slurm"]
+    kinds = [e["kind"] for e in rec["history"]]
+    assert kinds == ["start", "stop", "start", "resume", "end"], kinds
+    assert rec["history"][0]["slurm"]["job"] == first and rec["history"][2]["slurm"]["node"]
+    ref = tmp_path / "ref"
+    ref_spec = tmp_path / "ref.toml"
+    ref_spec.write_text(spec.read_text().replace(str(tmp_path / "res"), str(ref)))
+    ref_plan = plan_grid(ref_spec, write=True)
+    assert run_task(ref, ref_plan.runs[0].run_id, threads=1) == 0
+    assert _record(ref / ref_plan.runs[0].folder)["metrics"] == rec["metrics"]
+    json.dumps(rec)  # the record with its history stays plain JSON
+
+
+@pytest.mark.slow
+def test_a_real_preemption_by_a_higher_priority_job(cluster, tmp_path, capsys):
+    """The cluster script's two partitions: a job on `high` preempts the grid's task on `debug`; slurmctld
+    requeues it (PreemptMode=REQUEUE) and sends its signal; the task checkpoints, ends quietly (submitit's own
+    requeue finding the job already pending is not an error) and resumes; the metrics equal an uninterrupted
+    run's and the history says what happened."""
+    from npasbench.cli import main
+    from npasbench.grid.queue import submitted_tasks
+    from npasbench.grid.runner import plan_grid
+    from npasbench.grid.task import run_task
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(GRID.format(results=tmp_path / "res").replace('"train.epochs" = 12', '"train.epochs" = 30')
+                    .replace("seeds = [0, 1]", "seeds = [0]") + '\n[resources]\npartition = "debug"\n')
+    assert main(["grid", "submit", str(spec)]) == 0
+    plan = plan_grid(spec)
+    folder = plan.results / plan.runs[0].folder
+    job = submitted_tasks(plan.results)[plan.runs[0].run_id][-1]
+    _wait(_first_checkpoint(folder), 180, "a checkpoint")
+    high = subprocess.run(["sbatch", "-p", "high", "-c", str(os.cpu_count() or 2), "--parsable", "-o", "/dev/null",
+                           "--wrap", "sleep 10"], capture_output=True, text=True, timeout=30)
+    assert high.returncode == 0, high.stderr
+    _wait(lambda: any(e.get("kind") == "stop" for e in _history(folder)), 120, "the preempted task to stop")
+    _wait(lambda: _squeue_state(job) == "PENDING", 120, "the requeue")
+    _wait(lambda: _squeue_state(high.stdout.strip().split(";")[0]) == "", 120, "the high-priority job to end")
+    _release(job)
+    _wait(lambda: (_record(folder) or {}).get("status") == "completed", 300, "the resumed run")
+    rec = _record(folder)
+    kinds = [e["kind"] for e in rec["history"]]
+    assert kinds[:2] == ["start", "stop"] and kinds[-3:] == ["start", "resume", "end"], kinds
+    stop = rec["history"][1]
+    assert "SIGUSR2" in stop["signals"] or "SIGTERM" in stop["signals"], stop
+    logs = _task_logs(plan.results)
+    assert "CalledProcessError" not in logs and "Traceback" not in logs, logs[-3000:]
+    assert rec["slurm"]["requeues"] >= 1 and rec["slurm"]["jobs"] == [job]
+    ref = tmp_path / "ref"
+    ref_spec = tmp_path / "ref.toml"
+    ref_spec.write_text(spec.read_text().replace(str(tmp_path / "res"), str(ref)))
+    ref_plan = plan_grid(ref_spec, write=True)
+    assert run_task(ref, ref_plan.runs[0].run_id, threads=1) == 0
+    assert _record(ref / ref_plan.runs[0].folder)["metrics"] == rec["metrics"]
+
+
+def _history(folder: Path) -> list:
+    from npasbench.trainer.history import read_history
+
+    return read_history(folder)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_overhead_benchmark_runs_on_the_cluster(cluster, tmp_path):
+    """`python -m npasbench.perf.slurm_overhead` (README "Overhead"), tiny: both arms finish, the submit samples
+    (quiet and loaded) are real timings, held jobs are cancelled (the queue is empty after), the report is whole.
+    Never a speed assertion."""
+    import json
+
+    from npasbench.perf import slurm_overhead
+
+    out = tmp_path / "perf" / "slurm_overhead.json"
+    assert slurm_overhead.main(["--runs", "2", "--epochs", "1", "--submit-samples", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["runs"] == 2 and data["slurm_wall_s"] > 0 and data["local_wall_s"] > 0 and data["submit_s"] > 0
+    assert [len(data["submit_command_s"][k]) for k in ("quiet", "loaded")] == [1, 1]
+    assert all(x > 0 for k in ("quiet", "loaded") for x in data["submit_command_s"][k])
+    md = out.with_suffix(".md").read_text()
+    assert "--submit-samples 1" in md and "| every core busy |" in md
+    left = subprocess.run(["squeue", "-h", "-n", "npas-slurm-overhead"], capture_output=True, text=True, timeout=30)
+    assert left.returncode == 0 and left.stdout.strip() == ""

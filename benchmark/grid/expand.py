@@ -145,8 +145,8 @@ def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | Non
                              if k.split(".")[-1] in str(exc)]
                     raise _spec_err(spec, f"{key}, variant {label!r}, arch {point['archs']!r}, data set "
                                     f"{point['datasets']!r}, budget {budget!r}: {exc}", *named,
-                                    *( [f'"{budget}"'] if "budget" in str(exc) else []),
-                                    f'"{point["archs"]}"', f'"{point["datasets"]}"', f'"{m.name}"') from None
+                                    f'"{point["archs"]}"', f'"{point["datasets"]}"', f'"{m.name}"',
+                                    line=budget_line(spec, m.name) if "budget" in str(exc) and not named else None) from None
                 rid = run_id(cfg)
                 folder = folder_name(m.name, label, point["archs"], point["datasets"], budget, point["seeds"], rid)
                 cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=folder))
@@ -174,14 +174,37 @@ def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | Non
                 previews.get(run)
             except NPASError as exc:
                 raise _spec_err(spec, f"{run.describe()}: a budget the method cannot represent: {exc}",
-                                f'"{run.budget}"', run.budget, "budgets") from None
+                                line=budget_line(spec, run.method)) from None
     return runs
 
 
-def _spec_err(spec: GridSpec, message: str, *needles: str) -> SpecError:
-    """An error naming the spec file and the first line holding one of ``needles`` (a key or a value)."""
-    line = None
-    for needle in needles:
+def budget_line(spec: GridSpec, method: str) -> int | None:
+    """The line that set ``method``'s budgets: its own ``budgets`` in its ``[[methods]]`` entry, else
+    ``axes.budgets`` (a method that gets its runs from ``name = "*"`` has no entry of its own)."""
+    lines = spec.text.splitlines()
+    starts = [i for i, l in enumerate(lines) if re.match(r"^\s*\[\[\s*methods\s*\]\]", l)]
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else next(
+            (i for i in range(start + 1, len(lines)) if re.match(r"^\s*\[", lines[i])), len(lines))
+        block = lines[start:end]
+        if any(re.match(r'^\s*name\s*=\s*["\']' + re.escape(method) + r'["\']', l) for l in block):
+            own = next((start + j + 1 for j, l in enumerate(block) if re.match(r"^\s*budgets\s*=", l)), None)
+            if own is not None:
+                return own
+    axes = next((i for i, l in enumerate(lines) if re.match(r"^\s*\[\s*axes\s*\]", l)), None)
+    if axes is not None:
+        for i in range(axes + 1, len(lines)):
+            if re.match(r"^\s*\[", lines[i]):
+                break
+            if re.match(r"^\s*budgets\s*=", lines[i]):
+                return i + 1
+    return line_of(spec.text, "budgets")
+
+
+def _spec_err(spec: GridSpec, message: str, *needles: str, line: int | None = None) -> SpecError:
+    """An error naming the spec file and ``line``, else the first line holding one of ``needles`` (a key or
+    a value)."""
+    for needle in needles if line is None else ():
         if not needle:
             continue
         line = line_of(spec.text, needle) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", needle) else None

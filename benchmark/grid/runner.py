@@ -15,7 +15,7 @@ import platform
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ from .compute import GridCost, format_hours, grid_cost
 from .executors import Executor, Running, Task, make_executor
 from .expand import GridRun, Previewer, expand
 from .manifest import PHASES, Manifest, PhaseJob, RunEntry
+from .queue import QueueView, merge, queue_view
 from .spec import GridSpec, load_spec
 from .state import STATES, epochs_done, finished_record, read_json, run_state, runner_queue
 from .task import EXIT_BLOCKED, EXIT_BUSY, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
@@ -41,6 +42,8 @@ class Plan:
     runs: list[GridRun]
     manifest: Manifest
     previews: Previewer | None = None  # the models the budget check built (plan's table and cost reuse them)
+    held: dict[str, list[str]] = field(default_factory=dict)  # submit: run id -> the live jobs that hold it
+    max_array_source: str = ""  # submit: where MaxArraySize came from (the spec, the cluster, SLURM's default)
 
     @property
     def results(self) -> Path:
@@ -69,7 +72,10 @@ def _phase_jobs(runs: list[GridRun]) -> tuple[dict[str, PhaseJob], dict[str, lis
     return jobs, needs
 
 
-def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: bool = True) -> Plan:
+def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: bool = False) -> Plan:
+    """The grid's runs and manifest. ``write``: also save the manifest (``<results>/grid.json``), which
+    ``grid run`` and ``grid submit`` do before their tasks start and ``grid plan`` only with ``--save``;
+    planning alone leaves no file and no folder behind."""
     spec = load_spec(spec_path, results)
     previews = Previewer()
     runs = expand(spec, previews=previews)
@@ -81,7 +87,7 @@ def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: b
         except ConfigError:
             old = None
     manifest = Manifest(
-        name=spec.name, spec=str(spec.path), spec_digest=digest(spec.text),
+        name=spec.name, spec=portable_path(spec.path), spec_digest=digest(spec.text),
         runs={r.run_id: RunEntry(r.run_id, r.folder, r.config.to_dict(),
                                  {"method": r.method, "variant": r.variant, "arch": r.arch, "dataset": r.dataset,
                                   "budget": r.budget, "seed": r.seed}, needs[r.run_id]) for r in runs},
@@ -90,6 +96,16 @@ def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: b
         spec.results.mkdir(parents=True, exist_ok=True)
         manifest.save(spec.results)
     return Plan(spec, runs, manifest, previews)
+
+
+def portable_path(path: Path) -> str:
+    """``path`` relative to the repository that holds it (the nearest parent with ``.git`` or ``pyproject.toml``),
+    so a committed grid.json names its spec the same on every checkout; absolute when no repository holds it."""
+    path = Path(path).resolve()
+    for parent in path.parents:
+        if (parent / ".git").exists() or (parent / "pyproject.toml").is_file():
+            return path.relative_to(parent).as_posix()
+    return str(path)
 
 
 # -- the table of runs (plan and status) ----------------------------------------------------------
@@ -118,21 +134,52 @@ def plan_cost(plan: Plan, previews: Previewer | None = None) -> GridCost:
     return grid_cost(plan.runs, lambda r: previews.get(r).gflops, plan.spec.resources.gpu_tflops)
 
 
-def status_rows(plan: Plan) -> tuple[list[dict[str, Any]], Counter]:
-    queued = runner_queue(plan.results)
+def status_rows(plan: Plan, view: QueueView | None = None) -> tuple[list[dict[str, Any]], Counter]:
+    """One row per run: the folder's state, joined with every SLURM job that holds it when ``view`` is given."""
+    return _rows(plan.results, [(r.run_id, r.folder) for r in plan.runs], view)
+
+
+def _rows(results: Path, runs: list[tuple[str, str]], view: QueueView | None) -> tuple[list[dict[str, Any]], Counter]:
+    queued = runner_queue(results)
     rows: list[dict[str, Any]] = []
     counts: Counter = Counter()
-    for r in plan.runs:
-        state, detail = run_state(plan.results / r.folder, r.run_id, queued)
+    for rid, folder in runs:
+        state, detail = run_state(results / folder, rid, queued)
+        row: dict[str, Any] = {"run id": rid[:10], "run": folder}
+        if view is not None and view.submitted:
+            jobs = view.jobs.get(rid, [])
+            state, detail = merge(state, detail, jobs)
+            row["slurm jobs"] = [j.to_dict() for j in jobs]
         counts[state] += 1
-        rows.append({"run id": r.run_id[:10], "run": r.folder, "state": state, "detail": detail})
+        rows.append({**row, "state": state, "detail": detail})
     return rows, counts
 
 
-def grid_status(spec_path: str | Path, results: str | Path | None = None) -> tuple[list[dict[str, Any]], Counter]:
+@dataclass
+class GridStatus:
+    """``npas grid status``: one row per run, counts by state (they add up to the runs), and the scheduler
+    view's note (why it may be partial). Unpacks as ``rows, counts``."""
+
+    rows: list[dict[str, Any]]
+    counts: Counter
+    note: str = ""
+
+    def __iter__(self):
+        return iter((self.rows, self.counts))
+
+    @property
+    def unsettled(self) -> int:
+        """Runs that are still queued or running (``--watch`` refreshes until there are none)."""
+        return self.counts.get("queued", 0) + self.counts.get("running", 0)
+
+
+def grid_status(spec_path: str | Path, results: str | Path | None = None, scheduler: bool = False) -> GridStatus:
     """States of every run, from the manifest when it matches the spec (reads files only: no model is
-    built, no lock is taken, so it never blocks); otherwise the spec is expanded first."""
+    built, no lock is taken, so it never blocks); otherwise the spec is expanded first. ``scheduler``: join
+    every SLURM job submitted for a run (one bounded ``squeue`` call, ``queue.queue_view``)."""
     spec = load_spec(spec_path, results)
+    view = queue_view(spec.results) if scheduler else None
+    note = view.note if view is not None else ""
     manifest = None
     if (spec.results / "grid.json").is_file():
         try:
@@ -140,18 +187,12 @@ def grid_status(spec_path: str | Path, results: str | Path | None = None) -> tup
         except ConfigError:
             manifest = None
     if manifest is None or manifest.spec_digest != digest(spec.text):
-        return status_rows(plan_grid(spec_path, results, write=False))
-    queued = runner_queue(spec.results)
-    rows: list[dict[str, Any]] = []
-    counts: Counter = Counter()
-    for rid, entry in manifest.runs.items():
-        state, detail = run_state(spec.results / entry.folder, rid, queued)
-        counts[state] += 1
-        rows.append({"run id": rid[:10], "run": entry.folder, "state": state, "detail": detail})
-    return rows, counts
+        return GridStatus(*status_rows(plan_grid(spec_path, results, write=False), view), note)
+    return GridStatus(*_rows(spec.results, [(rid, e.folder) for rid, e in manifest.runs.items()], view), note)
 
 
 def summary_line(counts: Counter, total: int) -> str:
+    """"12 runs: 2 done, ..., 10 queued, ..." -- every state, so the counts add up to the total."""
     return f"{total} runs: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in STATES)
 
 
@@ -196,7 +237,8 @@ class GridOutcome:
 
 
 class Progress:
-    """Runs done/total with the current runs and their epochs; one line per event when not a terminal."""
+    """Runs done/total with the current runs and their epochs (a bar on a terminal, a line every
+    ``LOG_EVERY_S`` otherwise; ``enabled=False`` drops both), and one line per event in every case."""
 
     LOG_EVERY_S = 30.0
 
@@ -211,8 +253,7 @@ class Progress:
         self.last = time.monotonic()
 
     def event(self, text: str) -> None:
-        if not self.enabled:
-            return
+        """One line per start and end, always (``--no-progress`` drops only the bar and the periodic lines)."""
         if self.tty:
             self.bar.write(text, file=self.stream)
         else:
@@ -289,7 +330,8 @@ def _schedule(plan: Plan, ex: Executor, todo: list[GridRun], bar: Progress, fold
 
     def write_runner_state() -> None:
         write_json(res / "runner.json", {"host": platform.node(), "pid": os.getpid(), "executor": ex.name,
-                                         "queued": [r.run_id for r in waiting] + [f"phase:{k}" for k in phase_queue]})
+                                         "queued": [r.run_id for r in waiting] + [f"phase:{k}" for k in phase_queue],
+                                         "active": [a.task.task_id for a in active]})
 
     def start(task: Task) -> None:
         slot = free_slots.pop(0)

@@ -19,6 +19,12 @@ SIGTERM alone (``scancel``, ``npas grid cancel``) stops the task the same clean 
 because a preemption's USR2 may follow its SIGTERM, a SIGTERM-only stop waits ``PREEMPTION_GRACE_S``
 with submitit's handler in place before it ends the task.
 
+A clean stop (exit 75) is not an error: the task ends quietly with one line in its log saying what
+stopped it, where the checkpoint is and how the run resumes; only a failed run raises (its traceback is in
+failed.json). On a real preemption slurmctld has requeued the job before submitit's own ``scontrol
+requeue`` runs; that requeue then finds the job pending, which is accepted (``_tolerant_requeue``). Each
+requeue is an event of the run's history (``trainer/history.py``).
+
 Multi-process runs (``tasks_per_run`` > 1, one per GPU): every task exports submitit's distributed
 environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) and the trainer's DDP reads it
 exactly as under ``torchrun``; rank 0 owns the run folder (lock, markers, record).
@@ -27,14 +33,23 @@ exactly as under ``torchrun``; rank 0 owns the run folder (lock, markers, record
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import submitit
+from submitit.core import logger as submitit_logger
+from submitit.slurm import slurm as submitit_slurm
 
+from ..errors import NPASError
+from ..trainer.history import append_event, describe_checkpoint, last_checkpoint, read_history
 from ..trainer.signals import forget_signals, stop_signals_received
-from .task import EXIT_OK, EXIT_PREEMPTED, run_task
+from .manifest import Manifest
+from .task import EXIT_BUSY, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, run_task
 
 
 PREEMPTION_GRACE_S = 10.0  # well under SLURM's KillWait (30 s by default)
@@ -56,15 +71,82 @@ class GridJob(submitit.helpers.Checkpointable):
         code = run_task(self.results, task_id, threads)
         # requeue on submitit's preemption/timeout signal only; a cancelled task stays cancelled (its checkpoint
         # waits for `npas grid resubmit`)
-        if code == EXIT_PREEMPTED and "SLURM_JOB_ID" in os.environ:
+        if code == EXIT_PREEMPTED and "SLURM_JOB_ID" in os.environ and env.global_rank == 0:
+            run_dir = self._run_dir(task_id)
+            where = _where(run_dir)
+            if signal.SIGUSR2 not in stop_signals_received():
+                time.sleep(PREEMPTION_GRACE_S)  # a preemption's USR2 may still follow its SIGTERM: submitit takes it
             if signal.SIGUSR2 in stop_signals_received():
-                os.kill(os.getpid(), signal.SIGUSR2)  # submitit's handler: checkpoint() -> requeue -> exit
-            else:  # a preemption's USR2 may still follow its SIGTERM: submitit's handler takes it meanwhile
-                time.sleep(PREEMPTION_GRACE_S)
-        if code not in (EXIT_OK,):
-            raise RuntimeError(f"grid task {task_id} ended with exit status {code} (see its run folder)")
-        return code
+                self._requeue(task_id, run_dir, where)  # returns only if submitit did not exit
+            else:
+                print(f"grid task {task_id}: stopped by SIGTERM (scancel, `npas grid cancel`, or the node going "
+                      f"down){where}; not requeued: `npas grid resubmit SPEC` resumes it", file=sys.stderr, flush=True)
+        if code in QUIET_EXITS:
+            return code  # a finished, stopped or already-held run: the run folder says everything
+        raise RuntimeError(f"grid task {task_id} ended with exit status {code} (see its run folder)")
+
+    def _run_dir(self, task_id: str) -> Path | None:
+        if task_id.startswith("phase:"):
+            return None
+        try:
+            return Path(self.results) / Manifest.load(self.results).runs[task_id].folder
+        except (NPASError, KeyError):
+            return None
+
+    def _requeue(self, task_id: str, run_dir: Path | None, where: str) -> None:
+        """USR2 (a preemption, or the time limit near): submitit checkpoints (this same task) and requeues the job
+        (a timeout at most ``max_timeouts`` times); a job that slurmctld requeued already is not an error."""
+        print(f"grid task {task_id}: preempted or near its time limit (USR2){where}; the job is requeued and the "
+              "run resumes from that checkpoint", file=sys.stderr, flush=True)
+        if run_dir is not None:
+            os.environ["NPAS_RUN_DIR"] = str(run_dir)  # where _tolerant_requeue notes the requeue
+        submitit_slurm.SlurmJobEnvironment._requeue = _tolerant_requeue  # type: ignore[method-assign]
+        os.kill(os.getpid(), signal.SIGUSR2)  # submitit's handler: checkpoint() -> requeue -> exit
 
     def checkpoint(self, task_id: str) -> submitit.helpers.DelayedSubmission:
         """Resubmit the same task: its state is in the run folder (the trainer's checkpoint), not here."""
         return submitit.helpers.DelayedSubmission(GridJob(self.results, self.threads), task_id)
+
+
+QUIET_EXITS = (EXIT_OK, EXIT_DIVERGED, EXIT_PREEMPTED, EXIT_BUSY)
+REQUEUED_STATES = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SUSPENDED")
+
+
+def _where(run_dir: Path | None) -> str:
+    """", checkpointed at epoch 3 step 114/390" from the run's history (empty when it says nothing)."""
+    if run_dir is None:
+        return ""
+    text = describe_checkpoint(last_checkpoint(read_history(run_dir)))
+    return f", checkpointed {'at ' if text.startswith('epoch') else ''}{text}" if text else ""
+
+
+def job_state(job_id: str, timeout_s: float = 30.0) -> str:
+    """The job's state as slurmctld has it now ("" when it cannot be asked)."""
+    try:
+        r = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    m = re.search(r"\bJobState=(\S+)", r.stdout)
+    return m.group(1) if m else ""
+
+
+def _tolerant_requeue(self: Any, countdown: int) -> None:
+    """submitit's ``SlurmJobEnvironment._requeue`` (``scontrol requeue``), except that a job slurmctld has
+    requeued already (a real preemption with ``PreemptMode=REQUEUE``: the job is pending again before its
+    process has ended) is what was wanted, not a CalledProcessError."""
+    jid = self.job_id
+    r = subprocess.run(["scontrol", "requeue", jid], capture_output=True, text=True, timeout=60)
+    log = submitit_logger.get_logger()
+    run = os.environ.get("NPAS_RUN_DIR")
+    if r.returncode == 0:
+        log.info(f"Requeued job {jid} ({countdown} remaining timeouts)")
+        if run:
+            append_event(run, "requeue", by="submitit", timeouts_left=countdown)
+        return
+    state = job_state(jid)
+    if state in REQUEUED_STATES:
+        log.info(f"Job {jid} was already requeued by slurmctld (state {state}); nothing to do")
+        if run:
+            append_event(run, "requeue", by="slurmctld", state=state)
+        return
+    raise subprocess.CalledProcessError(r.returncode, ["scontrol", "requeue", jid], r.stdout, r.stderr)

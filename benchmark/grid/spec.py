@@ -13,7 +13,7 @@ A spec has these tables (every key is checked; an unknown key is an error naming
                                 "full" = the method's natural size), overrides (dotted, this method only)
     [notes]                     method name -> a sentence shown under its rows (e.g. why it is low here)
     [resources]                 partition, gpus_per_run, cpus_per_run, mem_gb, time_min, constraint, account,
-                                qos, array_parallelism, tasks_per_run, max_timeouts (SLURM), max_parallel
+                                qos, array_parallelism, tasks_per_run, max_timeouts, max_array_size (SLURM), max_parallel
                                 (local executor; 0 = auto), gpu_tflops (the rate `plan` estimates GPU-hours at)
 
 Budgets are absolute (``100000``, ``"100k"``, ``"1.5M"``), a share of the unshared network
@@ -65,6 +65,7 @@ class Resources:
     max_parallel: int = 0  # local executor: runs at once; 0 = one per core (one per GPU on a GPU machine)
     tasks_per_run: int = 0  # SLURM: DDP processes of one run; 0 = one per GPU (1 without GPUs; CPU DDP uses gloo)
     max_timeouts: int = 3  # SLURM: a run that hits its time limit is requeued at most this many times
+    max_array_size: int = 0  # SLURM: arrays are cut under this; 0 = the cluster's MaxArraySize (1001 in a dry run without one)
     # compute estimates (``npas grid plan``): the sustained TFLOP/s one GPU reaches on these runs. An assumption,
     # not a measurement (none was possible here): calibrate it from one finished run's timing on your cluster
     gpu_tflops: float = 25.0

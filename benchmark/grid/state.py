@@ -15,7 +15,10 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import re
+
 from ..records import FINAL, read_json_object, read_record
+from ..trainer.history import describe_checkpoint, last_checkpoint, read_history
 STATES = ("done", "diverged", "running", "queued", "bad record", "failed", "blocked", "interrupted", "not started")
 
 
@@ -43,15 +46,17 @@ def pid_alive(host: str | None, pid: Any) -> bool:
     return True
 
 
-def runner_queue(results: Path) -> set[str]:
-    """Run ids a live runner holds in its queue (empty if no runner is alive)."""
+def runner_queue(results: Path) -> dict[str, str]:
+    """Run ids a live runner holds (empty if no runner is alive): "queued" (waiting for a slot) or "starting"
+    (its task is launched and has not yet claimed the run folder: without it a run would read "not started"
+    for the seconds its process takes to import)."""
     info = read_json(Path(results) / "runner.json")
     if not info or not pid_alive(info.get("host"), info.get("pid")):
-        return set()
-    return set(info.get("queued", []))
+        return {}
+    return {**{t: "queued" for t in info.get("queued", [])}, **{t: "starting" for t in info.get("active", [])}}
 
 
-def run_state(run_dir: Path, run_id: str, queued: set[str] | None = None) -> tuple[str, str]:
+def run_state(run_dir: Path, run_id: str, queued: dict[str, str] | None = None) -> tuple[str, str]:
     """(state, detail) of one run; detail is e.g. the failure's last line or the epoch reached."""
     rec = finished_record(run_dir, run_id)
     if rec is not None:
@@ -64,7 +69,7 @@ def run_state(run_dir: Path, run_id: str, queued: set[str] | None = None) -> tup
     if running and pid_alive(running.get("host"), running.get("pid")):
         return "running", f"epoch {epochs_done(run_dir)}/{running.get('epochs', '?')}"
     if queued and run_id in queued:
-        return "queued", ""
+        return ("running", "starting") if queued[run_id] == "starting" else ("queued", "")
     _, problem = read_record(run_dir / "result.json")
     if problem is not None:  # reported, and rerun (the rerun resumes and writes a good record)
         return "bad record", problem.problem
@@ -75,8 +80,26 @@ def run_state(run_dir: Path, run_id: str, queued: set[str] | None = None) -> tup
     if blocked:
         return "blocked", str(blocked.get("reason", ""))
     if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        return "interrupted", f"resumable from epoch {epochs_done(run_dir)}"
+        return "interrupted", interruption(run_dir)
     return "not started", ""
+
+
+def interruption(run_dir: Path) -> str:
+    """How an interrupted run stands: where its newest checkpoint is (epoch and step) and how the last
+    process ended (a stop by a signal, or lost: killed without a word)."""
+    events = read_history(run_dir)
+    names = [p.name for p in (run_dir / "checkpoints").glob("ckpt-e*-s*.pt")]
+    newest = max(names, default="")
+    event = last_checkpoint(events)
+    if event is not None and event.get("checkpoint") == newest:
+        where = describe_checkpoint(event)
+    else:  # an epoch-end checkpoint (the history names only the checkpoints of stops and resumes)
+        m = re.match(r"ckpt-e(\d+)-s(\d+)\.pt$", newest)
+        where = f"after epoch {int(m.group(1))}" if m else f"epoch {epochs_done(run_dir)}"
+    last = events[-1] if events else {}
+    how = {"stop": f"stopped by {'+'.join(last.get('signals') or ['a signal'])}", "lost": "its process was lost",
+           "start": "its process was lost", "resume": "its process was lost"}.get(last.get("kind", ""), "")
+    return f"resumable from {where}" + (f"; {how}" if how else "")
 
 
 def epochs_done(run_dir: Path) -> int:

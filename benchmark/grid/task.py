@@ -25,6 +25,7 @@ from ..atomic import write_json
 from ..config import build_config
 from ..errors import FolderBusy, NPASError
 from ..storage import folder_lock
+from ..trainer.history import append_event
 from ..trainer.signals import PreemptionFlag, note_signal
 from ..trainer.signals import StopRequested as Stopped
 from ..experiment import run_id as compute_run_id
@@ -128,6 +129,7 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
                 if isinstance(exc, KeyboardInterrupt):
                     raise
                 _record_failure(run_dir / "failed.json", exc, f"grid task {rid}")
+                append_event(run_dir, "failed", error=_error_text(exc).splitlines()[-1][:300])
                 return EXIT_CONFIG if isinstance(exc, NPASError) else EXIT_ERROR
             finally:
                 (run_dir / "running.json").unlink(missing_ok=True)

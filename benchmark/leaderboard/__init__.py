@@ -2,7 +2,8 @@
 
 ``build_leaderboard(folders, out, command)`` is ``npas leaderboard``: ``collect`` (which records count
 and a note for each that does not), ``tidy`` (a row per run and scored entity), ``aggregate`` (cells
-over seeds, paired differences to the unshared network, flags), ``render`` (markdown) and ``plots``.
+over seeds, paired differences to the unshared network, flags), ``render`` (markdown), ``plots`` and
+``curves`` (training curves from each run's metrics.jsonl).
 ``frame``/``to_markdown`` are the flat table of ``npas demo``.
 """
 

@@ -43,6 +43,7 @@ class Cell:
     label: str = ""  # the grid spec's name for the variant ("" = none: the options name it)
     budget_used_pct: float | None = None  # params / budget, % (budgeted runs in total mode)
     delta_reduced: Summary | None = None  # paired top-1 difference to reduced width at the same budget
+    paths: list[str] = field(default_factory=list)  # result.json of each completed run, by seed (training curves)
 
     @property
     def name(self) -> str:
@@ -121,7 +122,8 @@ def aggregate(rows: list[dict[str, Any]] | pd.DataFrame, bootstrap: int = 0,
                           train_hours=sum(r["train_s"] or 0.0 for r in g) / 3600.0, device=str(first["device"]),
                           runs=len(g), diverged=diverged, seeds=sorted(int(r["seed"]) for r in g), flags=flags,
                           label=next((str(r["label"]) for r in g if r.get("label")), ""), budget_used_pct=used,
-                          delta_reduced=delta_reduced))
+                          delta_reduced=delta_reduced,
+                          paths=[str(r["path"]) for r in sorted(done, key=lambda r: (int(r["seed"]), str(r["path"])))]))
     # a cell with fewer seeds than the other cells of its section
     most: dict[tuple, int] = {}
     for c in cells:

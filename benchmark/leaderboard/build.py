@@ -1,4 +1,5 @@
-"""``npas leaderboard``: collect -> tidy -> aggregate -> markdown + CSVs (+ plots), written atomically."""
+"""``npas leaderboard``: collect -> tidy -> aggregate -> markdown + CSVs (+ plots and training curves), written
+atomically."""
 
 from __future__ import annotations
 
@@ -94,7 +95,15 @@ def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: s
         for key, path in write_anytime_plots(frontiers, out.parent, out.stem).items():
             anytime_figures[key] = path.name
             written.append(path)
-    text = render(cells, collection, command, frontiers, figures, anytime_figures, refs)
+    curves: dict[tuple[str, str], tuple[str, list[str]]] = {}
+    if plots and cells:
+        from .curves import training_curves, write_curve_plots
+
+        data = training_curves(cells)
+        for key, path in write_curve_plots(data, out.parent, out.stem).items():
+            curves[key] = (path.name, data[key].notes)
+            written.append(path)
+    text = render(cells, collection, command, frontiers, figures, anytime_figures, refs, curves)
     if notes:  # a grid spec's [notes]: why a method's rows look as they do in this setting
         text += "\n## Notes (from the grid spec)\n\n" + "\n".join(f"- `{m}`: {n}" for m, n in notes.items()) + "\n"
     stem = out.with_suffix("")

@@ -1,6 +1,7 @@
 """Submit-to-done on a real SLURM cluster against the local executor, for the same tiny grid.
 
-    python -m npasbench.perf.slurm_overhead [--runs 20] [--epochs 1] [--repeats 1] [--out results/perf/slurm_overhead.json]
+    python -m npasbench.perf.slurm_overhead [--runs 20] [--epochs 1] [--repeats 1] [--submit-samples 10]
+                                            [--out results/perf/slurm_overhead.json]
 
 A benchmark script, not a timed test: it writes its figures (JSON and markdown beside it) and never
 fails on speed. Needs a SLURM controller: ``SLURM_CONF`` pointing at one, or root here, in which case the
@@ -16,6 +17,12 @@ at once as the machine has cores (SLURM: one task per CPU; local: ``-j cores``),
 Per-run scheduler overhead = (slurm wall - local wall) / runs * cores (the extra seconds each run slot
 spent, spread over the runs; both arms run the same work at the same parallelism). Also from the
 records: each run's ``timing.setup_s`` and the spread between the first and the last run's start.
+
+``npas grid submit`` as a user types it (a fresh process: imports, plan with its budget check, folder
+checks, code snapshot, sbatch), ``--submit-samples`` times on a quiet machine and as many with every core
+busy (one spinning process per core: the "machine with other jobs" of a shared login node), interleaved
+quiet/loaded so that drift hits both alike; the jobs are submitted held (``SBATCH_HOLD``) and cancelled, so
+nothing runs. Median and min of each.
 """
 
 from __future__ import annotations
@@ -113,6 +120,37 @@ def slurm_arm(root: Path, runs: int, epochs: int) -> dict:
             "train_s": [r["timing"].get("train_s") for r in recs], "start_spread_s": _starts(recs)}
 
 
+def _burners(n: int) -> list[subprocess.Popen]:
+    """``n`` processes that keep one core each busy until killed."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def submit_samples(root: Path, samples: int, cores: int) -> dict:
+    """Wall seconds of the ``npas grid submit`` command (fresh process), quiet and with every core busy."""
+    spec = root / "submit.toml"
+    out: dict[str, list[float]] = {"quiet": [], "loaded": []}
+    env = {**os.environ, "SBATCH_HOLD": "1"}  # held: submitted and cancelled, never run
+    for i in range(samples * 2):
+        kind = "quiet" if i % 2 == 0 else "loaded"
+        res = root / f"submit-{i}"
+        spec.write_text(spec_text(res, 4, 1))
+        burn = _burners(cores) if kind == "loaded" else []
+        try:
+            time.sleep(1.0 if burn else 0.0)  # let the spinners take the cores first
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "npasbench.cli", "grid", "submit", str(spec)], check=True, env=env,
+                           stdout=subprocess.DEVNULL)
+            out[kind].append(time.perf_counter() - t0)
+        finally:
+            for p in burn:
+                p.kill()
+                p.wait()
+        subprocess.run([sys.executable, "-m", "npasbench.cli", "grid", "cancel", str(spec)], check=True,
+                       stdout=subprocess.DEVNULL)
+        print(f"  submit sample {i // 2 + 1}/{samples} {kind}: {out[kind][-1]:.2f} s", file=sys.stderr, flush=True)
+    return out
+
+
 def local_arm(root: Path, runs: int, epochs: int, jobs: int) -> dict:
     spec = root / "local.toml"
     res = root / "local"
@@ -133,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--submit-samples", type=int, default=10,
+                    help="times `npas grid submit` is timed quiet, and as many with every core busy (0: skip)")
     ap.add_argument("--out", default="results/perf/slurm_overhead.json")
     a = ap.parse_args(argv)
     cores = os.cpu_count() or 1
@@ -148,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                                               a.epochs, cores)
                 rep["overhead_per_run_s"] = (rep["slurm"]["wall_s"] - rep["local"]["wall_s"]) / a.runs * cores
                 reps.append(rep)
+        submits: dict[str, list[float]] = {"quiet": [], "loaded": []}
+        if a.submit_samples > 0:
+            print(f"`npas grid submit` x {a.submit_samples}, quiet and with {cores} busy cores ...", file=sys.stderr,
+                  flush=True)
+            with tempfile.TemporaryDirectory(prefix="npas-slurm-submit-") as tmp:
+                submits = submit_samples(Path(tmp), a.submit_samples, cores)
     med = statistics.median
     s = {"runs": a.runs, "epochs": a.epochs, "repeats": a.repeats, "cores": cores, "cluster": where, "train": TRAIN,
          "slurm_wall_s": med(r["slurm"]["wall_s"] for r in reps), "local_wall_s": med(r["local"]["wall_s"] for r in reps),
@@ -156,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
          "setup_s": {k: med(x for r in reps for x in r[k]["setup_s"]) for k in ("slurm", "local")},
          "train_s": {k: med(x for r in reps for x in r[k]["train_s"] if x is not None) for k in ("slurm", "local")},
          "start_spread_s": {k: med(r[k]["start_spread_s"] for r in reps) for k in ("slurm", "local")},
-         "repeats_detail": reps}
+         "repeats_detail": reps, "submit_command_s": submits}
     out = Path(a.out)
     write_json(out, s)
     md = (f"# SLURM submit-to-done vs the local executor\n\n"
-          f"Generated by `python -m npasbench.perf.slurm_overhead --runs {a.runs} --epochs {a.epochs} --repeats {a.repeats}` "
+          f"Generated by `python -m npasbench.perf.slurm_overhead --runs {a.runs} --epochs {a.epochs} --repeats {a.repeats} "
+          f"--submit-samples {a.submit_samples}` "
           f"on {where}; {a.runs} WRN-10-1 runs on synthetic data ({TRAIN['data.synthetic_train']} images, {a.epochs} "
           f"epoch(s)), one CPU each, {cores} at once in both arms; medians of {a.repeats} repeat(s).\n\n"
           f"| figure | SLURM (`npas grid submit`) | local (`npas grid run -j {cores}`) |\n|---|---|---|\n"
@@ -174,6 +221,14 @@ def main(argv: list[str] | None = None) -> int:
           "srun, submitit's unpickling and the snapshot's fresh imports, against a local runner that is "
           "already up. It is paid per run, so it matters for seconds-long runs like these and not for real ones "
           "(an epoch of WRN-16-1 on CIFAR-100 is ~100 s on this CPU).\n")
+    if submits["quiet"]:
+        q, ld = submits["quiet"], submits["loaded"]
+        md += (f"\n## `npas grid submit` as typed\n\nA fresh process (imports, the plan and its budget check, folder "
+               f"checks, code snapshot, sbatch) submitting a 4-run grid, {len(q)} times on the quiet machine and "
+               f"{len(ld)} times with all {cores} cores kept busy by spinning processes, interleaved (jobs submitted "
+               "held and cancelled).\n\n| machine | median | min | max |\n|---|---|---|---|\n"
+               f"| quiet | {med(q):.2f} s | {min(q):.2f} s | {max(q):.2f} s |\n"
+               f"| every core busy | {med(ld):.2f} s | {min(ld):.2f} s | {max(ld):.2f} s |\n")
     write_text(out.with_suffix(".md"), md)
     print(md)
     return 0

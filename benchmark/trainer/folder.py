@@ -13,6 +13,7 @@ from ..atomic import write_json
 from ..records import read_json_object
 from ..storage import check_free_space, folder_lock, probe_writable
 from .record import stopped_record
+from .history import HISTORY
 
 
 def claim_run_folder(run_dir: Path, phase_dir: str | None, held: contextlib.ExitStack | None,
@@ -21,7 +22,7 @@ def claim_run_folder(run_dir: Path, phase_dir: str | None, held: contextlib.Exit
     write there and in ``phase_dir``, so a busy, read-only or unwritable folder is refused before any work.
     ``on_locked`` runs once the folder is this process's (from then on a stop may say so in the folder)."""
     if held is not None:
-        held.enter_context(folder_lock(run_dir, field="run.out"))
+        held.enter_context(folder_lock(run_dir, field="run.out", bookkeeping=(HISTORY,)))
     on_locked()
     probe_writable(run_dir, "run.out")
     if phase_dir:
@@ -34,6 +35,19 @@ def check_checkpoint_space(run_dir: Path, model: torch.nn.Module, momentum: bool
     state = sum(t.numel() * t.element_size() for t in model.state_dict().values() if torch.is_tensor(t))
     per_checkpoint = state * (2 if momentum else 1) + 2**20
     check_free_space(run_dir, 2 * per_checkpoint, "run.out", "a checkpoint and best.pt of this model")
+
+
+def owned_by(run_dir: Path, config_hash: str) -> bool:
+    """The folder is new or this run's (its config.json names this run id)."""
+    return (read_json_object(run_dir / "config.json") or {}).get("run_id", config_hash) == config_hash
+
+
+def clear_stale_record(run_dir: Path, config_hash: str) -> None:
+    """Remove this run's unfinished (``preempted``) result.json: it described an earlier process's stop, which
+    ``history.jsonl`` keeps. A finished record, or one of another experiment, stays."""
+    previous = read_json_object(run_dir / "result.json")
+    if previous and previous.get("run_id") == config_hash and previous.get("status") not in ("completed", "diverged"):
+        (run_dir / "result.json").unlink(missing_ok=True)
 
 
 def record_stop(cfg: Any, run_dir: Path, config_hash: str, stage: str, signal_name: str,

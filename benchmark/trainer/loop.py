@@ -45,15 +45,17 @@ from ..plugins import create_method
 from . import checkpoint as ckpt
 from .environment import resolve_device, seed_everything
 from .evaluation import evaluate, non_finite
-from .folder import check_checkpoint_space, claim_run_folder, record_stop
+from .folder import check_checkpoint_space, claim_run_folder, clear_stale_record, owned_by, record_stop
+from .history import append_event, note_start, read_history
 from .distributed import (DistInfo, all_gather_floats, all_reduce_sum, any_rank, barrier, broadcast_object, cleanup,
                           init_distributed)
 from .metrics import JsonLines
+from .tensorboard import event_log
 from .optim import build_optimizer, rebuild_optimizer, set_lr
 from .phase import PhaseContext, run_phases
 from .record import RunSummary, build_record
 from .schedule import LRSchedule
-from .signals import PreemptionFlag, StopRequested
+from .signals import PreemptionFlag, StopRequested, stop_signals_received
 from .step import StepSettings, grad_scaler_for, train_step
 from .state import TrainState, best_payload, checkpoint_payload, restore_model, restore_optimizer
 
@@ -117,7 +119,8 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.is_main = self.dist.is_main
         self.progress = cfg.run.progress and self.is_main
-        self.log = JsonLines(self.run_dir / "metrics.jsonl", enabled=self.is_main)
+        self.log = JsonLines(self.run_dir / "metrics.jsonl", enabled=self.is_main,
+                             listener=event_log(cfg.run.tensorboard, self.run_dir, enabled=self.is_main))
         self.step_settings = StepSettings.from_config(cfg, self.device)
         self.scaler = grad_scaler_for(cfg, self.device)
 
@@ -211,6 +214,9 @@ class Trainer:
         restore_optimizer(payload, self.optimizer, self.scaler)
         self.state = TrainState.from_payload(payload, str(path), self.dist.rank, self.dist.world_size)
         self.log.truncate(int(payload["metrics_lines"]))
+        if self.is_main:
+            append_event(self.run_dir, "resume", checkpoint=path.name, epoch=int(payload["epoch"]),
+                         batch=int(payload["batch"]), step=int(payload["step"]), steps_per_epoch=self.steps_per_epoch)
         if self.progress:
             tqdm.write(f"resumed from {path} (epoch {payload['epoch']}, batch {payload['batch']})")
         return int(payload["epoch"]), int(payload["batch"])
@@ -254,6 +260,7 @@ class Trainer:
         self._claim_folder(held)
         self.stage = "checkpoint lookup"
         found = ckpt.choose(self.cfg.run.resume, self.run_dir / "checkpoints", self.config_hash)
+        self._note_start()
         self.stage = "data"
         self.setup_data()
         self.stage = "model and phases"
@@ -284,6 +291,14 @@ class Trainer:
         if error is not None:
             raise error
 
+    def _note_start(self) -> None:
+        """The folder is this run's (its checkpoints, if any, are this config's): say so in its history, and
+        drop a stale stop record (a ``preempted`` result.json from an earlier stop would otherwise stand while
+        this process trains, or after it is killed; the history keeps that stop)."""
+        if self.is_main and owned_by(self.run_dir, self.config_hash):
+            note_start(self.run_dir)
+            clear_stale_record(self.run_dir, self.config_hash)
+
     def _check_space(self) -> None:
         """Refuse a disk that cannot take one more checkpoint (and best.pt): found now, not after an epoch."""
         if self.is_main:
@@ -297,6 +312,7 @@ class Trainer:
         name = str(stop).replace("stopped by ", "")
         record: dict[str, Any] = {}
         if self.is_main and getattr(self, "claimed", False):
+            append_event(self.run_dir, "stop", stage=self.stage, signals=[name])
             record = record_stop(self.cfg, self.run_dir, self.config_hash, self.stage, name, self._write_config_files)
         if self.is_main:
             print(f"run stopped by {name} during {self.stage}; resumable: run the same command again "
@@ -343,7 +359,11 @@ class Trainer:
                     if any_rank(bool(self.preemption), self.dist):
                         self.state.add_train_time(time.perf_counter() - t0, images * self.dist.world_size)
                         sbar.close()
-                        self.save_checkpoint(epoch, b + 1)
+                        saved = self.save_checkpoint(epoch, b + 1)
+                        if self.is_main:
+                            append_event(self.run_dir, "stop", stage="training", signals=_signal_names(self.preemption.signum),
+                                         checkpoint=saved.name if saved else None, epoch=epoch, batch=b + 1,
+                                         step=self.state.step, steps_per_epoch=self.steps_per_epoch)
                         return "preempted"
                 sbar.close()
                 self.state.add_train_time(time.perf_counter() - t0, images * self.dist.world_size)
@@ -429,13 +449,24 @@ class Trainer:
         else:
             selection = {"split": "none", "rule": f"run {status}"}
         wall = self.state.wall_before + (time.perf_counter() - t_start)
-        record = build_record(self._summary(), status, final, selection, wall)
+        if self.is_main and status != "preempted":  # a stop in training said so already, with its checkpoint
+            append_event(self.run_dir, "end", status=status, step=self.state.step)
+        history = read_history(self.run_dir) if self.is_main else []
+        record = build_record(self._summary(), status, final, selection, wall, history)
         if self.is_main:
             write_json(self.run_dir / "result.json", record)
         code = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED}[status]
         if self.progress and status != "completed":
             print(f"run {status}: see {self.run_dir / 'result.json'}", file=sys.stderr)
         return RunResult(status, code, self.run_dir, record)
+
+
+def _signal_names(flagged: int | None) -> list[str]:
+    """Every stop signal this process received (a preemption may send TERM and USR2), else the flag's own."""
+    import signal as _signal
+
+    received = set(stop_signals_received()) or ({flagged} if flagged else set())
+    return sorted(_signal.Signals(s).name for s in received)
 
 
 def train(cfg: Config, preemption: PreemptionFlag | None = None, lock: bool = True) -> RunResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -56,12 +56,24 @@ class TopK:
         return out
 
 
-class JsonLines:
-    """Append-only metrics log; ``truncate(n)`` drops lines written after a checkpoint on resume."""
+class LineListener(Protocol):
+    """Told of every line a ``JsonLines`` writes and of every truncation (``tensorboard.EventLog``)."""
 
-    def __init__(self, path: Path, enabled: bool = True) -> None:
+    def write(self, record: dict[str, Any]) -> None: ...
+
+    def reset(self, kept: list[dict[str, Any]]) -> None: ...
+
+
+class JsonLines:
+    """Append-only metrics log; ``truncate(n)`` drops lines written after a checkpoint on resume.
+
+    ``listener`` (e.g. the TensorBoard event log) gets each line before it is appended, and the lines
+    kept after each truncation."""
+
+    def __init__(self, path: Path, enabled: bool = True, listener: LineListener | None = None) -> None:
         self.path = path
         self.enabled = enabled
+        self.listener = listener if enabled else None
         self.lines = 0
         if enabled and path.exists():
             self.lines = sum(1 for _ in path.open())
@@ -69,6 +81,8 @@ class JsonLines:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        if self.listener is not None:
+            self.listener.write(record)
         try:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(dumps(record) + "\n")  # NaN/Infinity -> null: valid JSON for every reader
@@ -83,12 +97,24 @@ class JsonLines:
     def truncate(self, keep: int) -> None:
         if not self.enabled or not self.path.exists():
             self.lines = 0
+            if self.listener is not None:
+                self.listener.reset([])
             return
         kept = self.path.read_text().splitlines(keepends=True)[:keep]
         from ..atomic import write_text
 
         write_text(self.path, "".join(kept))
         self.lines = len(kept)
+        if self.listener is not None:
+            self.listener.reset([r for r in map(_parse, kept) if r is not None])
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -5,8 +5,10 @@ experiment), method{name, source} (its options are in config.method.options), ar
 (``DataBundle.describe()``), synthetic, budget, params (``ParamReport``), metrics (test top-1/top-5,
 per member for ensembles), selection (which split chose the reported weights), seed, config,
 config_hash, git{sha, dirty}, packages, hardware, timing (wall time, train/eval throughput),
-peak_memory_mb, pipeline, phases, resumed_from, created_at; under SLURM also slurm{job_id, array_job_id,
-array_task_id, requeues}.
+peak_memory_mb, pipeline, phases, resumed_from (the last checkpoint resumed), history (``history.jsonl``: every
+start, stop, resume, requeue and end of the run, with host, pid and SLURM job), created_at; under SLURM also
+slurm{job_id, array_job_id, array_task_id, requeues (restarts of this run under SLURM over its whole history, by
+requeue or resubmission), jobs (every job that started it)}.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from ..config import Config
 from ..plugins import METHODS
 from ..provenance import git_info, hardware, package_versions
+from .history import slurm_summary
 from ..records import SCHEMA_VERSION  # defined beside the reader, re-exported here for writers
 
 
@@ -59,7 +62,8 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     return out
 
 
-def build_record(s: RunSummary, status: str, final: dict[str, Any], selection: dict[str, Any], wall: float) -> dict[str, Any]:
+def build_record(s: RunSummary, status: str, final: dict[str, Any], selection: dict[str, Any], wall: float,
+                 history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     cfg = s.cfg
     timing = s.timing
     record: dict[str, Any] = {
@@ -98,14 +102,17 @@ def build_record(s: RunSummary, status: str, final: dict[str, Any], selection: d
         "pipeline": s.pipeline,
         "phases": {k: f"artifacts/{k}.json" for k in s.artifacts},
         "resumed_from": s.resumed_from,
+        "history": list(history or []),
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if status == "diverged":
         record["diverged_at"] = s.diverged_at
-    if "SLURM_JOB_ID" in os.environ:  # the scheduler's view: which job, and how often it was requeued
+    if "SLURM_JOB_ID" in os.environ:  # the scheduler's view: which job, and how often the run was started again
+        over = slurm_summary(list(history or []))
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         record["slurm"] = {"job_id": os.environ["SLURM_JOB_ID"], "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
                            "array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
-                           "requeues": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)}
+                           "requeues": max(restarts, over["restarts"]), "jobs": over["jobs"]}
     return record
 
 
