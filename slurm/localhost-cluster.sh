@@ -95,14 +95,27 @@ case "$cmd" in
     log "the node did not become idle within 20 s; see $state/log/"; sinfo >&2 || true; exit 1
     ;;
   stop)
+    # jobs first (a slurmd with running steps outlives its controller and holds the node for the next
+    # cluster), then the daemons: TERM, and KILL after 10 s
+    if alive "$state/slurmctld.pid"; then
+      SLURM_CONF="$conf" scancel --user="$(id -un)" 2>/dev/null || true
+      for _ in $(seq 50); do
+        [ -z "$(SLURM_CONF="$conf" squeue -h -t RUNNING,COMPLETING 2>/dev/null)" ] && break
+        sleep 0.1
+      done
+    fi
+    pids=""
     for d in slurmd slurmctld; do
-      if alive "$state/$d.pid"; then kill "$(cat "$state/$d.pid")"; fi
+      if alive "$state/$d.pid"; then pids="$pids $(cat "$state/$d.pid")"; kill "$(cat "$state/$d.pid")"; fi
     done
-    for _ in $(seq 50); do
-      alive "$state/slurmd.pid" || alive "$state/slurmctld.pid" || exit 0
+    for _ in $(seq 100); do
+      alive=0
+      for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+      [ "$alive" = 0 ] && exit 0
       sleep 0.1
     done
-    log "daemons still running after 5 s"; exit 1
+    for p in $pids; do kill -9 "$p" 2>/dev/null || true; done
+    log "daemons did not stop within 10 s: killed"
     ;;
   env)
     echo "export SLURM_CONF=$conf"

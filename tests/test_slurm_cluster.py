@@ -237,7 +237,7 @@ def test_submit_a_two_phase_grid(cluster, tmp_path, capsys):
     phase, train = state["arrays"]
     assert phase["kind"] == "phase" and train["parameters"]["slurm_additional_parameters"] == {
         "dependency": f"afterany:{phase['job_id']}"}
-    _wait(lambda: grid_status(spec, None)[1].get("done", 0) == 3, 400, "all runs done")
+    _wait(lambda: grid_status(spec, None).counts.get("done", 0) == 3, 400, "all runs done")
     assert main(["grid", "submit", str(spec)]) == 0
     assert "nothing to submit" in capsys.readouterr().out
 
@@ -271,7 +271,7 @@ def test_a_split_array_runs_all_of_it(cluster, tmp_path, capsys):
     state = json.loads((tmp_path / "res" / "slurm.json").read_text())
     assert [len(a["tasks"]) for a in state["arrays"]] == [5, 2]
     assert [a["task_jobs"][-1].split("_")[1] for a in state["arrays"]] == ["4", "1"]
-    _wait(lambda: grid_status(spec, None)[1].get("done", 0) == 7, 400, "all 7 runs")
+    _wait(lambda: grid_status(spec, None).counts.get("done", 0) == 7, 400, "all 7 runs")
 
 
 @pytest.mark.slow
@@ -318,7 +318,7 @@ def test_status_cancel_resubmit(cluster, tmp_path, capsys):
     broken = broken.replace('datasets = ["synthetic"]', 'datasets = ["cifar100"]').replace("seeds = [0, 1]", "seeds = [0]")
     spec2.write_text(broken)
     assert main(["grid", "submit", str(spec2)]) == 0
-    _wait(lambda: grid_status(spec2, None)[1].get("failed", 0) == 1, 120, "the run to fail")
+    _wait(lambda: grid_status(spec2, None).counts.get("failed", 0) == 1, 120, "the run to fail")
     capsys.readouterr()
     _wait(lambda: not any(j.holds for jobs in queue_view(tmp_path / "res2").jobs.values() for j in jobs), 60,
           "the failed task to leave the queue")
@@ -330,7 +330,7 @@ def test_status_cancel_resubmit(cluster, tmp_path, capsys):
     (tmp_path / "cifar").symlink_to(Path(root) / "cifar-100-python", target_is_directory=True)
     assert main(["grid", "resubmit", str(spec2), "--failed"]) == 0
     assert "train array of 1 task(s)" in capsys.readouterr().out
-    _wait(lambda: grid_status(spec2, None)[1].get("done", 0) == 1, 300, "the resubmitted run")
+    _wait(lambda: grid_status(spec2, None).counts.get("done", 0) == 1, 300, "the resubmitted run")
     state = json.loads((tmp_path / "res2" / "slurm.json").read_text())
     assert len(state["arrays"]) == 2
 
@@ -394,7 +394,7 @@ def test_preemption_is_requeued_and_resumed(cluster, tmp_path, capsys):
     ref = tmp_path / "ref"
     ref_spec = tmp_path / "ref.toml"
     ref_spec.write_text(spec.read_text().replace(str(tmp_path / "res"), str(ref)))
-    ref_plan = plan_grid(ref_spec)
+    ref_plan = plan_grid(ref_spec, write=True)
     assert ref_plan.runs[0].run_id == plan.runs[0].run_id  # the id does not depend on where results go
     assert rec["config"]["train"]["threads"] == 1  # the task's SLURM_CPUS_PER_TASK
     assert run_task(ref, ref_plan.runs[0].run_id, threads=1) == 0  # same threads: same float reductions
@@ -446,7 +446,7 @@ def test_timeouts_are_requeued_at_most_max_timeouts(cluster, tmp_path, capsys):
     _wait(lambda: _squeue_state(job) == "", 90, "the job to end")  # not requeued a second time
     rec = _record(folder)
     assert rec["status"] == "preempted" and rec["slurm"]["requeues"] == 1 and rec["resumed_from"]
-    assert grid_status(spec, None)[1].get("interrupted", 0) == 1  # resumable: `npas grid submit` continues it
+    assert grid_status(spec, None).counts.get("interrupted", 0) == 1  # resumable: `npas grid resubmit` continues it
     log = "".join(f.read_text() for f in (plan.results / "submitit").glob("*_log.out"))
     assert "timed-out too many times" in log
 
@@ -642,5 +642,5 @@ def test_the_overhead_benchmark_runs_on_the_cluster(cluster, tmp_path):
     assert all(x > 0 for k in ("quiet", "loaded") for x in data["submit_command_s"][k])
     md = out.with_suffix(".md").read_text()
     assert "--submit-samples 1" in md and "| every core busy |" in md
-    left = subprocess.run(["squeue", "-h", "-n", "npas-slurm-overhead"], capture_output=True, text=True, timeout=30)
+    left = subprocess.run(["squeue", "-h", "-n", "npas-slurm-overhead", "-t", "PENDING,RUNNING"], capture_output=True, text=True, timeout=30)
     assert left.returncode == 0 and left.stdout.strip() == ""

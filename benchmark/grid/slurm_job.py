@@ -144,7 +144,9 @@ def _tolerant_requeue(self: Any, countdown: int) -> None:
             append_event(run, "requeue", by="submitit", timeouts_left=countdown)
         return
     state = job_state(jid)
-    if state in REQUEUED_STATES:
+    # a preemption with PreemptMode=REQUEUE: slurmctld has flagged the job for requeue already; while its
+    # process still runs the job reads COMPLETING and `scontrol requeue` answers "Job is pending execution"
+    if state in REQUEUED_STATES or "pending execution" in (r.stderr or ""):
         log.info(f"Job {jid} was already requeued by slurmctld (state {state}); nothing to do")
         if run:
             append_event(run, "requeue", by="slurmctld", state=state)
