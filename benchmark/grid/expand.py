@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-import tomllib
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -91,10 +90,13 @@ def _points(spec: GridSpec, m: MethodAxis) -> Iterator[dict[str, Any]]:
 def _base_tree(spec: GridSpec) -> dict[str, Any]:
     if spec.base_config is None:
         return {}
+    from ..errors import ConfigError
+    from ..reading import read_toml_text
+
     try:
-        return tomllib.loads(spec.base_config.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"grid spec {spec.path}: grid.base_config {spec.base_config} is not valid TOML: {exc}") from None
+        return read_toml_text(spec.base_config, f"grid spec {spec.path}: grid.base_config")[0]
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def method_axes(spec: GridSpec) -> list[MethodAxis]:

@@ -104,8 +104,9 @@ def interruption(run_dir: Path) -> str:
 
 def epochs_done(run_dir: Path) -> int:
     """Training epochs logged in metrics.jsonl (cheap: the file holds a few lines per epoch)."""
+    from ..reading import LOG_CAP, UnreadableFile, read_capped
+
     try:
-        with open(run_dir / "metrics.jsonl", encoding="utf-8") as fh:
-            return sum(1 for line in fh if '"kind": "train"' in line)
-    except OSError:
+        return read_capped(run_dir / "metrics.jsonl", LOG_CAP).count(b'"kind": "train"')
+    except (OSError, UnreadableFile):
         return 0
