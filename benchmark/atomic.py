@@ -88,6 +88,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+
+
 def finite_json(obj: Any) -> Any:
     """``obj`` with every NaN / +-Infinity float replaced by None: JSON has no such tokens, and most
     readers (and the leaderboards) refuse the ``NaN`` Python's json module writes by default."""

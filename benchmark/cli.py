@@ -338,7 +338,10 @@ def plan_warnings(plan) -> list[str]:
                   f"budget {r.budget}"
             seen.setdefault(key, []).append(r.seed)
             where[key] = w
-    return [f"warning: {key} (seeds {', '.join(map(str, seeds))}): {where[key]}" for key, seeds in seen.items()]
+    from .grid.expand import star_left_out
+
+    return ([f"warning: {key} (seeds {', '.join(map(str, seeds))}): {where[key]}" for key, seeds in seen.items()]
+            + star_left_out(plan.spec))
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
@@ -384,6 +387,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
             for rid, live in plan.held.items():
                 print(f"{'refused without --force' if args.dry_run else 'submitted again (--force)'}: {rid[:10]} is "
                       f"still held by {', '.join(live)}")
+        from .grid.expand import star_left_out
+
+        for line in star_left_out(plan.spec):
+            print(line)
         if not arrays:
             which = " ".join(states) if args.grid_command == "resubmit" else "unfinished"
             print(f"nothing to submit: no {which} runs that no job holds among the {len(plan.runs)} of {plan.spec.name}")

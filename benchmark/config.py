@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -207,13 +206,9 @@ def build_config(tree: Mapping[str, Any] | None = None, overrides: Mapping[str, 
 def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
     tree: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"--config: no such file {str(p)!r}.")
-        try:
-            tree = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"--config: {p} is not valid TOML: {exc}") from None
+        from .reading import read_toml_text
+
+        tree, _ = read_toml_text(path, "--config")
     return build_config(tree, overrides)
 
 

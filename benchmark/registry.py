@@ -81,6 +81,8 @@ class Registry(Generic[T]):
             try:
                 obj = ep.load()
                 self.add(ep.name, obj, source)
+            except SystemExit as exc:  # a plugin that exits at import must not end the command that loads it
+                self._broken.append(BrokenPlugin(ep.name, source, f"called sys.exit({exc.code!r}) at import"))
             except Exception as exc:  # noqa: BLE001 - a plugin may fail in any way; report it.
                 detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 self._broken.append(BrokenPlugin(ep.name, source, detail))

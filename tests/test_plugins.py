@@ -106,3 +106,34 @@ def test_asking_for_a_broken_plugin_explains_why(site):
     res = npas(site, "params", "--method", "missing-module", "--arch", "wrn-10-1")
     assert res.returncode == 2
     assert "failed to load" in res.stderr and "npas_nowhere" in res.stderr
+
+
+@pytest.fixture
+def exiting_site(tmp_path) -> Path:
+    site = make_site(tmp_path, """
+        [npasbench.methods]
+        half-init = npas_outside:HalfInit
+        exits = npas_exits:Thing
+        """)
+    (site / "npas_exits.py").write_text("import sys\nsys.exit(3)\n")
+    return site
+
+
+def test_a_plugin_that_exits_at_import_is_reported_not_obeyed(exiting_site, tmp_path):
+    """`sys.exit` in a plugin's import used to end `npas methods` / `params` / `grid plan` with status 3 and
+    nothing printed; it is a broken plugin like any other, and the commands go on."""
+    res = npas(exiting_site, "methods", "--json")
+    assert res.returncode == 0, res.stderr
+    broken = {b["name"]: b["error"] for b in json.loads(res.stdout)["broken"]}
+    assert broken["exits"] == "called sys.exit(3) at import"
+    res = npas(exiting_site, "params", "--method", "unshared", "--arch", "wrn-10-1", "--dataset", "synthetic")
+    assert res.returncode == 0, res.stderr
+    spec = tmp_path / "g.toml"
+    spec.write_text(f'[grid]\nname = "star"\nresults = "{tmp_path / "res"}"\n[base]\n"train.epochs" = 1\n[axes]\n'
+                    'archs = ["wrn-10-1"]\ndatasets = ["synthetic"]\nbudgets = ["full"]\nseeds = [0]\n'
+                    '[[methods]]\nname = "*"\n')
+    res = npas(exiting_site, "grid", "plan", str(spec))
+    assert res.returncode == 0, res.stderr
+    assert "half-init" in res.stdout  # the working plugin is in the grid
+    assert ('warning: methods name = "*" left out the plugin \'exits\'' in res.stdout
+            and "called sys.exit(3) at import" in res.stdout), res.stdout[-1500:]

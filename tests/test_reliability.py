@@ -264,6 +264,25 @@ def test_a_read_only_run_folder_is_one_line_before_any_work(tmpfs):
     assert not any(ro.iterdir())
 
 
+def test_a_read_only_checkpoints_folder_is_found_before_training(tmp_path):
+    """checkpoints/ on a read-only mount inside a writable run folder (a bind mount: real, as root in CI) is
+    refused at the claim, before the data or one epoch; it used to surface only at the first checkpoint."""
+    out = tmp_path / "run"
+    ckpt = out / "checkpoints"
+    ckpt.mkdir(parents=True)
+    r = subprocess.run(["mount", "--bind", str(ckpt), str(ckpt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({r.stderr.strip() or r.returncode}); this test needs root, as in CI")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ckpt)], check=True, capture_output=True)
+        res = subprocess.run(_train_cmd(out), capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2
+        _one_line_error(res.stderr, "run.out (its checkpoints/ folder)", "Read-only file system")
+        assert not (out / "metrics.jsonl").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(ckpt)], check=False)
+
+
 def test_a_read_only_phase_dir_is_refused_up_front(tmpfs, tmp_path):
     ro = tmpfs("ro", read_only=True)
     res = subprocess.run(_train_cmd(tmp_path / "run", f"run.phase_dir={ro / 'phases'}"), capture_output=True,

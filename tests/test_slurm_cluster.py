@@ -149,7 +149,7 @@ def test_code_snapshot_is_the_imported_package(tmp_path):
     for rel, src in files.items():
         assert (snap.path / rel).read_bytes() == src.read_bytes(), rel
     cmd = python_command(snap)
-    assert cmd.startswith("/usr/bin/env PYTHONPATH=") and str(snap.path) in cmd
+    assert cmd.startswith("/usr/bin/env PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=") and str(snap.path) in cmd
     probe = "import json, npasbench; from npasbench.provenance import git_info; " \
             "print(json.dumps([npasbench.__file__, git_info()]))"
     r = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(snap.path)},

@@ -11,6 +11,12 @@ and dirty flag of the checkout it was taken from; ``provenance.git_info`` report
 of a job (a snapshot is not a git checkout, and may lie inside one whose HEAD has moved on).
 
 Third-party plugins (other distributions' entry points) are not copied: they run as installed.
+
+A snapshot found under its digest is reused only when its files are exactly the ones the digest names
+(``verify``: the same paths and bytes, nothing added -- no planted module, no ``__pycache__``); otherwise it
+is moved aside and written again. The jobs run with ``PYTHONDONTWRITEBYTECODE=1``, so a snapshot never gains
+bytecode that a later reuse would have to trust. What this does not guard: someone who can write the
+results folder can also change the pickled jobs submitit reads there (README "Reliability").
 """
 
 from __future__ import annotations
@@ -77,7 +83,9 @@ def take_snapshot(submitit_folder: str | Path) -> CodeSnapshot:
     base = Path(submitit_folder) / CODE_DIR
     final = base / digest
     if (final / MARKER).is_file():
-        return CodeSnapshot(final, digest, len(files), reused=True)
+        if verify(final, digest):
+            return CodeSnapshot(final, digest, len(files), reused=True)
+        _set_aside(final)  # altered, or foreign: never imported; a fresh copy takes its place
     tmp = base / f".tmp-{digest}-{os.getpid()}"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -103,9 +111,51 @@ def take_snapshot(submitit_folder: str | Path) -> CodeSnapshot:
     return CodeSnapshot(final, digest, len(files), reused=False)
 
 
+def tree_digest(folder: Path) -> str | None:
+    """The digest of the files under ``folder`` as ``_digest`` computes it for the package (the marker
+    aside); None when it holds anything but regular files and folders (a FIFO, a device)."""
+    files: dict[str, Path] = {}
+    for src in sorted(folder.rglob("*")):
+        if src.is_symlink() or not (src.is_file() or src.is_dir()):
+            return None
+        if src.is_file() and src != folder / MARKER:
+            files[str(src.relative_to(folder))] = src
+    return _digest(files)
+
+
+def verify(folder: Path, digest: str) -> bool:
+    """``folder`` holds exactly the files of ``digest`` (paths and bytes), its marker names it, and nothing else
+    is there (no folder without files in the digest, e.g. ``__pycache__``)."""
+    from ..records import read_json_object
+
+    if (read_json_object(folder / MARKER) or {}).get("digest") != digest:
+        return False
+    try:
+        if any(p.is_dir() and p.name == "__pycache__" for p in folder.rglob("*")):
+            return False
+        return tree_digest(folder) == digest
+    except OSError:
+        return False
+
+
+def _set_aside(folder: Path) -> None:
+    """Move an unverified snapshot out of the way (kept for whoever wants to look at it, never used)."""
+    import time
+
+    aside = folder.with_name(f".unverified-{folder.name}-{os.getpid()}-{time.time_ns()}")
+    try:
+        folder.rename(aside)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        raise NPASError(f"code snapshot: {folder} does not match its digest and cannot be moved aside; remove it "
+                        "(someone or something changed it after it was written).")
+
+
 def python_command(snapshot: CodeSnapshot, python: str | None = None) -> str:
     """The interpreter command submitit puts in the job script: this Python, snapshot first on PYTHONPATH
     (before the editable install's finder and site-packages)."""
     paths = [str(snapshot.path)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return f"/usr/bin/env PYTHONPATH={shlex.quote(os.pathsep.join(paths))} {shlex.quote(python or sys.executable)}"
+    return (f"/usr/bin/env PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={shlex.quote(os.pathsep.join(paths))} "
+            f"{shlex.quote(python or sys.executable)}")
 

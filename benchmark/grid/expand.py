@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-import tomllib
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -91,10 +90,13 @@ def _points(spec: GridSpec, m: MethodAxis) -> Iterator[dict[str, Any]]:
 def _base_tree(spec: GridSpec) -> dict[str, Any]:
     if spec.base_config is None:
         return {}
+    from ..errors import ConfigError
+    from ..reading import read_toml_text
+
     try:
-        return tomllib.loads(spec.base_config.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"grid spec {spec.path}: grid.base_config {spec.base_config} is not valid TOML: {exc}") from None
+        return read_toml_text(spec.base_config, f"grid spec {spec.path}: grid.base_config")[0]
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def method_axes(spec: GridSpec) -> list[MethodAxis]:
@@ -109,6 +111,17 @@ def method_axes(spec: GridSpec) -> list[MethodAxis]:
         else:
             out.append(m)
     return out
+
+
+def star_left_out(spec: GridSpec) -> list[str]:
+    """One line per broken plugin that ``name = "*"`` left out of the grid (it is not among the registered
+    methods, so the grid silently lacks it otherwise)."""
+    from ..plugins import METHODS
+
+    if not any(m.name == "*" for m in spec.methods):
+        return []
+    return [f'warning: methods name = "*" left out the plugin {b.name!r} ({b.source}): it failed to load: {b.error}'
+            for b in METHODS.broken]
 
 
 def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | None = None) -> list[GridRun]:

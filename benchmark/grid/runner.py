@@ -32,7 +32,7 @@ from .expand import GridRun, Previewer, expand
 from .manifest import PHASES, Manifest, PhaseJob, RunEntry
 from .queue import QueueView, merge, queue_view
 from .spec import GridSpec, load_spec
-from .state import STATES, epochs_done, finished_record, read_json, run_state, runner_queue
+from .state import STATES, epochs_done, finished_record, process_start, read_json, run_state, runner_queue
 from .task import EXIT_BLOCKED, EXIT_BUSY, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
 
 
@@ -93,8 +93,7 @@ def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: b
                                   "budget": r.budget, "seed": r.seed}, needs[r.run_id]) for r in runs},
         phases=jobs, launches=list(old.launches) if old else [])
     if write:
-        spec.results.mkdir(parents=True, exist_ok=True)
-        manifest.save(spec.results)
+        manifest.save(spec.results)  # probes the folder first: one line for a read-only or unwritable one
     return Plan(spec, runs, manifest, previews)
 
 
@@ -290,7 +289,9 @@ def run_grid(spec_path: str | Path, executor: str = "local", parallel: int = 0, 
     plan = plan_grid(spec_path, results, write=False)
     res = plan.results
     ex = make_executor(executor, res.resolve(), parallel or plan.spec.resources.max_parallel)  # checked first
-    res.mkdir(parents=True, exist_ok=True)
+    from ..storage import probe_writable
+
+    probe_writable(res, "grid.results")  # a read-only or unwritable folder: one line, before anything
     with RunnerLock(res):
         manifest = plan.manifest
         todo = [r for r in plan.runs if finished_record(res / r.folder, r.run_id) is None]
@@ -301,6 +302,10 @@ def run_grid(spec_path: str | Path, executor: str = "local", parallel: int = 0, 
         bar = Progress(total, total - len(todo), progress)
         bar.event(f"grid {plan.spec.name}: {total} runs, {total - len(todo)} already finished, {len(todo)} to run "
                   f"({ex.name} executor, {ex.parallel} at a time); results in {res}")
+        from .expand import star_left_out
+
+        for line in star_left_out(plan.spec):
+            bar.event(line)
         try:
             _schedule(plan, ex, todo, bar, folders, stop_after)
         except KeyboardInterrupt:
@@ -329,7 +334,8 @@ def _schedule(plan: Plan, ex: Executor, todo: list[GridRun], bar: Progress, fold
     free_slots = list(range(ex.parallel))
 
     def write_runner_state() -> None:
-        write_json(res / "runner.json", {"host": platform.node(), "pid": os.getpid(), "executor": ex.name,
+        write_json(res / "runner.json", {"host": platform.node(), "pid": os.getpid(), "pid_start": process_start(),
+                                         "executor": ex.name,
                                          "queued": [r.run_id for r in waiting] + [f"phase:{k}" for k in phase_queue],
                                          "active": [a.task.task_id for a in active]})
 

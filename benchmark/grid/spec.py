@@ -25,7 +25,6 @@ every key of a rule is left out. ``expand.expand`` turns a spec into runs.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,14 +158,14 @@ def _dotted(table: Any, key: str, path: Path, text: str) -> dict[str, Any]:
 # -- parsing ------------------------------------------------------------------------------------
 def load_spec(path: str | Path, results: str | Path | None = None) -> GridSpec:
     """Parse and check a spec file (structure and types; ``expand`` checks the runs themselves)."""
+    from ..errors import ConfigError
+    from ..reading import read_toml_text
+
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"grid spec: no such file {str(p)!r}.")
-    text = p.read_text()
     try:
-        tree = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"grid spec {p}: not valid TOML: {exc}") from None
+        tree, text = read_toml_text(p, "grid spec")
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
     return parse_spec(tree, p, text, results)
 
 
@@ -181,6 +180,12 @@ def parse_spec(tree: dict[str, Any], path: Path, text: str = "", results: str | 
         raise _err(path, text, "grid.name", f"{name!r} must be a non-empty name of letters, digits, '_', '-', '.'.")
     res = results if results is not None else grid.get("results", f"results/grids/{name}")
     _typed(res, (str, Path), "grid.results", "a folder path", path, text)
+    where = "--results" if results is not None else "grid.results"
+    if not str(res).strip():
+        raise _err(path, text, where, f"empty: name the folder the grid's runs go in (default results/grids/{name}); "
+                   "an empty path would put grid.json in the working folder.")
+    if Path(res).exists() and not Path(res).is_dir():
+        raise _err(path, text, where, f"{res} exists and is not a folder; give a folder.")
     base_config = grid.get("base_config")
     bc_path = None
     if base_config is not None:

@@ -34,16 +34,39 @@ def finished_record(run_dir: Path, run_id: str) -> dict[str, Any] | None:
     return rec if rec.get("status") in FINAL else None
 
 
-def pid_alive(host: str | None, pid: Any) -> bool:
-    if host != platform.node() or not isinstance(pid, int):
+def process_start(pid: int | None = None) -> str | None:
+    """An identity of a process that a reused pid does not share: this boot's id and the process's start time
+    (clock ticks after boot, /proc/<pid>/stat field 22); None where /proc cannot tell."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid or os.getpid()}/stat").read_text()
+        return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(host: str | None, pid: Any, start: Any = None) -> bool:
+    """The marker's process is alive: same host, the pid exists, and (when the marker names it) the process
+    started when the marker says -- an unrelated process that reuses the pid does not count."""
+    if host != platform.node() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if isinstance(start, str):
+        return process_start(pid) == start
     return True
+
+
+def stale_marker(run_dir: Path) -> str:
+    """'' or a note on a running.json whose process is gone (or is another process under a reused pid)."""
+    running = read_json(run_dir / "running.json")
+    if not running or pid_alive(running.get("host"), running.get("pid"), running.get("pid_start")):
+        return ""
+    return f"stale running.json (pid {running.get('pid')} on {running.get('host')} is not its process)"
 
 
 def runner_queue(results: Path) -> dict[str, str]:
@@ -51,7 +74,7 @@ def runner_queue(results: Path) -> dict[str, str]:
     (its task is launched and has not yet claimed the run folder: without it a run would read "not started"
     for the seconds its process takes to import)."""
     info = read_json(Path(results) / "runner.json")
-    if not info or not pid_alive(info.get("host"), info.get("pid")):
+    if not info or not pid_alive(info.get("host"), info.get("pid"), info.get("pid_start")):
         return {}
     return {**{t: "queued" for t in info.get("queued", [])}, **{t: "starting" for t in info.get("active", [])}}
 
@@ -66,7 +89,7 @@ def run_state(run_dir: Path, run_id: str, queued: dict[str, str] | None = None) 
         top1 = (rec.get("metrics") or {}).get("top1")
         return "done", f"top1 {top1:.2f}" if isinstance(top1, (int, float)) else ""
     running = read_json(run_dir / "running.json")
-    if running and pid_alive(running.get("host"), running.get("pid")):
+    if running and pid_alive(running.get("host"), running.get("pid"), running.get("pid_start")):
         return "running", f"epoch {epochs_done(run_dir)}/{running.get('epochs', '?')}"
     if queued and run_id in queued:
         return ("running", "starting") if queued[run_id] == "starting" else ("queued", "")
@@ -79,9 +102,10 @@ def run_state(run_dir: Path, run_id: str, queued: dict[str, str] | None = None) 
     blocked = read_json(run_dir / "blocked.json")
     if blocked:
         return "blocked", str(blocked.get("reason", ""))
+    stale = stale_marker(run_dir)
     if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        return "interrupted", interruption(run_dir)
-    return "not started", ""
+        return "interrupted", "; ".join(x for x in (interruption(run_dir), stale) if x)
+    return "not started", stale
 
 
 def interruption(run_dir: Path) -> str:
@@ -104,8 +128,9 @@ def interruption(run_dir: Path) -> str:
 
 def epochs_done(run_dir: Path) -> int:
     """Training epochs logged in metrics.jsonl (cheap: the file holds a few lines per epoch)."""
+    from ..reading import LOG_CAP, UnreadableFile, read_capped
+
     try:
-        with open(run_dir / "metrics.jsonl", encoding="utf-8") as fh:
-            return sum(1 for line in fh if '"kind": "train"' in line)
-    except OSError:
+        return read_capped(run_dir / "metrics.jsonl", LOG_CAP).count(b'"kind": "train"')
+    except (OSError, UnreadableFile):
         return 0

@@ -194,7 +194,7 @@ def cancel_grid(spec_path: str | Path, results: str | Path | None = None, runs: 
     chosen = [j.job for task, jobs in view.jobs.items() if runs is None or any(task.startswith(p) for p in runs)
               for j in jobs if j.holds]
     if chosen:
-        r = subprocess.run(["scancel", *chosen], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(["scancel", "--", *chosen], capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
             raise NPASError(f"scancel failed: {r.stderr.strip()[:200]}")
     return chosen

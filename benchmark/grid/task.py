@@ -30,7 +30,7 @@ from ..trainer.signals import PreemptionFlag, note_signal
 from ..trainer.signals import StopRequested as Stopped
 from ..experiment import run_id as compute_run_id
 from .manifest import PHASES, Manifest
-from .state import finished_record, read_json
+from .state import finished_record, process_start, read_json
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BLOCKED, EXIT_DIVERGED, EXIT_BUSY, EXIT_PREEMPTED = 0, 1, 2, 3, 4, 5, 75
 
@@ -114,8 +114,8 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
             for stale in ("failed.json", "blocked.json"):
                 (run_dir / stale).unlink(missing_ok=True)
             epochs = entry.config.get("train", {}).get("epochs")
-            write_json(run_dir / "running.json", {"host": platform.node(), "pid": os.getpid(), "started": _now(),
-                                                  "epochs": epochs})
+            write_json(run_dir / "running.json", {"host": platform.node(), "pid": os.getpid(),
+                                                  "pid_start": process_start(), "started": _now(), "epochs": epochs})
             try:
                 cfg = build_config(entry.config, _overrides(results, run_dir, threads))
                 if compute_run_id(cfg) != rid:

@@ -61,6 +61,10 @@ class Cell:
             "high budget (>= 100% of the unshared network)"
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
@@ -114,6 +118,9 @@ def aggregate(rows: list[dict[str, Any]] | pd.DataFrame, bootstrap: int = 0,
         diverged = sum(1 for r in g if r["status"] == "diverged")
         if diverged:
             flags.append(f"{diverged} of {len(g)} diverged")
+        unscored = sum(1 for r in done if not _finite(r["top1"]))
+        if unscored:  # a completed run whose top-1 is missing, NaN or infinite: named, never averaged in
+            flags.append(f"{unscored} of {len(done)} completed without a finite top-1 (left out of the mean)")
         if len({r["params"] for r in g}) > 1:
             flags.append("params differ between runs")
         first = g[0]

@@ -4,6 +4,9 @@ atomically."""
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -12,6 +15,7 @@ import pandas as pd
 
 from ..atomic import write_text
 from ..errors import ConfigError
+from ..storage import storage_error
 from .aggregate import Cell, aggregate, cells_frame
 from .collect import Collection, collect
 from .references import load_references
@@ -79,14 +83,32 @@ def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: s
     rows = tidy_rows(collection.records)
     runs = tidy(rows=rows)
     cells = aggregate(rows, bootstrap=bootstrap, expected_seeds=expected_seeds)
-    written: list[Path] = []
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.stem}-staging-", dir=out.parent))
+    except OSError as exc:
+        raise storage_error(exc, "create the --out folder", out.parent) from None
+    try:
+        try:
+            text = _write_all(stage, out.name, collection, runs, cells, refs, command, notes, plots)
+        except OSError as exc:
+            raise storage_error(exc, "write the leaderboard", out.parent) from None
+        written = _publish(stage, out.parent)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return Leaderboard(collection, runs, cells, text, written)
+
+
+def _write_all(folder: Path, name: str, collection: Collection, runs: pd.DataFrame, cells: list[Cell], refs: list,
+               command: str, notes: dict[str, str] | None, plots: bool) -> str:
+    """Every output into ``folder`` (the staging folder); returns the markdown."""
+    out = folder / name
     figures: dict[tuple[str, str], str] = {}
     if plots and cells:
         from .plots import write_plots
 
         for key, path in write_plots(cells, out.parent, out.stem).items():
             figures[key] = path.name
-            written.append(path)
     frontiers = anytime_frontiers(collection.records)
     anytime_figures: dict[tuple, str] = {}
     if plots and frontiers:
@@ -94,7 +116,6 @@ def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: s
 
         for key, path in write_anytime_plots(frontiers, out.parent, out.stem).items():
             anytime_figures[key] = path.name
-            written.append(path)
     curves: dict[tuple[str, str], tuple[str, list[str]]] = {}
     if plots and cells:
         from .curves import training_curves, write_curve_plots
@@ -102,7 +123,6 @@ def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: s
         data = training_curves(cells)
         for key, path in write_curve_plots(data, out.parent, out.stem).items():
             curves[key] = (path.name, data[key].notes)
-            written.append(path)
     text = render(cells, collection, command, frontiers, figures, anytime_figures, refs, curves)
     if notes:  # a grid spec's [notes]: why a method's rows look as they do in this setting
         text += "\n## Notes (from the grid spec)\n\n" + "\n".join(f"- `{m}`: {n}" for m, n in notes.items()) + "\n"
@@ -110,5 +130,22 @@ def build_leaderboard(folders: Iterable[str | Path], out: str | Path, command: s
     write_text(f"{stem}_runs.csv", _csv(runs.drop(columns=["path"])))
     write_text(f"{stem}_cells.csv", _csv(cells_frame(cells)))
     write_text(out, text)
-    written += [Path(f"{stem}_runs.csv"), Path(f"{stem}_cells.csv"), out]
-    return Leaderboard(collection, runs, cells, text, written)
+    return text
+
+
+def _publish(stage: Path, folder: Path) -> list[Path]:
+    """Move every staged file into ``folder``, the markdown last; refused before any move when a target is
+    not a plain file (a folder where the markdown should go), so a failure leaves the old outputs whole."""
+    from ..errors import StorageError
+
+    files = sorted(stage.iterdir(), key=lambda p: (p.suffix == ".md", p.name))
+    for p in files:
+        target = folder / p.name
+        if target.exists() and not target.is_file():
+            raise StorageError(f"could not write {target}: it is {'a folder' if target.is_dir() else 'not a file'}; "
+                               "move it away or give another --out. Nothing was written.")
+    written = []
+    for p in files:
+        os.replace(p, folder / p.name)
+        written.append(folder / p.name)
+    return written

@@ -19,7 +19,6 @@ folders always give the same collection.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,10 +93,9 @@ def _run_folders_without_record(folders: list[str]) -> Iterable[tuple[Path, str,
 
 def _failure(path: Path) -> str:
     """The failure's last line (the exception) from a grid task's failed.json, for the left-out list."""
-    try:
-        error = str(json.loads(path.read_text()).get("error") or "").strip()
-    except (OSError, ValueError, AttributeError):
-        error = ""
+    from ..records import read_json_object
+
+    error = str((read_json_object(path) or {}).get("error") or "").strip()
     last = error.splitlines()[-1] if error else ""
     return f"failed: {last} (failed.json); rerun it" if last else "failed (see failed.json); rerun it"
 

@@ -58,10 +58,14 @@ class SectionCurves:
 def read_curves(folder: Path) -> tuple[dict[str, dict[int, float]], set[str], str | None]:
     """({"train": {epoch: loss}, "eval": {epoch: top1}}, eval splits, None), or ({}, set(), why not)."""
     path = folder / "metrics.jsonl"
+    from ..reading import LOG_CAP, UnreadableFile, read_capped
+
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_capped(path, LOG_CAP).decode("utf-8", errors="replace")
     except FileNotFoundError:
         return {}, set(), "no metrics.jsonl"
+    except UnreadableFile as exc:
+        return {}, set(), f"metrics.jsonl {str(exc).split(': ', 1)[-1]}"
     except OSError as exc:
         return {}, set(), f"metrics.jsonl unreadable ({exc.strerror or type(exc).__name__})"
     points: dict[str, dict[int, float]] = {kind: {} for kind in CURVES}

@@ -18,7 +18,6 @@ Nothing is invented: every row needs its source, and an unverified one is shown 
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,12 +50,9 @@ class Reference:
 
 def load_references(path: str | Path) -> list[Reference]:
     path = Path(path)
-    try:
-        tree = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"--references: no such file {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--references: {path} is not valid TOML ({exc})") from None
+    from ..reading import read_toml_text
+
+    tree, _ = read_toml_text(path, "--references")
     entries = tree.get("reference")
     if not isinstance(entries, list) or set(tree) - {"reference"}:
         raise ConfigError(f"--references: {path} must hold [[reference]] tables only")

@@ -46,7 +46,7 @@ class Summary:
 def summarize(values: Sequence[float], bootstrap: int = 0, seed: int = 0) -> Summary:
     """n, mean, sd (ddof=1) and the 95% interval's half-width (t, or a seeded bootstrap of ``bootstrap``
     resamples: half the width of its 2.5-97.5 percentile range)."""
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]  # NaN/inf: flagged by the caller
     n = len(vals)
     if n == 0:
         return Summary(0, None, None, None)

@@ -25,6 +25,9 @@ def claim_run_folder(run_dir: Path, phase_dir: str | None, held: contextlib.Exit
         held.enter_context(folder_lock(run_dir, field="run.out", bookkeeping=(HISTORY,)))
     on_locked()
     probe_writable(run_dir, "run.out")
+    for sub in ("checkpoints", "artifacts", "tensorboard"):  # a read-only subfolder is found now, not after an epoch
+        if (run_dir / sub).is_dir():
+            probe_writable(run_dir / sub, f"run.out (its {sub}/ folder)")
     if phase_dir:
         probe_writable(phase_dir, "run.phase_dir")
 

@@ -61,9 +61,11 @@ def append_event(run_dir: str | Path, kind: str, **fields: Any) -> dict[str, Any
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every readable event, oldest first (a missing file is an empty history)."""
+    from ..reading import LOG_CAP, UnreadableFile, read_capped
+
     try:
-        text = (Path(run_dir) / HISTORY).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = read_capped(Path(run_dir) / HISTORY, LOG_CAP).decode("utf-8", errors="replace")
+    except (OSError, UnreadableFile):
         return []
     events = []
     for line in text.splitlines():

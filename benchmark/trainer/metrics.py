@@ -76,7 +76,8 @@ class JsonLines:
         self.listener = listener if enabled else None
         self.lines = 0
         if enabled and path.exists():
-            self.lines = sum(1 for _ in path.open())
+            with path.open("rb") as fh:  # bytes: a line of foreign, non-UTF-8 bytes still counts as one
+                self.lines = sum(1 for _ in fh)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -100,13 +101,13 @@ class JsonLines:
             if self.listener is not None:
                 self.listener.reset([])
             return
-        kept = self.path.read_text().splitlines(keepends=True)[:keep]
-        from ..atomic import write_text
+        kept = self.path.read_bytes().splitlines(keepends=True)[:keep]
+        from ..atomic import write_bytes
 
-        write_text(self.path, "".join(kept))
+        write_bytes(self.path, b"".join(kept))
         self.lines = len(kept)
         if self.listener is not None:
-            self.listener.reset([r for r in map(_parse, kept) if r is not None])
+            self.listener.reset([r for r in (_parse(k.decode("utf-8", errors="replace")) for k in kept) if r is not None])
 
 
 def _parse(line: str) -> dict[str, Any] | None:
@@ -118,7 +119,11 @@ def _parse(line: str) -> dict[str, Any] | None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    """Every line of a metrics log that is a JSON object (a torn, foreign or non-UTF-8 line is skipped)."""
+    from ..reading import LOG_CAP, read_capped
+
+    text = read_capped(path, LOG_CAP).decode("utf-8", errors="replace")
+    return [r for r in map(_parse, text.splitlines()) if r is not None]
 
 
 def mean(values: Iterable[float]) -> float:

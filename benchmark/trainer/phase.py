@@ -10,7 +10,6 @@ rank 0 runs the phase and broadcasts the artifact to the other ranks.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -117,12 +116,9 @@ def shared_work_dir(phase_dir: str | Path, method: str, phase: str, key: str) ->
 
 def read_artifact(path: Path, field: str, value: str) -> dict[str, Any] | None:
     """The artifact stored in ``path`` if it is readable and its ``field`` equals ``value``."""
-    if not path.is_file():
-        return None
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    from ..records import read_json_object
+
+    stored = read_json_object(path)  # a regular file under the cap, UTF-8 JSON, an object; else None
     if isinstance(stored, dict) and stored.get(field) == value and isinstance(stored.get("artifact"), dict):
         return stored["artifact"]
     return None
