@@ -96,6 +96,8 @@ def _add_grid_parser(sub) -> None:
         p = gsub.add_parser(name, help=text, description=text)
         p.add_argument("spec", help="grid spec TOML file")
         p.add_argument("--results", default=None, help="results folder (default: the spec's grid.results)")
+        p.add_argument("--max-runs", type=int, default=None, metavar="N",
+                       help="allow up to N runs for this command (default: the spec's grid.max_runs, else 10000)")
         p.add_argument("--json", action="store_true", help="print the table as JSON")
         if name == "cancel":
             p.add_argument("--runs", nargs="+", default=None, help="run ids (or prefixes) to cancel; default: all")
@@ -345,6 +347,21 @@ def plan_warnings(plan) -> list[str]:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
+    """``npas grid ...``, with ``--max-runs`` in force for this command only."""
+    from .errors import ConfigError
+    from .grid.spec import MAX_RUNS_OVERRIDE
+
+    limit = getattr(args, "max_runs", None)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--max-runs: expected a whole number >= 1, got {limit}.")
+    token = MAX_RUNS_OVERRIDE.set(limit)
+    try:
+        return _cmd_grid(args)
+    finally:
+        MAX_RUNS_OVERRIDE.reset(token)
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
     from .grid.runner import plan_cost, plan_grid, plan_rows, run_grid
 
     if args.grid_command == "plan":

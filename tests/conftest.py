@@ -27,6 +27,30 @@ def cifar100_root() -> Path | None:
     return None
 
 
+def small_grid_toml(name: str, epochs: int | str = "{epochs}") -> str:
+    """A two-run grid spec (unshared WRN-10-1 on synthetic data, seeds 0 and 1, 4 steps an epoch) with a
+    ``{results}`` placeholder (and ``{epochs}`` unless given) for ``str.format``: the grid tests' common case."""
+    return f"""[grid]
+name = "{name}"
+results = "{{results}}"
+
+[base]
+"train.epochs" = {epochs}
+"train.max_steps_per_epoch" = 4
+"data.synthetic_train" = 512
+"data.synthetic_test" = 128
+
+[axes]
+archs = ["wrn-10-1"]
+datasets = ["synthetic"]
+budgets = ["full"]
+seeds = [0, 1]
+
+[[methods]]
+name = "unshared"
+"""
+
+
 @pytest.fixture
 def tiny(tmp_path: Path) -> dict:
     """Overrides for a seconds-long run: wrn-10-1, synthetic data subset, few steps."""

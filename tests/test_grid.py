@@ -296,7 +296,7 @@ def test_one_runner_per_results_folder(tmp_path):
     spec = write_spec(tmp_path, GRID)
     plan_grid(spec, write=True)
     with RunnerLock(tmp_path / "res"):
-        with pytest.raises(NPASError, match="another `npas grid run`"):
+        with pytest.raises(NPASError, match=r"`npas grid run` \(pid \d+ on .*\) holds this results folder"):
             run_grid(spec, "debug", progress=False)
 
 

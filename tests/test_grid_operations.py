@@ -15,28 +15,11 @@ from pathlib import Path
 
 from npasbench.cli import main
 from npasbench.grid.queue import SlurmJob, merge, submitted_tasks
+from conftest import small_grid_toml
 from npasbench.grid.runner import grid_status, plan_grid, run_grid
 from npasbench.trainer.history import append_event, describe_checkpoint, note_start, read_history, slurm_summary
 
-GRID = """[grid]
-name = "ops"
-results = "{results}"
-
-[base]
-"train.epochs" = {epochs}
-"train.max_steps_per_epoch" = 4
-"data.synthetic_train" = 512
-"data.synthetic_test" = 128
-
-[axes]
-archs = ["wrn-10-1"]
-datasets = ["synthetic"]
-budgets = ["full"]
-seeds = [0, 1]
-
-[[methods]]
-name = "unshared"
-"""
+GRID = small_grid_toml("ops")
 
 
 def _spec(tmp_path: Path, epochs: int = 2) -> Path:

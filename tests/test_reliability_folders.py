@@ -350,3 +350,64 @@ def test_a_running_marker_of_an_unrelated_live_process_is_stale(tmp_path: Path):
     finally:
         other.kill()
         other.wait()
+
+
+# -- the size guard ----------------------------------------------------------------------------------
+def test_a_grid_above_its_size_limit_is_refused_before_expanding(tmp_path: Path, capsys):
+    from npasbench.cli import main
+    from npasbench.grid.expand import grid_size
+    from npasbench.grid.spec import DEFAULT_MAX_RUNS, load_spec
+
+    spec = tmp_path / "g.toml"
+    text = GRID.format(results=tmp_path / "res").replace("seeds = [0]", "seeds = [0, 1, 2]").replace(
+        '[grid]\nname = "g"\n', '[grid]\nname = "g"\nmax_runs = 2\n')
+    spec.write_text(text)
+    assert grid_size(load_spec(spec)) == 3 and DEFAULT_MAX_RUNS == 10_000
+    assert main(["grid", "plan", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "expands to 3 runs (before axes.exclude), above grid.max_runs = 2" in err and "--max-runs N" in err
+    assert "line 3" in err  # the max_runs line
+    assert main(["grid", "plan", str(spec), "--max-runs", "3"]) == 0
+    assert "3 runs" in capsys.readouterr().out
+    assert main(["grid", "plan", str(spec)]) == 2  # the flag held for that command only
+    capsys.readouterr()
+    assert main(["grid", "plan", str(spec), "--max-runs", "0"]) == 2
+    assert "--max-runs: expected a whole number >= 1" in capsys.readouterr().err
+    zipped = text.replace("[axes]\n", '[axes]\nzip = [["budgets", "seeds"]]\n').replace(
+        'budgets = ["full"]', 'budgets = ["full", "50%", "25%"]')
+    spec.write_text(zipped.replace("max_runs = 2\n", ""))
+    assert grid_size(load_spec(spec)) == 3  # a zip group advances together
+
+
+# -- one lock per results folder ------------------------------------------------------------------------
+def test_a_second_writer_of_a_busy_results_folder_is_refused_and_readers_never_wait(tmp_path: Path, capsys):
+    """`grid plan --save` (and submit) of another spec into a folder a live `grid run` uses used to rewrite its
+    grid.json, so the runner's remaining tasks failed; now the writer is refused with one line naming the
+    holder, a reader (`status`) answers at once, and the runner finishes every run."""
+    from npasbench.cli import main
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(GRID.format(results=tmp_path / "res").replace('"train.epochs" = 1', '"train.epochs" = 4')
+                    .replace("seeds = [0]", "seeds = [0, 1]").replace('[base]\n', '[base]\n"data.name" = "synthetic"\n'))
+    other = tmp_path / "other.toml"
+    other.write_text(spec.read_text().replace('name = "g"', 'name = "other"'))
+    runner = subprocess.Popen([sys.executable, "-m", "npasbench.cli", "grid", "run", str(spec), "-j", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "res" / "runner.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert main(["grid", "plan", str(spec), "--save"]) == 2
+        err = capsys.readouterr().err
+        assert "`npas grid run` (pid" in err and "holds this results folder" in err, err
+        t0 = time.monotonic()
+        assert main(["grid", "status", str(spec)]) == 0 and time.monotonic() - t0 < 30
+        capsys.readouterr()
+    finally:
+        _, runner_err = runner.communicate(timeout=600)
+    assert runner.returncode == 0, runner_err[-2000:]
+    assert main(["grid", "status", str(spec)]) == 0
+    assert "2 runs: 2 done" in capsys.readouterr().out
+    # another grid's manifest is never replaced: its runs would be orphaned
+    assert main(["grid", "plan", str(other), "--save", "--results", str(tmp_path / "res")]) == 2
+    assert "holds the grid 'g'" in capsys.readouterr().err

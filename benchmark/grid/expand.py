@@ -124,12 +124,37 @@ def star_left_out(spec: GridSpec) -> list[str]:
             for b in METHODS.broken]
 
 
+def grid_size(spec: GridSpec) -> int:
+    """How many runs the spec expands to before ``axes.exclude`` (arithmetic only: nothing is built)."""
+    total = 0
+    for m in method_axes(spec):
+        values = _axis_values(spec, m)
+        zipped = {a for g in spec.zip for a in g}
+        n = len(m.variants)
+        for g in spec.zip:
+            n *= min(len(values[a]) for a in g)
+        for a in AXES:
+            if a not in zipped:
+                n *= len(values[a])
+        total += n
+    return total
+
+
 def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | None = None) -> list[GridRun]:
     """Every run of the grid, in spec order; raises SpecError naming the key for any bad entry.
     ``previews``: the Previewer the budget check builds the models with (``plan`` reuses it for its table)."""
+    from tqdm.auto import tqdm
+
     from ..plugins import METHODS
 
+    size = grid_size(spec)
+    if size > spec.max_runs:
+        raise _spec_err(spec, f"the grid expands to {size} runs (before axes.exclude), above grid.max_runs = "
+                        f"{spec.max_runs}: check the axes for a typo, or raise the limit (max_runs = N in [grid], "
+                        "or --max-runs N for one command).", "max_runs", "seeds", "budgets")
     tree = _base_tree(spec)
+    bar = tqdm(total=size, desc="expanding the grid", unit="run", leave=False, mininterval=1.0,
+               disable=None if size >= 1000 else True)
     runs: list[GridRun] = []
     by_id: dict[str, GridRun] = {}
     for mi, m in enumerate(method_axes(spec)):
@@ -160,6 +185,7 @@ def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | Non
                                     f"{point['datasets']!r}, budget {budget!r}: {exc}", *named,
                                     f'"{point["archs"]}"', f'"{point["datasets"]}"', f'"{m.name}"',
                                     line=budget_line(spec, m.name) if "budget" in str(exc) and not named else None) from None
+                bar.update(1)
                 rid = run_id(cfg)
                 folder = folder_name(m.name, label, point["archs"], point["datasets"], budget, point["seeds"], rid)
                 cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=folder))
@@ -174,6 +200,7 @@ def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | Non
                                     "budgets" if other.budget != run.budget else "variants")
                 by_id[rid] = run
                 runs.append(run)
+    bar.close()
     if not runs:
         raise _spec_err(spec, "the grid is empty: every run is excluded by axes.exclude.", "exclude")
     if check_budgets:

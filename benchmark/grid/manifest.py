@@ -112,6 +112,13 @@ class Manifest:
 
         path = Path(results) / MANIFEST
         probe_writable(path.parent, "grid.results")
+        from ..records import read_json_object
+
+        other = read_json_object(path)
+        if other and other.get("name") not in (None, self.name):
+            raise ConfigError(f"grid.results {path.parent} holds the grid {other.get('name')!r} (spec "
+                              f"{other.get('spec')}), not {self.name!r}: give this grid its own results folder "
+                              "(grid.results or --results); replacing its manifest would orphan its runs.")
         try:
             write_json(path, self.to_dict())
         except OSError as exc:

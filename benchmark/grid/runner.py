@@ -9,7 +9,9 @@ One runner per results folder at a time (``<results>/.runner.lock``).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
 import platform
 import sys
@@ -93,7 +95,11 @@ def plan_grid(spec_path: str | Path, results: str | Path | None = None, write: b
                                   "budget": r.budget, "seed": r.seed}, needs[r.run_id]) for r in runs},
         phases=jobs, launches=list(old.launches) if old else [])
     if write:
-        manifest.save(spec.results)  # probes the folder first: one line for a read-only or unwritable one
+        from ..storage import probe_writable
+
+        probe_writable(spec.results, "grid.results")  # one line for a read-only or unwritable folder
+        with RunnerLock(spec.results, "npas grid plan --save"):
+            manifest.save(spec.results)
     return Plan(spec, runs, manifest, previews)
 
 
@@ -197,10 +203,14 @@ def summary_line(counts: Counter, total: int) -> str:
 
 # -- running ------------------------------------------------------------------------------------
 class RunnerLock:
-    """One runner per results folder; stale after a crash (the kernel drops an flock with its process)."""
+    """The results folder's one lock: every command that writes the grid's manifest or runs its tasks holds
+    it (``grid run`` for its whole run; ``plan --save``, ``submit``, ``resubmit`` while they write), never a
+    reader (``status``, ``collect``). Stale after a crash: the kernel drops an flock with its process. The lock
+    file names its holder (command, pid, host) for the next one's message."""
 
-    def __init__(self, results: Path) -> None:
+    def __init__(self, results: Path, command: str = "npas grid run") -> None:
         self.path = Path(results) / ".runner.lock"
+        self.command = command
         self.fd: int | None = None
 
     def __enter__(self) -> "RunnerLock":
@@ -210,9 +220,15 @@ class RunnerLock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            info = read_json(self.path.parent / "runner.json") or {}
-            raise ConfigError(f"{self.path.parent}: another `npas grid run` (pid {info.get('pid', '?')} on "
-                              f"{info.get('host', '?')}) is running this grid; wait for it or stop it first.") from None
+            info = read_json(self.path) or read_json(self.path.parent / "runner.json") or {}
+            holder = info.get("command", "npas grid run")
+            raise ConfigError(f"grid.results {self.path.parent}: `{holder}` (pid {info.get('pid', '?')} on "
+                              f"{info.get('host', '?')}) holds this results folder; `{self.command}` waits for nobody: "
+                              "run it again when that one is done, or stop it first.") from None
+        with contextlib.suppress(OSError):  # advisory: who holds it
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, json.dumps({"command": self.command, "pid": os.getpid(),
+                                           "host": platform.node()}).encode(), 0)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -114,10 +114,6 @@ def submit_grid(spec_path: str | Path, results: str | Path | None = None, dry_ru
     """Submit the unfinished runs (``only``: these run ids). Runs that live jobs still hold are refused, naming
     the jobs (a second array would only burn allocations: the run lock lets one job train a run); ``force``
     submits them anyway. A dry run lists them (``plan.held``) and submits nothing."""
-    import submitit
-
-    from .slurm_job import GridJob
-
     plan, arrays, _ = plan_arrays(spec_path, results, only, dry_run=dry_run, plan=plan)
     train_ids = [t for a in arrays if a.kind == "train" for t in a.task_ids]
     view = queue_view(plan.results, accounting_note=False) if arrays else QueueView()
@@ -131,6 +127,18 @@ def submit_grid(spec_path: str | Path, results: str | Path | None = None, dry_ru
     if dry_run or not arrays:
         return plan, arrays
     res = plan.results.resolve()
+    from .runner import RunnerLock
+
+    with RunnerLock(res, "npas grid submit"):
+        return _submit(plan, arrays, res, threads)
+
+
+def _submit(plan: Any, arrays: list[ArrayPlan], res: Path, threads: int) -> tuple[Any, list[ArrayPlan]]:
+    """The submission itself, under the results folder's lock (``submit_grid``)."""
+    import submitit
+
+    from .slurm_job import GridJob
+
     plan.manifest.save(res)  # the tasks read their configs from it
     (res / PHASES).mkdir(parents=True, exist_ok=True)
     state = read_json_object(res / SLURM_STATE) or {"arrays": []}
