@@ -283,11 +283,16 @@ def test_status_cancel_resubmit(cluster, tmp_path, capsys):
     assert main(["grid", "submit", str(spec)]) == 2  # the same grid again while its jobs hold the runs: refused
     err = capsys.readouterr().err
     assert "2 of the 2 unfinished runs are still held by live SLURM jobs" in err and live()[0] in err and "--force" in err
+    assert main(["grid", "submit", str(spec), "--force"]) == 0  # anyway: a second array, each run named
+    assert capsys.readouterr().out.count("submitted again (--force)") == 2
+    assert len(live()) == 4
+    assert main(["grid", "status", str(spec)]) == 0
+    assert "also " in capsys.readouterr().out  # a run held by two jobs shows both
     _wait(lambda: any((tmp_path / "res").glob("unshared_*/config.json")), 120, "a run to set up")
     before = sorted(p.parent for p in (tmp_path / "res").glob("unshared_*/config.json"))
     held = live()
     assert main(["grid", "cancel", str(spec)]) == 0
-    assert f"cancelled 2 job(s) that still held runs: {' '.join(held)}" in capsys.readouterr().out
+    assert f"cancelled 4 job(s) that still held runs: {' '.join(held)}" in capsys.readouterr().out
     # cancelled tasks end (CANCELLED, or gone) and are never requeued (SIGTERM is not a preemption)
     _wait(lambda: not live(), 120, "the cancelled tasks to end")
     assert main(["grid", "cancel", str(spec)]) == 0
