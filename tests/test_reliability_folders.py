@@ -331,26 +331,36 @@ def test_a_read_only_results_folder_is_one_line(tmp_path: Path, capsys):
 
 
 def test_a_running_marker_of_an_unrelated_live_process_is_stale(tmp_path: Path):
-    """running.json names a live pid that is not its process (a reused pid: another start time): the run is
-    not `running`, and the status says why; the marker of the real process still reads running."""
+    """running.json names a live pid that is not its process -- another start time (a reused pid), or a live
+    process that does not hold the run folder's lock: the run is not `running`, and the status says why. The
+    marker of the process that holds the lock still reads running."""
     import platform
 
-    from npasbench.grid.state import process_start, run_state
+    from npasbench.grid.state import flock_holders, process_start, run_state
 
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               f"fd = os.open({str(folder / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
     other = subprocess.Popen(["sleep", "60"])
     try:
-        folder = tmp_path / "run"
-        folder.mkdir()
+        assert holder.stdout.readline().strip() == "locked"
+        assert flock_holders(folder / ".lock") == {holder.pid}
         marker = {"host": platform.node(), "pid": other.pid, "pid_start": "another-boot:12345", "epochs": 3}
         (folder / "running.json").write_text(json.dumps(marker))
         state, detail = run_state(folder, "rid")
         assert state == "not started" and f"stale running.json (pid {other.pid}" in detail
         (folder / "running.json").write_text(json.dumps({**marker, "pid_start": process_start(other.pid)}))
+        assert run_state(folder, "rid")[0] == "not started"  # alive, the right start, but not the lock's holder
+        (folder / "running.json").write_text(json.dumps({**marker, "pid": holder.pid,
+                                                         "pid_start": process_start(holder.pid)}))
         assert run_state(folder, "rid")[0] == "running"
     finally:
-        other.kill()
-        other.wait()
-
+        for p in (holder, other):
+            p.kill()
+            p.wait()
 
 # -- the size guard ----------------------------------------------------------------------------------
 def test_a_grid_above_its_size_limit_is_refused_before_expanding(tmp_path: Path, capsys):

@@ -45,9 +45,27 @@ def process_start(pid: int | None = None) -> str | None:
         return None
 
 
-def pid_alive(host: str | None, pid: Any, start: Any = None) -> bool:
-    """The marker's process is alive: same host, the pid exists, and (when the marker names it) the process
-    started when the marker says -- an unrelated process that reuses the pid does not count."""
+def flock_holders(path: Path) -> set[int] | None:
+    """The pids holding an ``flock`` on ``path`` (``/proc/locks``: "1: FLOCK  ADVISORY  WRITE <pid>
+    <major>:<minor>:<inode> 0 EOF"; waiters, marked "->", are not holders); None where it cannot tell."""
+    try:
+        st = os.stat(path)
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == dev and parts[4].isdigit():
+            holders.add(int(parts[4]))
+    return holders
+
+
+def pid_alive(host: str | None, pid: Any, start: Any = None, lock: Path | None = None) -> bool:
+    """The marker's process is alive: same host, the pid exists, (when the marker names it) the process
+    started when the marker says -- an unrelated process that reuses the pid does not count -- and (given
+    ``lock``) it holds that lock file's flock, where ``/proc/locks`` can tell."""
     if host != platform.node() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
@@ -56,15 +74,18 @@ def pid_alive(host: str | None, pid: Any, start: Any = None) -> bool:
         return False
     except PermissionError:
         pass
-    if isinstance(start, str):
-        return process_start(pid) == start
+    if isinstance(start, str) and process_start(pid) != start:
+        return False
+    if lock is not None:
+        holders = flock_holders(lock)
+        return holders is None or pid in holders
     return True
 
 
 def stale_marker(run_dir: Path) -> str:
     """'' or a note on a running.json whose process is gone (or is another process under a reused pid)."""
     running = read_json(run_dir / "running.json")
-    if not running or pid_alive(running.get("host"), running.get("pid"), running.get("pid_start")):
+    if not running or pid_alive(running.get("host"), running.get("pid"), running.get("pid_start"), run_dir / ".lock"):
         return ""
     return f"stale running.json (pid {running.get('pid')} on {running.get('host')} is not its process)"
 
@@ -74,7 +95,8 @@ def runner_queue(results: Path) -> dict[str, str]:
     (its task is launched and has not yet claimed the run folder: without it a run would read "not started"
     for the seconds its process takes to import)."""
     info = read_json(Path(results) / "runner.json")
-    if not info or not pid_alive(info.get("host"), info.get("pid"), info.get("pid_start")):
+    if not info or not pid_alive(info.get("host"), info.get("pid"), info.get("pid_start"),
+                                 Path(results) / ".runner.lock"):
         return {}
     return {**{t: "queued" for t in info.get("queued", [])}, **{t: "starting" for t in info.get("active", [])}}
 
@@ -89,7 +111,7 @@ def run_state(run_dir: Path, run_id: str, queued: dict[str, str] | None = None) 
         top1 = (rec.get("metrics") or {}).get("top1")
         return "done", f"top1 {top1:.2f}" if isinstance(top1, (int, float)) else ""
     running = read_json(run_dir / "running.json")
-    if running and pid_alive(running.get("host"), running.get("pid"), running.get("pid_start")):
+    if running and pid_alive(running.get("host"), running.get("pid"), running.get("pid_start"), run_dir / ".lock"):
         return "running", f"epoch {epochs_done(run_dir)}/{running.get('epochs', '?')}"
     if queued and run_id in queued:
         return ("running", "starting") if queued[run_id] == "starting" else ("queued", "")
