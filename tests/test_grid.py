@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -407,14 +408,20 @@ def test_sigterm_during_set_up_stops_the_task_cleanly(tmp_path):
     spec = write_spec(tmp_path, GRID)
     plan = plan_grid(spec, write=True)
     r = plan.runs[0]
-    p = subprocess.Popen([sys.executable, "-m", "npasbench.grid.task", str(tmp_path / "res"), r.run_id],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     marker = tmp_path / "res" / r.folder / "running.json"
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    p.send_signal(signal.SIGTERM)  # set-up has just begun (running.json is written before it)
-    out = p.communicate(timeout=60)[0]
+    for _attempt in range(3):
+        p = subprocess.Popen([sys.executable, "-m", "npasbench.grid.task", str(tmp_path / "res"), r.run_id],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        p.send_signal(signal.SIGTERM)  # set-up has just begun (running.json is written before it)
+        out = p.communicate(timeout=60)[0]
+        if p.returncode != 0:
+            break
+        # on a loaded machine this process may see the marker only after the tiny run has trained: the signal
+        # then came after training (a finished run stays finished), not during set-up; start over and try again
+        shutil.rmtree(tmp_path / "res" / r.folder)
     assert p.returncode == EXIT_PREEMPTED, out
     assert not marker.exists() and not (tmp_path / "res" / r.folder / "failed.json").exists()
     assert run_grid(spec, "debug", progress=False).counts["done"] == 4
