@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
-
-import re
 
 from ..records import FINAL, read_json_object, read_record
 from ..trainer.history import describe_checkpoint, last_checkpoint, read_history
@@ -82,12 +81,12 @@ def pid_alive(host: str | None, pid: Any, start: Any = None, lock: Path | None =
     return True
 
 
-def stale_marker(run_dir: Path) -> str:
-    """'' or a note on a running.json whose process is gone (or is another process under a reused pid)."""
+def running_marker(run_dir: Path) -> tuple[dict[str, Any] | None, bool]:
+    """(running.json, whether its process is alive and holds the run folder's lock): read and judged once."""
     running = read_json(run_dir / "running.json")
-    if not running or pid_alive(running.get("host"), running.get("pid"), running.get("pid_start"), run_dir / ".lock"):
-        return ""
-    return f"stale running.json (pid {running.get('pid')} on {running.get('host')} is not its process)"
+    live = running is not None and pid_alive(running.get("host"), running.get("pid"), running.get("pid_start"),
+                                           run_dir / ".lock")
+    return running, live
 
 
 def runner_queue(results: Path) -> dict[str, str]:
@@ -110,8 +109,8 @@ def run_state(run_dir: Path, run_id: str, queued: dict[str, str] | None = None) 
             return "diverged", f"epoch {at.get('epoch', '?')}, loss {at.get('loss', '?')}"
         top1 = (rec.get("metrics") or {}).get("top1")
         return "done", f"top1 {top1:.2f}" if isinstance(top1, (int, float)) else ""
-    running = read_json(run_dir / "running.json")
-    if running and pid_alive(running.get("host"), running.get("pid"), running.get("pid_start"), run_dir / ".lock"):
+    running, live = running_marker(run_dir)
+    if running and live:
         return "running", f"epoch {epochs_done(run_dir)}/{running.get('epochs', '?')}"
     if queued and run_id in queued:
         return ("running", "starting") if queued[run_id] == "starting" else ("queued", "")
@@ -124,7 +123,9 @@ def run_state(run_dir: Path, run_id: str, queued: dict[str, str] | None = None) 
     blocked = read_json(run_dir / "blocked.json")
     if blocked:
         return "blocked", str(blocked.get("reason", ""))
-    stale = stale_marker(run_dir)
+    # a marker whose process is gone, or is another process under a reused pid
+    stale = f"stale running.json (pid {running.get('pid')} on {running.get('host')} is not its process)" \
+        if running else ""
     if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
         return "interrupted", "; ".join(x for x in (interruption(run_dir), stale) if x)
     return "not started", stale
