@@ -21,15 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from npasbench.accounting import count_params
-from npasbench.contract import (MAX_MEMBERS, BuildRequest, Method, MethodOptions, NPASModel, check_one_domain,
-                                member_names, parse_members)
-from npasbench.errors import BudgetError, ConfigError
-from npasbench.models.registry import create_backbone
-from npasbench.plugins import register_method
-
-from .common import plain_params, weight_layers
-from .unshared import attach_owned_weights
+from npasbench.sdk import (MAX_MEMBERS, BuildRequest, ConfigError, Method, MethodOptions, NPASModel,
+                           attach_owned_weights, check_fits, check_one_domain, count_params, create_backbone,
+                           member_names, parse_members, plain_params, register_method, weight_layers)
 
 SUPERWEIGHT_MEMBERS = "wrn-28-7,wrn-28-4,wrn-16-7,wrn-16-4"
 
@@ -64,16 +58,11 @@ class Ensemble(Method):
     def build(self, request: BuildRequest) -> NPASModel:
         archs = self.archs(request)
         check_one_domain(archs)
-        budget = request.budget.params if request.budget is not None else None
-        if budget is not None:
+        if request.budget is not None:
             sizes = [plain_params(create_backbone(a, request.num_classes)) for a in archs]
-            if sum(sizes) > budget:
-                listing = " + ".join(f"{a} {n:,}" for a, n in zip(archs, sizes))
-                raise BudgetError(
-                    f"budget: the ensemble has {sum(sizes):,} parameters ({listing}), above the budget of "
-                    f"{budget:,}; nothing is shared. Raise the budget or use fewer/smaller members "
-                    "(method.options.members / copies)."
-                )
+            listing = " + ".join(f"{a} {n:,}" for a, n in zip(archs, sizes))
+            check_fits(sum(sizes), request.budget, f"the ensemble ({listing}; nothing is shared)",
+                       "Raise the budget or use fewer/smaller members (method.options.members / copies).")
         nets = []
         for i, a in enumerate(archs):
             net = create_backbone(a, request.num_classes)

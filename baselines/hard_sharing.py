@@ -16,13 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel
-from npasbench.errors import BudgetError, ConfigError
-from npasbench.models.layers import OwnedWeight, kaiming_normal_
-from npasbench.models.registry import create_backbone
-from npasbench.plugins import register_method
-
-from .common import SharedRef, SharedWeight, fixed_params, share_groups, weight_layers
+from npasbench.sdk import (BuildRequest, ConfigError, Method, MethodOptions, NPASModel, OwnedWeight, SharedRef,
+                           SharedWeight, backbone_fixed_params, check_fits, create_backbone, kaiming_normal_,
+                           register_method, share_groups, weight_layers)
 
 
 @dataclass(frozen=True)
@@ -47,17 +43,13 @@ class HardSharing(Method):
                 "has nothing to share; use a deeper network (WRN depth >= 16)"
                 + (" or first_block=shared." if self.options.first_block == "own" else ".")
             )
-        fixed = fixed_params(net)  # norms and classifier bias, before any provider is attached
+        fixed = backbone_fixed_params(net)  # norms and classifier bias, before any provider is attached
         banked = {id(l) for g in groups for l in g.layers}
         own = sum(l.spec.numel for l in weight_layers(net) if id(l) not in banked)
         total = fixed + own + sum(g.numel for g in groups)
         plain = total + sum(g.numel * (len(g.layers) - 1) for g in groups)
-        if request.budget is not None and total > request.budget.params:
-            raise BudgetError(
-                f"budget: hard-sharing on {request.arch} has a fixed size of {total:,} parameters (the plain network "
-                f"has {plain:,}), above the budget of {request.budget.params:,}. Raise the budget, or use soft-sharing, "
-                "hashed or reduced, which fit a given budget."
-            )
+        check_fits(total, request.budget, f"hard-sharing on {request.arch} (a fixed size; the plain network has "
+                   f"{plain:,})", "Raise the budget, or use soft-sharing, hashed or reduced, which fit a given budget.")
         shared: dict[str, SharedWeight] = {}
         for g in groups:
             storage = SharedWeight(g.shape, kaiming_normal_)

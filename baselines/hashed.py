@@ -47,13 +47,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel
-from npasbench.errors import BudgetError, ConfigError
 from npasbench.models.generated import GeneratedWeight, GeneratingNet
-from npasbench.models.registry import create_backbone
-from npasbench.plugins import register_method
-
-from .common import fixed_params, weight_layers
+from npasbench.sdk import (BudgetError, BuildRequest, ConfigError, Method, MethodOptions, NPASModel,
+                           backbone_fixed_params, create_backbone, register_method, weight_layers)
 
 MASK32 = 0xFFFFFFFF
 _M1, _M2 = 0x7FEB352D, 0x846CA68B
@@ -215,7 +211,7 @@ class Hashed(Method):
     def build(self, request: BuildRequest) -> NPASModel:
         net = create_backbone(request.arch, request.num_classes)
         layers = weight_layers(net)
-        fixed = fixed_params(net)
+        fixed = backbone_fixed_params(net)
         sizes = [l.spec.numel for l in layers]
         budget = request.budget.params if request.budget is not None else None
         size, capped = self.bank_size(fixed, sizes, budget, request.arch)

@@ -31,16 +31,12 @@ from typing import Any, Literal
 
 import torch.nn as nn
 
-from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel
-from npasbench.budget import largest_fitting
-from npasbench.errors import BudgetError, ConfigError
-from npasbench.models.registry import create_backbone, get_arch
+from npasbench.models.registry import get_arch
 from npasbench.models.resnet import BottleneckResNet
 from npasbench.models.wrn import WideResNet
-from npasbench.plugins import register_method
-
-from .common import backbone_flops, plain_params
-from .unshared import attach_owned_weights
+from npasbench.sdk import (BudgetError, BuildRequest, ConfigError, Method, MethodOptions, NPASModel,
+                           attach_owned_weights, backbone_flops, create_backbone, largest_fitting, plain_params,
+                           register_method)
 
 WRN_BASE = (16, 32, 64)
 

@@ -44,13 +44,9 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel
-from npasbench.errors import BudgetError, ConfigError
-from npasbench.models.layers import OwnedWeight, kaiming_normal_
-from npasbench.models.registry import create_backbone
-from npasbench.plugins import register_method
-
-from .common import CachedProvider, ShareGroup, fixed_params, share_groups, weight_layers
+from npasbench.sdk import (BudgetError, BuildRequest, CachedProvider, ConfigError, Method, MethodOptions, NPASModel,
+                           OwnedWeight, ShareGroup, backbone_fixed_params, create_backbone, kaiming_normal_,
+                           register_method, share_groups, weight_layers)
 
 
 class TemplateBank(nn.Module):
@@ -117,7 +113,7 @@ class SoftSharingOptions(MethodOptions):
 def _fixed_part(net: nn.Module, groups: list[ShareGroup]) -> int:
     banked = {id(l) for g in groups for l in g.layers}
     own = sum(l.spec.numel for l in weight_layers(net) if id(l) not in banked)
-    return fixed_params(net) + own
+    return backbone_fixed_params(net) + own
 
 
 def soft_total(fixed: int, groups: list[ShareGroup], templates: list[int]) -> int:

@@ -7,27 +7,16 @@ baseline instead).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from npasbench.accounting import count_params
-from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel
-from npasbench.errors import BudgetError
-from npasbench.models.layers import OwnedWeight
-from npasbench.models.registry import create_backbone
-from npasbench.plugins import register_method
+from npasbench.sdk import (BuildRequest, Method, MethodOptions, NPASModel, attach_owned_weights, check_fits,
+                           count_params, create_backbone, option, register_method)
 
 
 @dataclass(frozen=True)
 class UnsharedOptions(MethodOptions):
-    no_decay_norm_bias: bool = field(default=False, metadata={
-        "help": "exempt normalisation parameters and biases from weight decay (reference code: decayed)"})
-
-
-def attach_owned_weights(net) -> None:
-    """Give every weight layer of ``net`` its own kaiming-initialised weight."""
-    for layer in net.modules():
-        if hasattr(layer, "set_provider") and hasattr(layer, "spec"):
-            layer.set_provider(OwnedWeight(layer.spec, head=layer.spec.role == "head"))
+    no_decay_norm_bias: bool = option(
+        False, "exempt normalisation parameters and biases from weight decay (reference code: decayed)")
 
 
 @register_method("unshared")
@@ -41,13 +30,8 @@ class Unshared(Method):
         attach_owned_weights(net)
         model = NPASModel([net], [request.arch])
         if request.budget is not None:
-            total = count_params(model)[0]
-            if total > request.budget.params:
-                raise BudgetError(
-                    f"budget: the unshared {request.arch} needs {total:,} parameters, above the budget of "
-                    f"{request.budget.params:,}. Raise the budget, or use a sharing method or a reduced "
-                    "width/depth baseline for this budget."
-                )
+            check_fits(count_params(model)[0], request.budget, f"the unshared {request.arch}",
+                       "Raise the budget, or use a sharing method or a reduced width/depth baseline for this budget.")
         return model
 
     def no_weight_decay_roles(self) -> frozenset[str]:

@@ -149,6 +149,16 @@ def build_dataclass(cls: type[D], values: Mapping[str, Any] | None, prefix: str 
     return obj
 
 
+def option(default: Any, help: str) -> Any:
+    """A method option (or config key) with its one line of help, shown by ``npas methods`` and ``npas config``:
+    ``rank: int = option(8, "rank of every layer's U V factorisation")``. Mutable defaults (lists, dicts)
+    get a factory, as dataclasses require."""
+    if isinstance(default, (list, dict, set)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def describe_options(cls: type) -> list[dict[str, Any]]:
     """Name, type, default and help of every option of a dataclass (for ``npas methods``)."""
     hints = get_type_hints(cls)

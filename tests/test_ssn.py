@@ -13,7 +13,7 @@ from npasbench import Budget, BudgetError, ConfigError, create_model
 from npasbench.config import build_config
 from npasbench.methods.ssn.groups import auto_groups, manual_groups, random_groups
 from npasbench.methods.ssn.kmeans import kmeans
-from npasbench.methods.ssn.method import plan_counts, fixed_params, backbone_specs
+from npasbench.methods.ssn.method import plan_counts, params_outside_weight_layers, backbone_specs
 from npasbench.models.registry import ARCHITECTURES, create_backbone, get_arch
 from npasbench.trainer import train
 
@@ -67,7 +67,7 @@ def test_weights_shapes_counts_and_gradients(opts, budget):
     # the analytic count (used by the budget solver) equals the built model's unique parameters
     net, specs = backbone_specs("wrn-16-1", 10)
     plan = model.built(SSNPlan)
-    counted = plan_counts(plan, specs, built.method.options, fixed_params(net))
+    counted = plan_counts(plan, specs, built.method.options, params_outside_weight_layers(net))
     rep = built.report(flops=False)
     assert counted["total"] == rep.total
     for role in ("bank", "coefficients", "generators"):

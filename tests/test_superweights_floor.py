@@ -22,7 +22,8 @@ from npasbench.factory import make_request
 from npasbench.grid import plan_grid
 from npasbench.methods.superweights.clustering import assign, one_template_estimate, search_clusters
 from npasbench.methods.superweights.floor import search_bounds, visit_order
-from npasbench.methods.superweights.method import fixed_params, shared_layers
+from npasbench.methods.superweights.method import shared_layers
+from npasbench.methods.superweights.plan import params_outside_banks
 from npasbench.methods.superweights.plan import depth_bins
 from npasbench.models.registry import create_backbone
 from npasbench.plugins import create_method
@@ -64,7 +65,7 @@ def test_total_mode_figures_are_where_the_search_max_params_reaches_the_bounds(m
     sb = m.search_budgets(req)
     archs, nets, shapes = m.backbones(req)
     initial = depth_bins(shapes, 4)
-    fixed = sum(fixed_params(n) for n in nets)
+    fixed = sum(params_outside_banks(n) for n in nets)
 
     def search_mp(total: int) -> int:
         return m.search_max_params(dataclasses.replace(req, budget=Budget(total, "total")), shapes, initial, fixed)

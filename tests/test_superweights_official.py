@@ -23,7 +23,8 @@ from npasbench.budget import Budget
 from npasbench.errors import BudgetError
 from npasbench.factory import make_request
 from npasbench.methods.superweights.coefficients import initial_rows
-from npasbench.methods.superweights.method import fixed_params, shared_layers
+from npasbench.methods.superweights.method import shared_layers
+from npasbench.methods.superweights.plan import params_outside_banks
 from npasbench.methods.superweights.plan import depth_bins, make_plan
 from npasbench.models.registry import create_backbone
 from npasbench.plugins import create_method
@@ -108,7 +109,7 @@ def test_unique_parameter_counts_match(name):
     mp = o["max_params"] if rec["bank_total"] <= o["max_params"] else 0  # overrun case: the minimum
     plan = make_plan(shapes, depth_bins(shapes, o["param_group_bins"]), mp, cap=o["bank_size"])
     rows = initial_rows(plan, "own" if o["share_type"] == "avg" else "bank")
-    fixed = sum(fixed_params(n) for n in nets)
+    fixed = sum(params_outside_banks(n) for n in nets)
     assert fixed == counts["bn"] + counts["classifier"]
     ours = method.plan_total(plan, rows, fixed)
     assert ours["bank"] == counts["bank"]

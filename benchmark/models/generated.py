@@ -24,7 +24,7 @@ def cache_key(tensors: Iterable[torch.Tensor]) -> tuple:
 
 class WeightCache:
     """The one reuse rule for generated weights (a whole network's in ``GeneratingNet``, one layer's in
-    ``baselines.common.CachedProvider``): with autograd off, what was generated stays valid while every source
+    ``providers.CachedProvider``): with autograd off, what was generated stays valid while every source
     tensor keeps its storage, version and device; with autograd on nothing is reused (the graph is needed)."""
 
     def __init__(self) -> None:

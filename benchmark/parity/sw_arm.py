@@ -143,7 +143,7 @@ def our_search(row, cfg, root: str, seed: int, h) -> dict[str, Any]:
     from ..experiment import budget_of
     from ..factory import make_request
     from ..methods.superweights.clustering import search_clusters
-    from ..methods.superweights.method import fixed_params
+    from ..methods.superweights.plan import params_outside_banks
     from ..methods.superweights.plan import depth_bins
     from ..methods.superweights.search import search_members, weight_gradients
     from ..plugins import create_method
@@ -155,7 +155,7 @@ def our_search(row, cfg, root: str, seed: int, h) -> dict[str, Any]:
     torch.manual_seed(seed)
     archs, nets, shapes = method.backbones(request)
     initial = depth_bins(shapes, o.param_group_bins)
-    fixed = sum(fixed_params(n) for n in nets)
+    fixed = sum(params_outside_banks(n) for n in nets)
     plan, rows = method.resolve_plan(request, shapes, initial, "bank", None, fixed)
     model = method.assemble(archs, nets, plan, rows, {"clusters_from": "depth bins", "coefficients": "bank",
                                                       "unsharing": []})

@@ -31,12 +31,9 @@ from typing import Any, Literal
 
 import torch.nn as nn
 
-from npasbench.contract import BuildRequest, Method, MethodOptions, NPASModel, Phase
-from npasbench.budget import largest_fitting
-from npasbench.errors import BudgetError, ConfigError
-from npasbench.models.layers import Conv, LayerSpec, Linear, OwnedWeight
-from npasbench.models.registry import create_backbone
-from npasbench.plugins import register_method
+from npasbench.models.layers import Conv, Linear
+from npasbench.sdk import (BudgetError, BuildRequest, ConfigError, LayerSpec, Method, MethodOptions, NPASModel,
+                           OwnedWeight, Phase, create_backbone, largest_fitting, register_method)
 
 from .generator import SSNGroup
 from .groups import auto_groups, manual_groups, normalise, random_groups
@@ -143,7 +140,7 @@ def plan_counts(plan: SSNPlan, specs: tuple[LayerSpec, ...], opts: SSNOptions, f
     return c
 
 
-def fixed_params(net: nn.Module) -> int:
+def params_outside_weight_layers(net: nn.Module) -> int:
     """Parameters the backbone holds before any provider: norms (the classifier bias is SSN's call)."""
     return sum(p.numel() for m in net.modules() if not isinstance(m, (Conv, Linear))
                for p in m.parameters(recurse=False))
@@ -252,7 +249,7 @@ class SSN(Method):
         net, specs = backbone_specs(request.arch, request.num_classes)
         layout = self.layout(specs, request)
         budget = request.budget
-        fixed = fixed_params(net)
+        fixed = params_outside_weight_layers(net)
         if budget is None:
             plan = self._plan(specs, layout, 0)
         elif budget.mode == "max_params":

@@ -38,21 +38,18 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from npasbench.contract import (BuildRequest, Method, MethodOptions, NPASModel, Phase, check_one_domain, member_names,
-                                parse_members)
-from npasbench.budget import largest_fitting
-from npasbench.errors import BudgetError, ConfigError
 from npasbench.models.generated import GeneratedWeight
-from npasbench.models.layers import Conv, OwnedWeight
-from npasbench.models.registry import create_backbone
-from npasbench.plugins import register_method
+from npasbench.models.layers import Conv
+from npasbench.sdk import (BudgetError, BuildRequest, ConfigError, Method, MethodOptions, NPASModel, OwnedWeight, Phase,
+                           check_one_domain, create_backbone, largest_fitting, member_names, parse_members,
+                           register_method)
 
 from .coefficients import RowMap, initial_coefficients, initial_rows
 from .modules import CoefficientTable, Projection, TemplateBank
 from .network import SWNet, bank_name
 from .built import SWBuilt
 from .unsharing import CoefficientUnsharing
-from .plan import SWPlan, depth_bins, make_plan
+from .plan import SWPlan, depth_bins, make_plan, params_outside_banks
 from .floor import SearchBudgets, search_bounds
 
 
@@ -247,7 +244,7 @@ class SuperWeights(CoefficientUnsharing, Method):
         archs, nets, shapes = self.backbones(request)
         initial = depth_bins(shapes, self.options.param_group_bins)
         bounds = search_bounds(shapes, initial)
-        fixed = sum(fixed_params(n) for n in nets)
+        fixed = sum(params_outside_banks(n) for n in nets)
         cap = self.options.bank_size
         floor_mp = max(bounds.floor, make_plan(shapes, initial, 0, cap=cap).minimum)
         guaranteed_mp = max(bounds.guaranteed, make_plan(shapes, bounds.guaranteed_clusters, 0, cap=cap).minimum)
@@ -364,7 +361,7 @@ class SuperWeights(CoefficientUnsharing, Method):
         archs, nets, shapes = self.backbones(request)
         clusters, matches, source = self.clusters(request, archs, shapes)
         mode = self.coefficient_mode(matches)
-        fixed = sum(fixed_params(n) for n in nets)
+        fixed = sum(params_outside_banks(n) for n in nets)
         plan, rows = self.resolve_plan(request, shapes, clusters, mode, matches, fixed)
         return self.assemble(archs, nets, plan, rows, {"clusters_from": source, "coefficients": mode, "unsharing": []})
 
@@ -479,13 +476,3 @@ class SuperWeights(CoefficientUnsharing, Method):
             "coefficient_rows": built.rows.total_rows(),
             **built.info,
         }
-
-
-def fixed_params(net: nn.Module) -> int:
-    """A member's parameters outside the banks: norms and the classifier (weight and bias)."""
-    n = sum(p.numel() for m in net.modules() if not isinstance(m, Conv) and not hasattr(m, "spec")
-            for p in m.parameters(recurse=False))
-    for m in net.modules():
-        if hasattr(m, "spec") and not isinstance(m, Conv):
-            n += m.spec.numel + sum(p.numel() for p in m.parameters(recurse=False))
-    return n

@@ -33,7 +33,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch.nn as nn
+
 from npasbench.errors import BudgetError, ConfigError
+from npasbench.models.layers import Conv
 
 Shape = tuple[int, ...]
 
@@ -289,3 +292,13 @@ def compose_shapes(levels: list[Level], used: int) -> Shape:
         else:
             shape = [shape[0], shape[1] + lv.in_piece[1], *shape[2:]]
     return tuple(shape)
+
+
+def params_outside_banks(net: nn.Module) -> int:
+    """A member's parameters outside the banks: norms and the classifier (weight and bias)."""
+    n = sum(p.numel() for m in net.modules() if not isinstance(m, Conv) and not hasattr(m, "spec")
+            for p in m.parameters(recurse=False))
+    for m in net.modules():
+        if hasattr(m, "spec") and not isinstance(m, Conv):
+            n += m.spec.numel + sum(p.numel() for p in m.parameters(recurse=False))
+    return n

@@ -20,8 +20,7 @@ import torch
 from npasbench.contract import NPASModel
 
 from .clustering import search_clusters
-from .method import fixed_params
-from .plan import depth_bins
+from .plan import depth_bins, params_outside_banks
 from .unsharing import analysis_loss
 
 
@@ -70,7 +69,7 @@ def run_search(method, ctx) -> dict:
     torch.manual_seed(ctx.cfg.train.seed)
     archs, nets, shapes = method.backbones(request)
     initial = depth_bins(shapes, o.param_group_bins)
-    fixed = sum(fixed_params(n) for n in nets)
+    fixed = sum(params_outside_banks(n) for n in nets)
     plan, rows = method.resolve_plan(request, shapes, initial, "bank", None, fixed)
     model = method.assemble(archs, nets, plan, rows, {"clusters_from": "depth bins", "coefficients": "bank", "unsharing": []})
     trained = search_members(shapes)
