@@ -102,7 +102,7 @@ def _add_grid_parser(sub) -> None:
         if name == "cancel":
             p.add_argument("--runs", nargs="+", default=None, help="run ids (or prefixes) to cancel; default: all")
         if name == "resubmit":
-            for state in ("failed", "blocked", "interrupted", "not-started"):
+            for state in ("failed", "blocked", "interrupted", "not-started", "stale"):
                 p.add_argument(f"--{state}", action="store_true",
                                help=f"only the {state.replace('-', ' ')} runs (flags add up; none: every unfinished run)")
             p.add_argument("--runs", nargs="+", default=None, help="only these run ids (or prefixes)")
@@ -123,6 +123,10 @@ def _add_grid_parser(sub) -> None:
             p.add_argument("--references", default=None,
                            help="TOML of [[reference]] rows shown beside ours (npasbench.leaderboard.references), e.g. "
                                 "the official-code row python -m npasbench.parity.reference writes")
+        if name in ("run", "submit"):
+            p.add_argument("--keep-stale", action="store_true",
+                           help="keep finished runs whose method code has changed since (state `stale`; by default "
+                                "they run again, the old run moved to <run>/superseded/)")
         if name == "run":
             p.add_argument("--executor", default="local", help="local (processes, default) | debug (in-process)")
             p.add_argument("-j", "--parallel", type=int, default=0,
@@ -392,7 +396,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
 
         if args.grid_command == "resubmit":
             flags = {"failed": ("failed",), "blocked": ("blocked",), "interrupted": ("interrupted", "bad record"),
-                     "not_started": ("not started",)}
+                     "not_started": ("not started",), "stale": ("stale",)}
             states = tuple(st for flag, sts in flags.items() if getattr(args, flag) for st in sts) or RESUBMIT_STATES
             plan, arrays, held = resubmit_grid(args.spec, args.results, threads=args.threads, states=states,
                                                runs=args.runs)
@@ -400,7 +404,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
                 print(f"not resubmitted: {rid[:10]}, still held by {holder}")
         else:
             plan, arrays = submit_grid(args.spec, args.results, dry_run=args.dry_run, threads=args.threads,
-                                       force=args.force)
+                                       force=args.force, keep_stale=args.keep_stale)
             for rid, live in plan.held.items():
                 print(f"{'refused without --force' if args.dry_run else 'submitted again (--force)'}: {rid[:10]} is "
                       f"still held by {', '.join(live)}")
@@ -444,7 +448,8 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         return 0
     if args.grid_command == "status":
         return _grid_status(args)
-    out = run_grid(args.spec, args.executor, args.parallel, args.results, progress=not args.no_progress)
+    out = run_grid(args.spec, args.executor, args.parallel, args.results, progress=not args.no_progress,
+                   keep_stale=args.keep_stale)
     from .grid.runner import summary_line as finished_line
 
     print(finished_line(out.counts, out.total) + ("  (interrupted: run again to resume)" if out.interrupted else ""))

@@ -19,6 +19,7 @@ from .reading import RECORD_CAP, UnreadableFile, read_capped
 SCHEMA_VERSION = 2  # of result.json -- 2: run_id; method options only in config.method.options
 FINAL = ("completed", "diverged")
 STATUSES = ("completed", "diverged", "preempted")
+SUPERSEDED = "superseded"  # <run>/superseded/: earlier runs made by other method code (grid.supersede); never read
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ FIELDS: tuple[tuple[str, str, bool], ...] = (
     ("config.run.name", "str", False), ("config.model", "dict", False), ("config.model.arch", "str", False),
     ("config.optim", "dict", False), ("config.train", "dict", False), ("config.data", "dict", False),
     ("diverged_at", "dict", False),
+    ("method_code", "dict", False), ("method_code.digest", "str", False), ("method_code.version", "str", False),
+    ("method_code.distribution", "str", False),
 )
 MEMBER_FIELDS = (("name", "str"), ("top1", "number"), ("top5", "number"))
 

@@ -34,7 +34,7 @@ from .expand import GridRun, Previewer, expand
 from .manifest import PHASES, Manifest, PhaseJob, RunEntry
 from .queue import QueueView, merge, queue_view
 from .spec import GridSpec, load_spec
-from .state import STATES, epochs_done, finished_record, process_start, read_json, run_state, runner_queue
+from .state import STATES, current_record, epochs_done, finished_record, process_start, read_json, run_state, runner_queue
 from .task import EXIT_BLOCKED, EXIT_BUSY, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED
 
 
@@ -300,8 +300,10 @@ class Progress:
 
 
 def run_grid(spec_path: str | Path, executor: str = "local", parallel: int = 0, results: str | Path | None = None,
-             progress: bool = True, stop_after: Callable[[Counter], bool] | None = None) -> GridOutcome:
-    """Run every unfinished run of the grid; returns the final counts by state."""
+             progress: bool = True, stop_after: Callable[[Counter], bool] | None = None,
+             keep_stale: bool = False) -> GridOutcome:
+    """Run every unfinished run of the grid, and every stale one (finished by other method code than is installed
+    now: ``method_code``) unless ``keep_stale``; returns the final counts by state."""
     plan = plan_grid(spec_path, results, write=False)
     res = plan.results
     ex = make_executor(executor, res.resolve(), parallel or plan.spec.resources.max_parallel)  # checked first
@@ -310,14 +312,16 @@ def run_grid(spec_path: str | Path, executor: str = "local", parallel: int = 0, 
     probe_writable(res, "grid.results")  # a read-only or unwritable folder: one line, before anything
     with RunnerLock(res):
         manifest = plan.manifest
-        todo = [r for r in plan.runs if finished_record(res / r.folder, r.run_id) is None]
+        todo = [r for r in plan.runs if current_record(res / r.folder, r.run_id, keep_stale) is None]
+        stale = sum(1 for r in todo if finished_record(res / r.folder, r.run_id) is not None)
         manifest.note_launch(ex.name, ex.parallel, [r.run_id for r in todo])
         manifest.save(res)
         folders = {r.run_id: r.folder for r in plan.runs}
         total = len(plan.runs)
         bar = Progress(total, total - len(todo), progress)
+        again = f"({stale} stale: finished by other method code, run again; --keep-stale keeps them) " if stale else ""
         bar.event(f"grid {plan.spec.name}: {total} runs, {total - len(todo)} already finished, {len(todo)} to run "
-                  f"({ex.name} executor, {ex.parallel} at a time); results in {res}")
+                  f"{again}({ex.name} executor, {ex.parallel} at a time); results in {res}")
         from .expand import star_left_out
 
         for line in star_left_out(plan.spec):

@@ -5,7 +5,9 @@ while it runs: host and pid), ``failed.json`` (the task, on an error: its last l
 ``blocked.json`` (the runner, when a phase the run needs failed). A ``result.json`` that cannot be
 used (``records.read_record``) is the state ``bad record``, with what is wrong, and the run is rerun. ``<results>/runner.json`` says
 which runs a live runner has queued. A finished run is one whose valid ``result.json`` holds the same
-run id and record schema and a final status; a failed one is never treated as finished.
+run id and record schema and a final status; a failed one is never treated as finished. A finished run whose
+record was made by other method code than is installed now (``method_code``) is ``stale``: shown, and run again
+unless kept (``--keep-stale``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..method_code import code_change
 from ..records import FINAL, read_json_object, read_record
 from ..trainer.history import describe_checkpoint, last_checkpoint, read_history
-STATES = ("done", "diverged", "running", "queued", "bad record", "failed", "blocked", "interrupted", "not started")
+STATES = ("done", "diverged", "stale", "running", "queued", "bad record", "failed", "blocked", "interrupted", "not started")
 
 
 read_json = read_json_object  # the grid's markers (runner.json, running.json, failed.json, blocked.json)
@@ -31,6 +34,15 @@ def finished_record(run_dir: Path, run_id: str) -> dict[str, Any] | None:
     if rec is None or rec.get("run_id") != run_id:
         return None
     return rec if rec.get("status") in FINAL else None
+
+
+def current_record(run_dir: Path, run_id: str, keep_stale: bool = False) -> dict[str, Any] | None:
+    """The run's finished record if the method code installed now made it (``method_code.code_change``), or
+    ``keep_stale``; else None: the grid runs it again (``grid.task`` moves the old run aside first)."""
+    rec = finished_record(run_dir, run_id)
+    if rec is None or keep_stale or code_change(rec) is None:
+        return rec
+    return None
 
 
 def process_start(pid: int | None = None) -> str | None:
@@ -103,7 +115,8 @@ def runner_queue(results: Path) -> dict[str, str]:
 def run_state(run_dir: Path, run_id: str, queued: dict[str, str] | None = None) -> tuple[str, str]:
     """(state, detail) of one run; detail is e.g. the failure's last line or the epoch reached."""
     rec = finished_record(run_dir, run_id)
-    if rec is not None:
+    changed = code_change(rec) if rec is not None else None
+    if rec is not None and changed is None:
         if rec["status"] == "diverged":
             at = rec.get("diverged_at") or {}
             return "diverged", f"epoch {at.get('epoch', '?')}, loss {at.get('loss', '?')}"
@@ -114,6 +127,8 @@ def run_state(run_dir: Path, run_id: str, queued: dict[str, str] | None = None) 
         return "running", f"epoch {epochs_done(run_dir)}/{running.get('epochs', '?')}"
     if queued and run_id in queued:
         return ("running", "starting") if queued[run_id] == "starting" else ("queued", "")
+    if changed is not None:  # finished, by other code than is installed now: `grid run` runs it again
+        return "stale", f"{changed}; `npas grid run` runs it again (--keep-stale keeps it)"
     _, problem = read_record(run_dir / "result.json")
     if problem is not None:  # reported, and rerun (the rerun resumes and writes a good record)
         return "bad record", problem.problem

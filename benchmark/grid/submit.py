@@ -39,7 +39,7 @@ from .code_snapshot import python_command, take_snapshot
 from .slurm_cluster import array_chunks, check_shared_folder, query_cluster, sbatch_parameters
 from .queue import SLURM_STATE, QueueView, queue_view
 from .slurm_cluster import SlurmUnavailable
-from .state import finished_record
+from .state import current_record
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default MaxArraySize: what a dry run without a cluster assumes
 
@@ -79,9 +79,10 @@ def max_array_size(spec_value: int, dry_run: bool) -> tuple[int, str]:
 
 
 def plan_arrays(spec_path: str | Path, results: str | Path | None = None, only: set[str] | None = None,
-                dry_run: bool = False, plan: Any = None) -> tuple[Any, list[ArrayPlan], int]:
+                dry_run: bool = False, plan: Any = None, keep_stale: bool = False) -> tuple[Any, list[ArrayPlan], int]:
     """(grid plan, arrays to submit in order, MaxArraySize): checks the cluster and the folders first (a dry
-    run checks nothing it would write, and needs no cluster). ``only``: restrict to these run ids."""
+    run checks nothing it would write, and needs no cluster). ``only``: restrict to these run ids. A stale run
+    (finished by other method code than is installed now) is submitted again unless ``keep_stale``."""
     plan = plan if plan is not None else plan_grid(spec_path, results)
     size, plan.max_array_source = max_array_size(plan.spec.resources.max_array_size, dry_run)
     res = plan.results.resolve()
@@ -91,7 +92,7 @@ def plan_arrays(spec_path: str | Path, results: str | Path | None = None, only: 
         if _node_count() > 1:
             check_shared_folder(res, "grid.results")
     manifest = plan.manifest
-    todo = [r for r in plan.runs if finished_record(res / r.folder, r.run_id) is None
+    todo = [r for r in plan.runs if current_record(res / r.folder, r.run_id, keep_stale) is None
             and (only is None or r.run_id in only)]
     wanted = {k for r in todo for k in manifest.runs[r.run_id].phases}
     phases = [k for k in manifest.phases if k in wanted and not (res / manifest.phases[k].artifact).is_file()]
@@ -110,11 +111,11 @@ def plan_arrays(spec_path: str | Path, results: str | Path | None = None, only: 
 
 def submit_grid(spec_path: str | Path, results: str | Path | None = None, dry_run: bool = False,
                 threads: int = 0, only: set[str] | None = None, force: bool = False,
-                plan: Any = None) -> tuple[Any, list[ArrayPlan]]:
+                plan: Any = None, keep_stale: bool = False) -> tuple[Any, list[ArrayPlan]]:
     """Submit the unfinished runs (``only``: these run ids). Runs that live jobs still hold are refused, naming
     the jobs (a second array would only burn allocations: the run lock lets one job train a run); ``force``
     submits them anyway. A dry run lists them (``plan.held``) and submits nothing."""
-    plan, arrays, _ = plan_arrays(spec_path, results, only, dry_run=dry_run, plan=plan)
+    plan, arrays, _ = plan_arrays(spec_path, results, only, dry_run=dry_run, plan=plan, keep_stale=keep_stale)
     train_ids = [t for a in arrays if a.kind == "train" for t in a.task_ids]
     view = queue_view(plan.results, accounting_note=False) if arrays else QueueView()
     plan.held = held_runs(view, train_ids)
@@ -208,7 +209,7 @@ def cancel_grid(spec_path: str | Path, results: str | Path | None = None, runs: 
     return chosen
 
 
-RESUBMIT_STATES = ("failed", "blocked", "interrupted", "bad record", "not started")
+RESUBMIT_STATES = ("failed", "blocked", "interrupted", "bad record", "not started", "stale")
 
 
 def resubmit_grid(spec_path: str | Path, results: str | Path | None = None, threads: int = 0,

@@ -30,7 +30,9 @@ from ..trainer.signals import PreemptionFlag, note_signal
 from ..trainer.signals import StopRequested as Stopped
 from ..experiment import run_id as compute_run_id
 from .manifest import PHASES, Manifest
-from .state import finished_record, process_start, read_json
+from ..method_code import code_change
+from .state import current_record, finished_record, process_start, read_json
+from .supersede import supersede
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BLOCKED, EXIT_DIVERGED, EXIT_BUSY, EXIT_PREEMPTED = 0, 1, 2, 3, 4, 5, 75
 
@@ -102,8 +104,13 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
         return _follower(results, manifest, rid, threads)
     try:  # the handlers first: a signal while waiting for the lock or writing a marker is a clean stop too
         with stop_handlers(), folder_lock(run_dir, wait_s=TASK_LOCK_WAIT_S):
-            if finished_record(run_dir, rid) is not None:
-                return EXIT_OK  # finished meanwhile (a cache hit)
+            done = finished_record(run_dir, rid)
+            if done is not None:
+                change = code_change(done)
+                if change is None:
+                    return EXIT_OK  # finished meanwhile (a cache hit)
+                moved = supersede(run_dir, done, change)  # stale: the runner chose to run it again
+                print(f"grid task {rid}: {change}; the old run moved to {moved}", file=sys.stderr)
             for key in entry.phases:
                 job = manifest.phases[key]
                 failure = read_json(results / job.failure)
@@ -153,7 +160,7 @@ def _follower(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
     run_dir = results / entry.folder
     try:
         with stop_handlers():
-            if finished_record(run_dir, rid) is not None:
+            if current_record(run_dir, rid) is not None:
                 return EXIT_OK
             if any(read_json(results / manifest.phases[k].failure) is not None for k in entry.phases):
                 return EXIT_BLOCKED

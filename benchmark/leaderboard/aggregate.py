@@ -111,6 +111,9 @@ def aggregate(rows: list[dict[str, Any]] | pd.DataFrame, bootstrap: int = 0,
         shas = {r["git_sha"] for r in g}
         if len(shas) > 1:
             flags.append(f"mixed code ({len(shas)} git shas)")
+        codes = sorted({r["method_code"] for r in g})
+        if len(codes) > 1:  # runs of one cell made by different code of the method (`npas grid run` reruns stale runs)
+            flags.append(f"mixed method code ({', '.join(c or 'unrecorded' for c in codes)})")
         if any(r["dirty"] for r in g):
             flags.append("dirty tree")
         if any(r["selection"] == "test" for r in g):

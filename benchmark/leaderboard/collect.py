@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ConfigError
-from ..records import FINAL, read_record
+from ..records import FINAL, SUPERSEDED, read_record
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,9 @@ def _neg(text: str) -> tuple:
 def _walk(root: Path) -> tuple[list[str], list[str]]:
     """(result.json files, run folders with a config.json and no result.json) below ``root``: one walk."""
     results, bare = [], []
-    for folder, _dirs, files in os.walk(root):  # strings, not Path objects: thousands of run folders
+    for folder, dirs, files in os.walk(root):  # strings, not Path objects: thousands of run folders
+        if SUPERSEDED in dirs:  # a stale run's old result, kept aside (grid.supersede): never in a table
+            dirs.remove(SUPERSEDED)
         if "result.json" in files:
             results.append(os.path.join(folder, "result.json"))
         elif "config.json" in files or "failed.json" in files:  # a grid task can fail before the trainer writes

@@ -10,7 +10,14 @@ import pandas as pd
 
 COLUMNS = ["dataset", "synthetic", "arch", "members", "method", "label", "variant", "recipe", "budget", "budget_mode",
            "budget_pct", "params", "budget_used_pct", "gflops", "entity", "top1", "top5", "status", "seed", "epochs", "train_s", "device",
-           "git_sha", "dirty", "selection", "run_id", "path"]
+           "git_sha", "dirty", "method_code", "selection", "run_id", "path"]
+
+
+def method_code_label(code: Any) -> str:
+    """``0.2.0 a1b2c3d4`` for a record's method code (``method_code.describe``); "" where the record has none."""
+    from ..method_code import describe
+
+    return describe(code) if isinstance(code, dict) and code.get("digest") else ""
 
 
 @lru_cache(maxsize=256)
@@ -128,7 +135,8 @@ def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
         "budget_pct": pct, "params": rec["params"]["total"], "budget_used_pct": used, "status": rec["status"], "seed": rec.get("seed"),
         "epochs": rec.get("epochs"), "train_s": (timing.get("train_s") or 0.0) * (rec.get("world_size") or 1),
         "device": "gpu" if str(device).startswith("cuda") else "cpu", "git_sha": git.get("sha") or "",
-        "dirty": bool(git.get("dirty")), "selection": selection.get("split", "none"), "run_id": rec["run_id"],
+        "dirty": bool(git.get("dirty")), "method_code": method_code_label(rec.get("method_code")),
+        "selection": selection.get("split", "none"), "run_id": rec["run_id"],
         "path": rec["_path"],
     }
     ok = rec["status"] == "completed"

@@ -11,7 +11,9 @@ copies the whole list (``record["history"]``). Events (``kind``):
 - ``resume``: training continues from a checkpoint (its file, epoch in progress, batch, global step);
 - ``stop``: a signal stopped the run (signals, where: training with the checkpoint written, or a stage
   before training); ``requeue``: the scheduler takes the run up again (by submitit or by slurmctld);
-- ``failed``: the grid task recorded an error (its last line); ``end``: the record was written (status).
+- ``failed``: the grid task recorded an error (its last line); ``end``: the record was written (status);
+- ``superseded``: the run's earlier, finished run was made by other method code and was moved aside
+  (``moved_to``, below the run folder) to run again (``grid.supersede``).
 
 Every line is one ``write`` of a short JSON object to a file opened with ``O_APPEND`` (lines of different
 processes never interleave); a reader skips a torn or foreign line instead of failing.

@@ -41,6 +41,7 @@ from ..errors import ConfigError
 from ..experiment import budget_of, resolve, run_id
 from ..factory import build_checked, make_request
 from ..accounting import param_report
+from ..method_code import method_code
 from ..plugins import create_method
 from . import checkpoint as ckpt
 from .environment import resolve_device, seed_everything
@@ -148,6 +149,7 @@ class Trainer:
     def setup_model(self) -> None:
         cfg = self.cfg
         self.method: Method = create_method(cfg.method.name, cfg.method.options)
+        self.method_code = method_code(cfg.method.name).to_dict()  # the files as this process loaded them
         budget = budget_of(cfg)
         request = make_request(cfg.model.arch, cfg.data.name, budget, num_classes=self.data.num_classes,
                                image_size=self.data.input_shape[1])
@@ -410,7 +412,7 @@ class Trainer:
     def _summary(self) -> RunSummary:
         """What the record reports about this run, as one value (the record module reads nothing else)."""
         return RunSummary(
-            cfg=self.cfg, run_id=self.config_hash, method_name=self.method.name,
+            cfg=self.cfg, run_id=self.config_hash, method_name=self.method.name, method_code=self.method_code,
             members=list(self.model.member_names), method_info=self.method.record_info(self.model),
             dataset=self.data.describe(), synthetic=bool(self.data.synthetic),
             budget=self.request.budget.to_dict() if self.request.budget else None, params=self.report.to_dict(),

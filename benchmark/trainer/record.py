@@ -1,7 +1,8 @@
 """The result record (``result.json``): one per run, the input of every leaderboard.
 
 Schema version 2 -- keys: schema_version, status, run_id (= config_hash, the hash of the resolved
-experiment), method{name, source} (its options are in config.method.options), arch, dataset
+experiment), method{name, source} (its options are in config.method.options), method_code{source, distribution, version,
+git_sha, digest, files} (``method_code``: which code of the method made the run), arch, dataset
 (``DataBundle.describe()``), synthetic, budget, params (``ParamReport``), metrics (test top-1/top-5,
 per member for ensembles), selection (which split chose the reported weights), seed, config,
 config_hash, git{sha, dirty}, packages, hardware, timing (wall time, train/eval throughput),
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from ..config import Config
+from ..method_code import method_code
 from ..plugins import METHODS
 from ..provenance import git_info, hardware, package_versions
 from .history import slurm_summary
@@ -37,6 +39,7 @@ class RunSummary:
     cfg: Config
     run_id: str
     method_name: str
+    method_code: dict[str, Any]  # method_code.MethodCode.to_dict(), taken when the run built its model
     members: list[str]
     method_info: dict[str, Any]
     dataset: dict[str, Any]  # DataBundle.describe()
@@ -72,6 +75,7 @@ def build_record(s: RunSummary, status: str, final: dict[str, Any], selection: d
         "run_id": s.run_id,
         # the options live once, in config.method.options (typed, every default filled in)
         "method": {"name": s.method_name, "source": METHODS.entry(s.method_name).source},
+        "method_code": s.method_code,
         "arch": cfg.model.arch,
         "members": list(s.members),
         "method_info": s.method_info,
@@ -126,6 +130,7 @@ def stopped_record(cfg, run_id: str, stage: str, signal_name: str) -> dict[str, 
         "config_hash": run_id,
         "stopped": {"stage": stage, "signal": signal_name},
         "method": {"name": cfg.method.name, "source": METHODS.entry(cfg.method.name).source},
+        "method_code": method_code(cfg.method.name).to_dict(),
         "arch": cfg.model.arch,
         "metrics": {},
         "selection": {"split": "none", "rule": "run preempted"},
