@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("methods", help="list registered methods and their options")
     m.add_argument("--json", action="store_true")
 
+    c = sub.add_parser("config", help="list every config key: type, default and one line of help",
+                       description="Every key a config file, --config, a dotted override (train.epochs=10) or a grid "
+                                   "spec's [base] accepts, read from the dataclasses that validate them.")
+    c.add_argument("--method", default=None, help="also list this method's options (method.options.<key>)")
+    c.add_argument("--json", action="store_true")
+
     a = sub.add_parser("archs", help="list registered architectures")
     a.add_argument("--json", action="store_true")
 
@@ -184,6 +190,19 @@ def cmd_methods(args: argparse.Namespace) -> int:
             print(f"    --opt {o['name']}=<{o['type']}>  (default {o['default']!r})  {o['help']}")
     for b in broken:
         print(f"BROKEN plugin {b['name']}  [{b['source']}]: {b['error']}", file=sys.stderr)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config_reference import config_keys, render
+
+    keys = config_keys(args.method)
+    if args.json:
+        print(json.dumps([k.to_dict() for k in keys], indent=2, default=list))
+    else:
+        print(render(keys))
+        print("\n(set a key in a TOML config's [section], as --config overrides `section.key=value`, or in a grid "
+              "spec's [base] as \"section.key\" = value)")
     return 0
 
 
@@ -521,9 +540,25 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def shadow_note() -> str | None:
+    """Python started in the folder that holds a checkout named ``npasbench`` takes the checkout folder for a namespace
+    package ``npasbench``: an editable install still serves the submodules (so ``npas`` runs), but ``from npasbench
+    import create_model`` fails with "unknown location". Nothing of ours runs at that import, so ``npas`` says it."""
+    pkg = sys.modules.get("npasbench")
+    paths = list(getattr(pkg, "__path__", []) or [])
+    if pkg is None or getattr(pkg, "__file__", None) is not None or not paths:
+        return None
+    return (f"npas: note: Python takes the folder {paths[0]} for the package npasbench (Python was started in the "
+            "folder that holds a checkout of that name), so `from npasbench import create_model` fails there with "
+            "\"cannot import name ... (unknown location)\". Start Python in another folder, e.g. inside the checkout.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    handler = {"methods": cmd_methods, "archs": cmd_archs, "params": cmd_params, "train": cmd_train,
+    note = shadow_note()
+    if note:
+        print(note, file=sys.stderr)
+    handler = {"methods": cmd_methods, "config": cmd_config, "archs": cmd_archs, "params": cmd_params, "train": cmd_train,
                "demo": cmd_demo, "data": cmd_data, "grid": cmd_grid, "leaderboard": cmd_leaderboard}[args.command]
     try:
         return handler(args)

@@ -23,32 +23,32 @@ from .options import build_dataclass, coerce, to_dict
 
 @dataclass(frozen=True)
 class MethodConfig:
-    name: str = "unshared"
-    options: dict = field(default_factory=dict)
+    name: str = "unshared"  # a registered method (`npas methods`), in-tree or a plugin
+    options: dict = field(default_factory=dict)  # the method's options, method.options.<name>
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "wrn-16-1"
-    # e.g. "1.5M", "500k", 1000000, "10%" (of the unshared network); None = the method's natural size.
-    # ``experiment.resolve`` turns every spelling into the integer count.
+    arch: str = "wrn-16-1"  # a registered architecture (`npas archs`), e.g. wrn-28-10, resnet50
+    # e.g. "1.5M", "500k", 1000000, "10%" (of the unshared network's unique parameters);
+    # "full" or left out = the method's natural size. Resolved to an integer count before the run id is taken.
     budget: int | str | None = None
     budget_mode: str = "total"  # "total" (unique trainable params) or a method's official knob
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: Literal["step", "cosine", "constant"] = "step"
+    lr: float = 0.1  # peak learning rate (SGD)
+    momentum: float = 0.9  # SGD momentum; 0 = plain SGD
+    nesterov: bool = True  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 weight decay; roles in no_decay_roles (and the method's) are exempt
+    schedule: Literal["step", "cosine", "constant"] = "step"  # learning-rate schedule after the warm-up
     milestones: tuple[float, ...] = (60, 120, 160)  # epochs (or fractions of training, see milestones_unit)
-    gammas: tuple[float, ...] = (0.2, 0.2, 0.2)
-    milestones_unit: Literal["epoch", "fraction"] = "epoch"
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.1
-    label_smoothing: float = 0.0
+    gammas: tuple[float, ...] = (0.2, 0.2, 0.2)  # the LR is multiplied by gammas[i] at milestones[i] (step)
+    milestones_unit: Literal["epoch", "fraction"] = "epoch"  # milestones in epochs, or fractions of training
+    warmup_epochs: float = 0.0  # linear warm-up length in epochs (per step); 0 = none
+    warmup_start_factor: float = 0.1  # the warm-up starts at this fraction of lr
+    label_smoothing: float = 0.0  # cross-entropy label smoothing in [0, 1)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     no_decay_roles: tuple[str, ...] = ()  # extra roles exempt from weight decay (the method adds its own)
 
@@ -87,18 +87,18 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 128
-    eval_batch_size: int = 500
-    seed: int = 0
+    epochs: int = 200  # training epochs
+    batch_size: int = 128  # training batch size (over all DDP ranks)
+    eval_batch_size: int = 500  # evaluation batch size
+    seed: int = 0  # seeds the model init, data order and augmentation (a grid's seeds axis)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: bool = False  # autocast (bf16 by default) on CPU and GPU
-    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
-    channels_last: bool = False
-    compile: bool = False
-    drop_last: bool = True
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"  # autocast dtype (float16 adds a grad scaler)
+    channels_last: bool = False  # NHWC memory format for convs (faster with AMP on GPUs)
+    compile: bool = False  # torch.compile the model
+    drop_last: bool = True  # drop the last incomplete training batch
     max_steps_per_epoch: int = 0  # 0 = full epochs; > 0 truncates each epoch (quick runs, tests)
-    eval_every: int = 1
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
     threads: int = 0  # intra-op threads; 0 = leave torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms (GPU); CPU runs are reproducible anyway
 
@@ -114,11 +114,11 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    out: str = "runs/default"
+    out: str = "runs/default"  # the run folder (config, metrics.jsonl, checkpoints, result.json); --out
     resume: str = "auto"  # "auto" (newest valid checkpoint), "never", or a checkpoint path
-    progress: bool = True
-    keep_checkpoints: int = 2
-    name: str = ""
+    progress: bool = True  # progress bars and lines (--no-progress)
+    keep_checkpoints: int = 2  # epoch checkpoints kept (the newest is what a run resumes from)
+    name: str = ""  # a label for the run (a grid sets the variant's label); not part of the run id
     # a folder of phase artifacts shared between runs (a grid's <results>/phases): a phase whose method
     # declares its inputs (Method.phase_inputs) is read from here when present, and stored here otherwise
     phase_dir: str = ""
@@ -167,6 +167,9 @@ class Config:
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+# the dataclass of every section, in the order `npas config` lists them
+SECTION_TYPES: dict[str, type] = {"method": MethodConfig, "model": ModelConfig, "data": DataConfig,
+                                  "optim": OptimConfig, "train": TrainConfig, "run": RunConfig}
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -194,8 +197,7 @@ def build_config(tree: Mapping[str, Any] | None = None, overrides: Mapping[str, 
         _set_dotted(merged, key, value)
     sections: dict[str, Any] = {}
     for name in SECTIONS:
-        cls = {"method": MethodConfig, "model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
-               "train": TrainConfig, "run": RunConfig}[name]
+        cls = SECTION_TYPES[name]
         raw = merged.get(name, {})
         if not isinstance(raw, dict):
             raise ConfigError(f"config section {name!r} must be a table, got {raw!r}.")

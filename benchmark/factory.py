@@ -69,8 +69,13 @@ def build_checked(method: Method, request: BuildRequest) -> NPASModel:
 def create_model(method: str | Method, arch: str, dataset: str = "synthetic", budget: Budget | int | str | None = None,
                  options: Mapping[str, Any] | MethodOptions | None = None, artifacts: dict | None = None,
                  num_classes: int | None = None) -> BuiltModel:
-    if not isinstance(budget, Budget):
-        budget = Budget.parse(budget)
     m = method if isinstance(method, Method) else create_method(method, options)
+    if not isinstance(budget, Budget):  # "60%", "1.5M", 500_000, None: as the CLI and grid specs write them
+        from .experiment import check_budget_scale, resolve_budget
+
+        count = resolve_budget(budget, "total", arch, dataset, num_classes)
+        if count is not None:
+            check_budget_scale(m, count, arch, dataset, num_classes)
+        budget = Budget(count) if count is not None else None
     request = make_request(arch, dataset, budget, artifacts, num_classes)
     return BuiltModel(build_checked(m, request), m, request)

@@ -7,6 +7,11 @@ the same way everywhere: a ``ConfigError`` naming the dotted field, the expected
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import io
+import re
+import tokenize
 import types
 import typing
 from typing import TYPE_CHECKING, Any, Literal, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -124,8 +129,9 @@ def coerce(value: Any, tp: Any, field: str) -> Any:
     raise bad
 
 
-def build_dataclass(cls: type[D], values: Mapping[str, Any] | None, prefix: str = "") -> D:
-    """Instantiate ``cls`` from a mapping, validating every key and value."""
+def build_dataclass(cls: type[D], values: Mapping[str, Any] | None, prefix: str = "", owner: str = "") -> D:
+    """Instantiate ``cls`` from a mapping, validating every key and value. Errors name a key as the user writes
+    it (``<prefix>.<key>``); ``owner`` (e.g. the method) names whose keys the valid ones are."""
     values = dict(values or {})
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -134,7 +140,8 @@ def build_dataclass(cls: type[D], values: Mapping[str, Any] | None, prefix: str 
         where = f"{prefix}." if prefix else ""
         raise ConfigError(
             f"unknown option(s) {', '.join(where + u for u in unknown)}. "
-            f"Valid options{' of ' + prefix if prefix else ''}: {', '.join(sorted(fields)) or '(none)'}."
+            f"Valid options{' of ' + (owner or prefix) if (owner or prefix) else ''}: "
+            f"{', '.join(sorted(fields)) or '(none)'}."
         )
     kwargs = {}
     for name, raw in values.items():
@@ -159,6 +166,46 @@ def option(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+_FIELD = re.compile(r"^(\s+)([A-Za-z_]\w*)\s*:")
+
+
+@functools.lru_cache(maxsize=None)
+def source_comments(cls: type) -> dict[str, str]:
+    """Field name -> the comment beside it (or the comment lines directly above it) in ``cls``'s source: the help
+    of a field written without ``option(default, help)``."""
+    try:
+        lines, _ = inspect.getsourcelines(cls)
+    except (OSError, TypeError):
+        return {}
+    comments: dict[int, str] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO("".join(lines)).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0] - 1] = tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return {}
+    body = next((len(m.group(1)) for line in lines[1:] if (m := _FIELD.match(line))), None)
+    out: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        m = _FIELD.match(line)
+        if not m or len(m.group(1)) != body:
+            continue
+        text = comments.get(i, "")
+        j, above = i - 1, list[str]()
+        while not text and j >= 0 and lines[j].strip().startswith("#"):
+            above.insert(0, comments.get(j, ""))
+            j -= 1
+        text = text or " ".join(a for a in above if a.strip("-= "))
+        if text.strip(" -"):
+            out[m.group(2)] = text.strip(" -")
+    return out
+
+
+def field_help(cls: type, f: dataclasses.Field) -> str:
+    """A field's one line of help: ``option(default, help)``'s text, else its comment in the source."""
+    return str(f.metadata.get("help") or source_comments(cls).get(f.name, ""))
+
+
 def describe_options(cls: type) -> list[dict[str, Any]]:
     """Name, type, default and help of every option of a dataclass (for ``npas methods``)."""
     hints = get_type_hints(cls)
@@ -170,7 +217,7 @@ def describe_options(cls: type) -> list[dict[str, Any]]:
             default = f.default_factory()  # type: ignore[misc]
         else:
             default = None
-        out.append({"name": f.name, "type": type_name(hints[f.name]), "default": default, "help": f.metadata.get("help", "")})
+        out.append({"name": f.name, "type": type_name(hints[f.name]), "default": default, "help": field_help(cls, f)})
     return out
 
 

@@ -71,7 +71,7 @@ def parse_method_options(name: str, options: Mapping[str, Any] | MethodOptions |
         if not isinstance(options, cls.Options):
             raise ConfigError(f"method.options: {name!r} expects {cls.Options.__name__}, got {type(options).__name__}")
         return options
-    return build_dataclass(cls.Options, options or {}, prefix=f"method.options({name})")
+    return build_dataclass(cls.Options, options or {}, prefix="method.options", owner=name)
 
 
 def create_method(name: str, options: Mapping[str, Any] | MethodOptions | None = None) -> Method:

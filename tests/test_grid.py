@@ -489,3 +489,32 @@ def test_bad_executor_writes_nothing(tmp_path):
     with pytest.raises(NPASError, match="runs at once must be >= 1"):
         run_grid(spec, "local", parallel=-1, progress=False)
     assert not (tmp_path / "res").exists()
+
+
+def test_a_bad_variant_value_points_at_its_key_not_at_a_comment(tmp_path: Path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(textwrap.dedent(f"""\
+        # hashed: a hash_seed = 0 default; the comment names the key before the key itself
+        [grid]
+        name = "bad"
+        results = "{tmp_path / 'res'}"
+
+        [axes]
+        archs = ["wrn-10-1"]
+        datasets = ["synthetic"]
+        budgets = ["50%"]
+        seeds = [0]
+
+        [[methods]]
+        name = "unshared"
+        budgets = ["full"]
+
+        [[methods]]
+        name = "hashed"  # hash_seed below
+        variants = [{{}}, {{hash_seed = "x"}}]
+        """))
+    with pytest.raises(NPASError) as e:
+        expand(load_spec(spec), check_budgets=False)
+    text = str(e.value)
+    assert f"grid spec {spec} line 18:" in text
+    assert "method.options.hash_seed: expected int, got 'x'" in text and "method.options(" not in text

@@ -55,3 +55,35 @@ def test_no_import_cycle_at_import_time():
     assert "npasbench.records" in runtime and "npasbench.trainer.record" in runtime
     assert "npasbench.records" in runtime["npasbench.trainer.record"]  # edges are read
     assert cycles(runtime) == []
+
+
+
+def test_npas_started_above_a_checkout_says_why_python_imports_fail(tmp_path):
+    """A checkout named `npasbench`, Python started in the folder that holds it: Python takes the checkout folder for
+    a namespace package `npasbench` (an editable install serves the submodules, so `npas` itself works), and
+    `from npasbench import create_model` fails with "unknown location". `npas` says so, and what to do; the README's
+    troubleshooting quotes the error."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "npasbench").symlink_to(root, target_is_directory=True)
+    probe = subprocess.run([sys.executable, "-c", "import npasbench; print(npasbench.__file__)"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    if probe.stdout.strip() != "None":  # a regular install wins over the folder: nothing is shadowed here
+        assert probe.returncode == 0 and probe.stdout.strip().endswith("__init__.py")
+        return
+    r = subprocess.run([sys.executable, "-m", "npasbench.cli", "archs"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "wrn-28-10" in r.stdout
+    assert f"npas: note: Python takes the folder {tmp_path / 'npasbench'} for the package npasbench" in r.stderr
+    assert "Start Python in another folder" in r.stderr
+    r = subprocess.run([sys.executable, "-c", "from npasbench import create_model"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    error = r.stderr.strip().splitlines()[-1]
+    assert error == "ImportError: cannot import name 'create_model' from 'npasbench' (unknown location)"
+    assert error.split(": ", 1)[1] in (root / "README.md").read_text()
+    r = subprocess.run([sys.executable, "-m", "npasbench.cli", "archs"], cwd=tmp_path / "npasbench",
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "note:" not in r.stderr

@@ -25,7 +25,7 @@ class DataConfig:
     Field names are given to the user as ``data.<field>`` in error messages.
     """
 
-    name: str = "synthetic"  # a name of info.DATASET_INFO: "synthetic" | "cifar10" | "cifar100" | "imagenet" (pipelines only)
+    name: str = "synthetic"  # "synthetic" | "cifar10" | "cifar100" | "imagenet" (ffcv/torchvision pipelines only)
     root: str | None = None  # folder holding `cifar-100-python/` (or that folder); ImageNet: holds train/ and val/
     download: bool = False  # fetch with torchvision's downloader if the pickles are absent
     val_fraction: float = 0.0  # > 0: hold out a seeded fraction of train; eval split = "val"
@@ -34,10 +34,10 @@ class DataConfig:
     cutout: int = 0  # cutout square side (16 is usual); 0 = off
     train_subset: int = 0  # 0 = all; else keep N training examples (stratified, seeded)
     eval_subset: int = 0  # 0 = all; else keep N examples of the eval split (stratified, seeded)
-    synthetic_classes: int = 10
-    synthetic_train: int = 5000
-    synthetic_test: int = 1000
-    synthetic_size: int = 32  # H = W
+    synthetic_classes: int = 10  # data.name = synthetic: classes of the built-in synthetic data set
+    synthetic_train: int = 5000  # synthetic: training images
+    synthetic_test: int = 1000  # synthetic: test images
+    synthetic_size: int = 32  # synthetic: image side in pixels (H = W)
     # -- how batches are produced (see pipelines.py) --------------------------------------------
     pipeline: str = "memory"  # "memory" | "ffcv" | "torchvision" | "auto" (ffcv if usable, else torchvision)
     beton_dir: str | None = None  # folder of <name>_train.beton / <name>_test.beton (`npas data prepare`)
@@ -49,10 +49,10 @@ class DataConfig:
     crop_ratio: float = 0.875  # evaluation centre crop = crop_ratio x shorter side, resized to val_res (224/256)
     # progressive resolution as in ffcv-imagenet: min_res up to epoch start_ramp, then linear to max_res at
     # end_ramp (rounded to a multiple of 32); on when max_res > 0
-    min_res: int = 0
-    max_res: int = 0
-    start_ramp: int = 0
-    end_ramp: int = 0
+    min_res: int = 0  # progressive resolution (ffcv-imagenet): the side it starts at; 0 = off
+    max_res: int = 0  # progressive resolution: the side it ends at (both 0 = a fixed data.train_res)
+    start_ramp: int = 0  # progressive resolution: the epoch the ramp from min_res starts
+    end_ramp: int = 0  # progressive resolution: the epoch max_res is reached
 
     def __post_init__(self) -> None:
         self.validate()

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from ..config import Config, build_config
 from ..errors import NPASError
 from ..experiment import digest, identity_dict, resolve, run_id
-from .spec import AXES, GridSpec, MethodAxis, SpecError, line_of
+from .spec import AXES, GridSpec, MethodAxis, SpecError, line_of, method_table, toml_code
 
 
 @dataclass(frozen=True)
@@ -180,11 +180,14 @@ def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | Non
                     cfg = resolve(build_config(tree, overrides))
                 except NPASError as exc:
                     named = [k for k in list(variant) + [o.split(".")[-1] for o in m.overrides] + list(spec.base)
-                             if k.split(".")[-1] in str(exc)]
+                             if re.search(rf"\b{re.escape(k.split('.')[-1])}\b", str(exc))]
+                    own = method_table(spec.text, m.name)  # a variant's or override's key: in its method's table
+                    inside = next((x for k in named if own and (x := line_of(spec.text, k, *own))), None)
                     raise _spec_err(spec, f"{key}, variant {label!r}, arch {point['archs']!r}, data set "
                                     f"{point['datasets']!r}, budget {budget!r}: {exc}", *named,
                                     f'"{point["archs"]}"', f'"{point["datasets"]}"', f'"{m.name}"',
-                                    line=budget_line(spec, m.name) if "budget" in str(exc) and not named else None) from None
+                                    line=inside or (budget_line(spec, m.name) if "budget" in str(exc) and not named
+                                                    else None)) from None
                 bar.update(1)
                 rid = run_id(cfg)
                 folder = folder_name(m.name, label, point["archs"], point["datasets"], budget, point["seeds"], rid)
@@ -248,8 +251,8 @@ def _spec_err(spec: GridSpec, message: str, *needles: str, line: int | None = No
         if not needle:
             continue
         line = line_of(spec.text, needle) if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", needle) else None
-        if line is None:
-            line = next((i for i, l in enumerate(spec.text.splitlines(), 1) if needle in l), None)
+        if line is None:  # a value, e.g. '"wrn-10-1"': its first use outside a comment
+            line = next((i for i, l in enumerate(spec.text.splitlines(), 1) if needle in toml_code(l)), None)
         if line is not None:
             break
     where = f"{spec.path}" + (f" line {line}" if line else "")

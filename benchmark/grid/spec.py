@@ -102,13 +102,40 @@ class GridSpec:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def line_of(text: str, key: str) -> int | None:
-    """The first line (1-based) where ``key`` is assigned or opened as a table, if it can be found."""
+def toml_code(line: str) -> str:
+    """A TOML line without its comment: the text before the first ``#`` outside a string."""
+    quote = ""
+    for i, c in enumerate(line):
+        if quote:
+            if c == quote:
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif c == "#":
+            return line[:i]
+    return line
+
+
+def line_of(text: str, key: str, first: int = 1, last: int | None = None) -> int | None:
+    """The first line (1-based, within ``first``..``last``) where ``key`` is assigned -- also inside an inline
+    table, ``{rank = 4}`` -- or opened as a table; comments never match."""
     leaf = key.split(".")[-1].split("[")[0]
-    pat = re.compile(r'^\s*(\[\[?\s*)?"?' + re.escape(leaf) + r'"?\s*(=|\]|\.)')
+    pat = re.compile(r'(^|[{,]|^\s*\[\[?)\s*"?' + re.escape(leaf) + r'"?\s*(=|\]|\.)')
     for i, line in enumerate(text.splitlines(), start=1):
-        if pat.search(line):
+        if i >= first and (last is None or i <= last) and pat.search(toml_code(line)):
             return i
+    return None
+
+
+def method_table(text: str, name: str) -> tuple[int, int] | None:
+    """(first, last) line of the ``[[methods]]`` table whose ``name`` is ``name``, if it can be found."""
+    lines = text.splitlines()
+    heads = [i for i, line in enumerate(lines, 1) if re.match(r"^\s*\[", toml_code(line))] + [len(lines) + 1]
+    for start, end in zip(heads, heads[1:]):
+        if re.match(r"^\s*\[\[\s*methods\s*\]\]", lines[start - 1]) and any(
+                re.match(r'^\s*name\s*=\s*["\']' + re.escape(name) + r'["\']', toml_code(x))
+                for x in lines[start:end - 1]):
+            return start, end - 1
     return None
 
 
