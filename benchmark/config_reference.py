@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, get_type_hints
+from typing import Any
 
-from .options import field_help, type_name
+from .options import describe_options
 
 
 @dataclass(frozen=True)
@@ -26,18 +26,10 @@ class ConfigKey:
         return dataclasses.asdict(self)
 
 
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
-
-
 def dataclass_keys(cls: type, prefix: str) -> list[ConfigKey]:
-    hints = get_type_hints(cls)
-    return [ConfigKey(f"{prefix}.{f.name}", type_name(hints[f.name]), _default(f), field_help(cls, f))
-            for f in dataclasses.fields(cls) if f.init]
+    init = {f.name for f in dataclasses.fields(cls) if f.init}
+    return [ConfigKey(f"{prefix}.{o['name']}", o["type"], o["default"], o["help"])
+            for o in describe_options(cls) if o["name"] in init]
 
 
 def config_keys(method: str | None = None) -> list[ConfigKey]:

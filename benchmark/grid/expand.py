@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from ..config import Config, build_config
 from ..errors import NPASError
 from ..experiment import digest, identity_dict, resolve, run_id
-from .spec import AXES, GridSpec, MethodAxis, SpecError, line_of, method_table, toml_code
+from .spec import AXES, GridSpec, MethodAxis, SpecError, line_of, method_tables, toml_code
 
 
 @dataclass(frozen=True)
@@ -181,8 +181,8 @@ def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | Non
                 except NPASError as exc:
                     named = [k for k in list(variant) + [o.split(".")[-1] for o in m.overrides] + list(spec.base)
                              if re.search(rf"\b{re.escape(k.split('.')[-1])}\b", str(exc))]
-                    own = method_table(spec.text, m.name)  # a variant's or override's key: in its method's table
-                    inside = next((x for k in named if own and (x := line_of(spec.text, k, *own))), None)
+                    inside = next((x for k in named for own in method_tables(spec.text, m.name)  # in its own table
+                                   if (x := line_of(spec.text, k, *own))), None)
                     raise _spec_err(spec, f"{key}, variant {label!r}, arch {point['archs']!r}, data set "
                                     f"{point['datasets']!r}, budget {budget!r}: {exc}", *named,
                                     f'"{point["archs"]}"', f'"{point["datasets"]}"', f'"{m.name}"',
@@ -224,16 +224,11 @@ def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | Non
 def budget_line(spec: GridSpec, method: str) -> int | None:
     """The line that set ``method``'s budgets: its own ``budgets`` in its ``[[methods]]`` entry, else
     ``axes.budgets`` (a method that gets its runs from ``name = "*"`` has no entry of its own)."""
+    for own in method_tables(spec.text, method):
+        line = line_of(spec.text, "budgets", *own)
+        if line is not None:
+            return line
     lines = spec.text.splitlines()
-    starts = [i for i, l in enumerate(lines) if re.match(r"^\s*\[\[\s*methods\s*\]\]", l)]
-    for k, start in enumerate(starts):
-        end = starts[k + 1] if k + 1 < len(starts) else next(
-            (i for i in range(start + 1, len(lines)) if re.match(r"^\s*\[", lines[i])), len(lines))
-        block = lines[start:end]
-        if any(re.match(r'^\s*name\s*=\s*["\']' + re.escape(method) + r'["\']', l) for l in block):
-            own = next((start + j + 1 for j, l in enumerate(block) if re.match(r"^\s*budgets\s*=", l)), None)
-            if own is not None:
-                return own
     axes = next((i for i, l in enumerate(lines) if re.match(r"^\s*\[\s*axes\s*\]", l)), None)
     if axes is not None:
         for i in range(axes + 1, len(lines)):

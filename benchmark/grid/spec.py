@@ -127,16 +127,14 @@ def line_of(text: str, key: str, first: int = 1, last: int | None = None) -> int
     return None
 
 
-def method_table(text: str, name: str) -> tuple[int, int] | None:
-    """(first, last) line of the ``[[methods]]`` table whose ``name`` is ``name``, if it can be found."""
+def method_tables(text: str, name: str) -> list[tuple[int, int]]:
+    """(first, last) line of every ``[[methods]]`` table whose ``name`` is ``name``, in order."""
     lines = text.splitlines()
     heads = [i for i, line in enumerate(lines, 1) if re.match(r"^\s*\[", toml_code(line))] + [len(lines) + 1]
-    for start, end in zip(heads, heads[1:]):
-        if re.match(r"^\s*\[\[\s*methods\s*\]\]", lines[start - 1]) and any(
+    return [(start, end - 1) for start, end in zip(heads, heads[1:])
+            if re.match(r"^\s*\[\[\s*methods\s*\]\]", lines[start - 1]) and any(
                 re.match(r'^\s*name\s*=\s*["\']' + re.escape(name) + r'["\']', toml_code(x))
-                for x in lines[start:end - 1]):
-            return start, end - 1
-    return None
+                for x in lines[start:end - 1])]
 
 
 def _err(spec_path: Path, text: str, key: str, message: str) -> SpecError:
