@@ -20,6 +20,11 @@ bottleneck width (``width_per_group``, the 3x3 convs' channels; block outputs st
 the requested network's variant (the SSN code's trunk and block order for the ``-ssn`` archs); depth is
 not reduced for this family (a clear error names the option).
 
+ViT / DeiT (embed width at the same heads, and/or depth), DenseNet-BC (growth rate and/or depth) and
+MobileNetV2 (width multiplier): the candidates are names of the registry's grammars
+(``reduced_ladders.py``), searched the same way (the largest that fits; ``both``: the most parameters over
+every depth's widest fitting network).
+
 Without a budget the requested network is used unchanged. A budget above the requested network's
 size also gives the requested network (``reduced`` never grows a network).
 """
@@ -34,6 +39,7 @@ import torch.nn as nn
 from npasbench.models.registry import get_arch
 from npasbench.models.resnet import BottleneckResNet
 from npasbench.models.wrn import WideResNet
+from .reduced_ladders import LADDERS
 from npasbench.sdk import (BudgetError, BuildRequest, ConfigError, Method, MethodOptions, NPASModel,
                            attach_owned_weights, backbone_flops, create_backbone, largest_fitting, plain_params,
                            register_method)
@@ -99,9 +105,13 @@ class Choice:
     def backbone(self, num_classes: int) -> nn.Module:
         if self.family == "wrn":
             return WideResNet(self.depth, self.width, num_classes)
+        if self.family in LADDERS:
+            return create_backbone(self.name, num_classes)
         return BottleneckResNet(self.layers, num_classes, self.width_per_group, variant=self.variant)
 
     def describe(self) -> dict[str, Any]:
+        if self.family in LADDERS:
+            return {"arch": self.name, "family": self.family, **get_arch(self.name).hyper}
         if self.family == "wrn":
             w = self.width
             return {"arch": self.name, "family": "wrn", "depth": self.depth,
@@ -177,13 +187,19 @@ class Reduced(Method):
                     f"method.options.dimension: {dim!r} reduction is defined for the WRN family only; "
                     f"{request.arch} is a bottleneck ResNet: use dimension=width (it shrinks the bottleneck width)."
                 )
-        else:  # pragma: no cover - no other family registered
-            raise ConfigError(f"model.arch: reduced supports the wrn and resnet families, not {arch.family!r}.")
+        elif arch.family in LADDERS:
+            requested = Choice(arch.family, request.arch)
+            ladders = LADDERS[arch.family](arch, dim)  # a clear error for a dimension the family lacks
+        else:  # pragma: no cover - every registered family is handled
+            raise ConfigError(f"model.arch: reduced supports the wrn, resnet, vit, densenet-bc and mobilenetv2 "
+                              f"families, not {arch.family!r}.")
         if budget is None:
             return requested, requested, None
         full = self._count(requested, nc)
         if full <= budget:
             return requested, requested, None
+        if requested.family in LADDERS:
+            return self._from_ladders(requested, arch.hyper, ladders, nc, budget)
 
         if requested.family == "resnet":
             ladder = [Choice("resnet", f"{request.arch}[width_per_group={w}]", layers=requested.layers,
@@ -234,6 +250,25 @@ class Reduced(Method):
                 f"budget of {budget:,}. Raise the budget or use a sharing method."
             )
         return requested, best, None
+
+    def _from_ladders(self, requested: Choice, hyper: dict, ladders: list[list[str]], nc: int,
+                      budget: int) -> tuple[Choice, Choice, Choice | None]:
+        """The largest fitting network over grammar ladders (one ladder: its next rung is the next larger)."""
+        chains = [[requested if get_arch(n).hyper == hyper else Choice(requested.family, n) for n in ladder]
+                  for ladder in ladders]
+        best, best_n, nxt = None, -1, None
+        for chain in chains:
+            i, c = self._largest(chain, nc, budget)
+            if c is not None and self._count(c, nc) >= best_n:
+                best, best_n = c, self._count(c, nc)
+                nxt = chain[i + 1] if len(chains) == 1 and i + 1 < len(chain) else None
+        if best is None:
+            smallest = min(self._count(chain[0], nc) for chain in chains)
+            raise BudgetError(
+                f"budget: the smallest reduced {requested.name} ({chains[0][0].name}) has {smallest:,} parameters, "
+                f"above the budget of {budget:,}: its norms, embeddings and classifier do not shrink. Raise the "
+                "budget or use a sharing method.")
+        return requested, best, nxt
 
     # -- the contract --------------------------------------------------------------------------
     def build(self, request: BuildRequest) -> NPASModel:

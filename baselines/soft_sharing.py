@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 
 from npasbench.sdk import (BudgetError, BuildRequest, CachedProvider, ConfigError, Method, MethodOptions, NPASModel,
-                           OwnedWeight, ShareGroup, backbone_fixed_params, create_backbone, kaiming_normal_,
+                           LayerSpec, OwnedWeight, ShareGroup, backbone_fixed_params, create_backbone, init_weight_,
                            register_method, share_groups, weight_layers)
 
 
@@ -54,15 +54,12 @@ class TemplateBank(nn.Module):
 
     npas_roles = {"templates": "bank"}
 
-    def __init__(self, templates: int, shape: tuple[int, ...]) -> None:
+    def __init__(self, templates: int, spec: LayerSpec) -> None:
         super().__init__()
-        self.shape = tuple(shape)
-        numel = 1
-        for s in shape:
-            numel *= s
-        self.templates = nn.Parameter(torch.empty(templates, numel))
-        for t in range(templates):
-            kaiming_normal_(self.templates.data[t].view(self.shape))
+        self.shape = tuple(spec.shape)
+        self.templates = nn.Parameter(torch.empty(templates, spec.numel))
+        for t in range(templates):  # each template as the layers' own init (kaiming; timm's N(0, 0.02) for a ViT)
+            init_weight_(self.templates.data[t].view(self.shape), spec)
 
 
 class SoftWeight(CachedProvider):
@@ -168,9 +165,9 @@ class SoftSharing(Method):
         groups = share_groups(net, skip_first_block=o.first_block == "own")
         if not groups:
             raise ConfigError(
-                f"model.arch: {request.arch} has no two body convs of one shape within a stage"
+                f"model.arch: {request.arch} has no two body layers of one shape within a stage"
                 + (" outside the first blocks (first_block=own)" if o.first_block == "own" else "")
-                + ", so soft-sharing has nothing to share; use a deeper network (WRN depth >= 16)"
+                + ", so soft-sharing has nothing to share; use a deeper network (WRN depth >= 16, ViT depth >= 2)"
                 + (" or first_block=shared." if o.first_block == "own" else ".")
             )
         fixed = _fixed_part(net, groups)
@@ -179,7 +176,7 @@ class SoftSharing(Method):
         banked = set()
         banks: dict[str, TemplateBank] = {}
         for g, t in zip(groups, ts):
-            bank = TemplateBank(t, g.shape)
+            bank = TemplateBank(t, g.layers[0].spec)
             banks[g.key] = bank
             rows = coefficient_rows(len(g.layers), t, unit=o.coefficient_init == "unit")
             for layer, row in zip(g.layers, rows):

@@ -10,6 +10,8 @@ a *role*, declared by the module that owns it -- never guessed from its name:
   embedding-to-coefficient projections and its upsamplers);
 - ``weights``: a layer's own, unshared weight;
 - ``norm_bias``: normalisation parameters and biases;
+- ``embedding``: a transformer's learned position embedding and class token (neither a layer's weight nor
+  a norm; the ViT recipes exempt them from weight decay, as timm and DeiT do);
 - ``head``: classifier weights and biases;
 - ``other``: anything a module did not declare.
 
@@ -29,7 +31,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-ROLES = ("bank", "coefficients", "generators", "weights", "norm_bias", "head", "other")
+ROLES = ("bank", "coefficients", "generators", "weights", "norm_bias", "embedding", "head", "other")
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 

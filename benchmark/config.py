@@ -38,10 +38,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 0.1  # peak learning rate (SGD)
+    # "sgd" (the WRN/ResNet/DenseNet papers': momentum, Nesterov, L2 decay) or "adamw" (ViT/DeiT: Adam with weight
+    # decay decoupled from the gradient, Loshchilov & Hutter 2019; momentum and nesterov are then unused)
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1  # peak learning rate
     momentum: float = 0.9  # SGD momentum; 0 = plain SGD
     nesterov: bool = True  # Nesterov momentum
-    weight_decay: float = 5e-4  # L2 weight decay; roles in no_decay_roles (and the method's) are exempt
+    betas: tuple[float, ...] = (0.9, 0.999)  # AdamW's (beta1, beta2)
+    eps: float = 1e-8  # AdamW's denominator term
+    weight_decay: float = 5e-4  # weight decay (SGD: L2; AdamW: decoupled); roles in no_decay_roles (and the method's) are exempt
     schedule: Literal["step", "cosine", "constant"] = "step"  # learning-rate schedule after the warm-up
     milestones: tuple[float, ...] = (60, 120, 160)  # epochs (or fractions of training, see milestones_unit)
     gammas: tuple[float, ...] = (0.2, 0.2, 0.2)  # the LR is multiplied by gammas[i] at milestones[i] (step)
@@ -76,6 +81,10 @@ class OptimConfig:
             raise ConfigError(f"optim.milestones: must be >= 0, got {list(self.milestones)}.")
         if any(not (math.isfinite(g) and g > 0) for g in self.gammas):
             raise ConfigError(f"optim.gammas: LR factors must be positive, got {list(self.gammas)}.")
+        if len(self.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas: two numbers in [0, 1) (AdamW's beta1, beta2), got {list(self.betas)}.")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ConfigError(f"optim.eps: must be a positive number (AdamW's denominator term), got {self.eps}.")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"optim.label_smoothing: must be in [0, 1), got {self.label_smoothing}.")
         from .accounting import ROLES

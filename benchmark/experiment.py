@@ -34,6 +34,19 @@ IDENTITY_EXCLUDED: dict[str, tuple[str, ...]] = {
 }
 
 
+# Fields added after run ids were first published, by section: left out of the identity while they hold their
+# default (which is what every earlier run used), so adding a field never changes an existing run's id.
+IDENTITY_ADDED: dict[str, tuple[str, ...]] = {
+    "optim": ("name", "betas", "eps"),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _added_defaults() -> dict[str, dict[str, Any]]:
+    d = Config().to_dict()
+    return {section: {name: d[section][name] for name in names} for section, names in IDENTITY_ADDED.items()}
+
+
 def identity_dict(cfg: Config) -> dict[str, Any]:
     """The part of a (resolved) config that determines results."""
     d = cfg.to_dict()
@@ -41,6 +54,10 @@ def identity_dict(cfg: Config) -> dict[str, Any]:
     for section, names in IDENTITY_EXCLUDED.items():
         for name in names:
             d[section].pop(name, None)
+    for section, defaults in _added_defaults().items():
+        for name, default in defaults.items():
+            if name in d[section] and d[section][name] == default:
+                del d[section][name]
     return d
 
 
@@ -158,5 +175,5 @@ def run_id(cfg: Config) -> str:
     return digest(identity_dict(resolve(cfg)))
 
 
-__all__ = ["IDENTITY_EXCLUDED", "MAX_BUDGET_RATIO", "check_budget_scale", "identity_dict", "digest", "resolve", "resolve_budget", "run_id", "budget_of",
+__all__ = ["IDENTITY_ADDED", "IDENTITY_EXCLUDED", "MAX_BUDGET_RATIO", "check_budget_scale", "identity_dict", "digest", "resolve", "resolve_budget", "run_id", "budget_of",
            "config_request", "unshared_size"]

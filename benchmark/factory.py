@@ -13,7 +13,7 @@ from .accounting import ParamReport, param_report
 from .budget import Budget
 from .contract import BuildRequest, Method, MethodOptions, NPASModel
 from .data.info import dataset_info
-from .errors import BudgetError
+from .errors import BudgetError, ConfigError
 from .models.registry import get_arch
 from .plugins import create_method
 
@@ -31,8 +31,13 @@ class BuiltModel:
 
 def make_request(arch: str, dataset: str, budget: Budget | None = None, artifacts: dict | None = None,
                  num_classes: int | None = None, image_size: int | None = None) -> BuildRequest:
-    get_arch(arch)  # unknown architecture -> clear RegistryError before anything else
+    definition = get_arch(arch)  # unknown architecture -> clear RegistryError before anything else
     info = dataset_info(dataset, num_classes, image_size)
+    if definition.image_size is not None and info.image_size != definition.image_size:
+        hint = " (data.synthetic_size sets the synthetic images' size)" if dataset == "synthetic" else ""
+        raise ConfigError(f"model.arch: {arch} takes {definition.image_size}x{definition.image_size} images (its "
+                          f"position embedding has one entry per patch), but {dataset} gives "
+                          f"{info.image_size}x{info.image_size}{hint}.")
     return BuildRequest(arch=arch, num_classes=info.num_classes, budget=budget, dataset=dataset,
                         image_size=info.image_size, artifacts=dict(artifacts or {}))
 

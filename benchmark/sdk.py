@@ -32,7 +32,7 @@ from .budget import Budget, largest_fitting
 from .contract import (MAX_MEMBERS, BuildRequest, Method, MethodOptions, NPASModel, Phase, RunContext, check_one_domain,
                        member_names, parse_members)
 from .errors import BudgetError, ConfigError
-from .models.layers import LayerSpec, OwnedWeight, WeightedLayer, kaiming_normal_, weight_layers
+from .models.layers import LayerSpec, OwnedWeight, WeightedLayer, init_weight_, kaiming_normal_, weight_layers
 from .models.registry import create_backbone
 from .options import option
 from .plugins import register_method
@@ -45,6 +45,6 @@ __all__ = [
     "Budget", "BudgetError", "BuildRequest", "CachedProvider", "ConfigError", "LayerSpec", "Method",
     "MethodOptions", "NPASModel", "OwnedWeight", "Phase", "ROLES", "RunContext", "ShareGroup", "SharedRef",
     "SharedWeight", "WeightedLayer", "attach_owned_weights", "backbone_fixed_params", "backbone_flops",
-    "check_fits", "count_params", "create_backbone", "kaiming_normal_", "largest_fitting", "option",
+    "check_fits", "count_params", "create_backbone", "init_weight_", "kaiming_normal_", "largest_fitting", "option",
     "param_report", "plain_params", "register_method", "share_groups", "weight_layers", "weight_numel",
 ]

@@ -32,21 +32,24 @@ class ShareGroup:
                 "layers": [l.spec.name for l in self.layers]}
 
 
-def share_groups(net: nn.Module, skip_first_block: bool = False) -> list[ShareGroup]:
-    """Groups of >= 2 body conv layers with the same (stage, weight shape), in layer order.
+def share_groups(net: nn.Module, skip_first_block: bool = False, ops: frozenset[str] | None = None) -> list[ShareGroup]:
+    """Groups of >= 2 body layers with the same (stage, part of the block, weight shape), in layer order.
 
-    Stem, shortcuts and classifier never share (role != body). ``skip_first_block`` leaves the
-    first block of every stage out (the reference SWRN keeps block 0 of each stage unshared).
+    Convolutions and a transformer's body linear layers alike: a ViT has one stage, so its groups are the
+    qkv, proj, fc1 and fc2 weights of all blocks (ALBERT's cross-layer sharing); the part (``LayerSpec.op``)
+    keeps e.g. an attention projection and an MLP layer of one shape apart. Stem, shortcuts and classifier
+    never share (role != body). ``skip_first_block`` leaves the first block of every stage out (the reference
+    SWRN keeps block 0 of each stage unshared). ``ops``: only layers of these parts (e.g. attention only).
     """
     by_key: "OrderedDict[tuple, list[WeightedLayer]]" = OrderedDict()
     for layer in weight_layers(net):
         s = layer.spec
-        if s.role != "body" or s.kind != "conv" or (skip_first_block and s.block == 0):
+        if s.role != "body" or (skip_first_block and s.block == 0) or (ops is not None and s.op not in ops):
             continue
-        by_key.setdefault((s.stage, s.shape), []).append(layer)
+        by_key.setdefault((s.stage, s.op, s.shape), []).append(layer)
     groups = []
-    for (stage, shape), layers in by_key.items():
+    for (stage, op, shape), layers in by_key.items():
         if len(layers) >= 2:
-            key = f"stage{stage}_" + "x".join(map(str, shape))
+            key = f"stage{stage}_" + (f"{op}_" if op else "") + "x".join(map(str, shape))
             groups.append(ShareGroup(key, stage, tuple(shape), layers))
     return groups

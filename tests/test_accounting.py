@@ -24,7 +24,7 @@ class Tied(nn.Module):
 def test_shared_parameter_counts_once_and_roles():
     rep = param_report(Tied(), None)
     assert rep.total == 64 + 16 + 3
-    assert rep.breakdown == {"bank": 0, "coefficients": 0, "generators": 0, "weights": 64, "norm_bias": 16, "head": 0, "other": 3}
+    assert rep.breakdown == {"bank": 0, "coefficients": 0, "generators": 0, "weights": 64, "norm_bias": 16, "embedding": 0, "head": 0, "other": 3}
     assert set(rep.breakdown) == set(ROLES)
 
 

@@ -423,7 +423,7 @@ def test_impossible_budgets(name, arch, budget, opts, match):
 
 @pytest.mark.parametrize("name", ["soft-sharing", "hard-sharing"])
 def test_nothing_to_share_is_clear(name):
-    with pytest.raises(ConfigError, match=r"model.arch: wrn-10-2 has no two body convs of one shape"):
+    with pytest.raises(ConfigError, match=r"model.arch: wrn-10-2 has no two body layers of one shape"):
         build(name, None, arch="wrn-10-2")
 
 

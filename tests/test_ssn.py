@@ -121,7 +121,7 @@ def test_every_architecture(arch):
     rep = built.report(flops=False)
     assert rep.total <= Budget.parse(budget).params
     assert rep.total >= 0.98 * Budget.parse(budget).params
-    size = 32 if dataset == "cifar100" else 64
+    size = get_arch(arch).image_size or (32 if dataset == "cifar100" else 64)
     out = built.model(torch.randn(2, 3, size, size))
     assert out.shape[-1] == (100 if dataset == "cifar100" else 1000)
 

@@ -23,6 +23,12 @@ import torch.nn.functional as F
 
 LayerKind = Literal["conv", "linear"]
 LayerRole = Literal["stem", "body", "shortcut", "head"]
+# How a layer's own weight is initialised when nothing shares it (``OwnedWeight``; ``init_weight_``):
+# "kaiming" = kaiming-normal, fan-in, ReLU gain (the WRN/ResNet/DenseNet reference code);
+# "kaiming_fan_out" = the same with fan-out (torchvision's MobileNetV2 convs); "trunc_normal" = N(0, 0.02)
+# truncated at +-2 std (timm's ViT/DeiT init of every linear layer); "normal_0.01" = N(0, 0.01) (torchvision's
+# MobileNetV2 classifier).
+LayerInit = Literal["kaiming", "kaiming_fan_out", "trunc_normal", "normal_0.01"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,13 @@ class LayerSpec:
     stride: int = 1
     padding: int = 0
     member: int = 0  # ensemble member index (set when a model holds several networks)
+    groups: int = 1  # conv groups: shape[1] is in_channels / groups (depthwise: groups == in_channels)
+    # what the layer is inside its block when the architecture names it: "qkv", "proj" (attention), "fc1", "fc2"
+    # (MLP) in a transformer block; "" for convnets, whose layers are told apart by shape. Methods that share
+    # only part of a transformer block (hard-sharing's `share`) select layers by it.
+    op: str = ""
+    init: LayerInit = "kaiming"
+    bias: bool = False  # the architecture gives the layer a bias (a transformer's linears, ViT's patch embedding)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -62,6 +75,19 @@ def kaiming_normal_(weight: torch.Tensor) -> torch.Tensor:
     return nn.init.kaiming_normal_(weight)
 
 
+def init_weight_(weight: torch.Tensor, spec: LayerSpec) -> torch.Tensor:
+    """Initialise a tensor of ``spec.shape`` as the architecture's reference code initialises that layer
+    (``spec.init``): the plain network's weights and every hand-crafted share of them start alike, so a
+    sharing baseline is not handicapped by an init its architecture never used."""
+    if spec.init == "trunc_normal":
+        return nn.init.trunc_normal_(weight, std=0.02, a=-0.04, b=0.04)
+    if spec.init == "kaiming_fan_out":
+        return nn.init.kaiming_normal_(weight, mode="fan_out")
+    if spec.init == "normal_0.01":
+        return nn.init.normal_(weight, std=0.01)
+    return kaiming_normal_(weight)
+
+
 class OwnedWeight(nn.Module):
     """A layer's own, unshared weight tensor: the plain network's provider."""
 
@@ -70,7 +96,7 @@ class OwnedWeight(nn.Module):
     def __init__(self, spec: LayerSpec, head: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(spec.shape))
-        kaiming_normal_(self.weight.data)
+        init_weight_(self.weight.data, spec)
         if head:
             self.npas_roles = {"weight": "head"}
 
@@ -108,33 +134,39 @@ def weight_layers(net: nn.Module) -> list["WeightedLayer"]:
     return sorted((m for m in net.modules() if isinstance(m, WeightedLayer)), key=lambda layer: layer.spec.index)
 
 class Conv(WeightedLayer):
-    """Convolution without bias by default (as in WRN/ResNet); a method may give it one."""
+    """Convolution without bias by default (as in WRN/ResNet); a method may give it one. Grouped and
+    depthwise convolutions (MobileNetV2) carry ``spec.groups``."""
 
     npas_roles = {"bias": "norm_bias"}
 
-    def __init__(self, spec: LayerSpec) -> None:
+    def __init__(self, spec: LayerSpec, bias: bool = False) -> None:
         assert spec.kind == "conv"
         super().__init__(spec)
         self.stride = spec.stride
         self.padding = spec.padding
-        self.bias: nn.Parameter | None = None
+        self.groups = spec.groups
+        self.bias: nn.Parameter | None = nn.Parameter(torch.zeros(spec.shape[0])) if bias else None
 
     def add_bias(self, bias: torch.Tensor | None = None) -> None:
         """E.g. SSN's singleton groups are plain ``nn.Conv2d`` layers, which carry a bias."""
         self.bias = nn.Parameter(torch.zeros(self.spec.shape[0]) if bias is None else bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight(), self.bias, self.stride, self.padding)
+        return F.conv2d(x, self.weight(), self.bias, self.stride, self.padding, 1, self.groups)
 
 
 class Linear(WeightedLayer):
-    """Linear layer; the bias (if any) belongs to the layer, not the provider."""
+    """Linear layer; the bias (if any) belongs to the layer, not the provider. The classifier's bias has
+    role ``head``; a body linear layer's (a transformer's qkv, proj, fc1, fc2) role ``norm_bias``, as a
+    convolution's bias."""
 
     npas_roles = {"bias": "head"}
 
     def __init__(self, spec: LayerSpec, bias: bool = True) -> None:
         assert spec.kind == "linear"
         super().__init__(spec)
+        if spec.role != "head":
+            self.npas_roles = {"bias": "norm_bias"}
         self.bias = nn.Parameter(torch.zeros(spec.shape[0])) if bias else None
 
     def drop_bias(self) -> None:
@@ -156,15 +188,21 @@ class LayerFactory:
         self.specs: list[LayerSpec] = []
 
     def conv(self, name: str, cin: int, cout: int, k: int, stride: int = 1, padding: int | None = None,
-             *, role: LayerRole = "body", stage: int = 0, block: int = -1) -> Conv:
+             *, role: LayerRole = "body", stage: int = 0, block: int = -1, groups: int = 1, bias: bool = False,
+             init: LayerInit = "kaiming") -> Conv:
+        if cin % groups or cout % groups:
+            raise ValueError(f"{name}: {cin} -> {cout} channels do not split into {groups} groups")
         spec = LayerSpec(
-            name=name, kind="conv", shape=(cout, cin, k, k), index=len(self.specs), role=role,
-            stage=stage, block=block, stride=stride, padding=(k // 2 if padding is None else padding),
+            name=name, kind="conv", shape=(cout, cin // groups, k, k), index=len(self.specs), role=role,
+            stage=stage, block=block, stride=stride, padding=(k // 2 if padding is None else padding), groups=groups,
+            init=init, bias=bias,
         )
         self.specs.append(spec)
-        return Conv(spec)
+        return Conv(spec, bias=bias)
 
-    def linear(self, name: str, cin: int, cout: int, *, stage: int, bias: bool = True) -> Linear:
-        spec = LayerSpec(name=name, kind="linear", shape=(cout, cin), index=len(self.specs), role="head", stage=stage)
+    def linear(self, name: str, cin: int, cout: int, *, stage: int, bias: bool = True, role: LayerRole = "head",
+               block: int = -1, op: str = "", init: LayerInit = "kaiming") -> Linear:
+        spec = LayerSpec(name=name, kind="linear", shape=(cout, cin), index=len(self.specs), role=role, stage=stage,
+                         block=block, op=op, init=init, bias=bias)
         self.specs.append(spec)
         return Linear(spec, bias=bias)

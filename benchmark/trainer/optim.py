@@ -1,7 +1,9 @@
-"""The optimizer: SGD (Nesterov) with weight decay split by parameter *role*.
+"""The optimizer: SGD (Nesterov) or AdamW, with weight decay split by parameter *role*.
 
 Roles come from ``accounting.parameter_roles`` (declared by the modules that own the parameters),
-so "no decay on BN" and similar rules never depend on parameter names.
+so "no decay on BN" and similar rules never depend on parameter names: the ViT recipes' "no decay for
+norms, biases, the position embedding and the class token" is ``no_decay_roles = ["norm_bias",
+"embedding"]`` (timm's and DeiT's rule: every 1-D parameter and the two embeddings).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_roles: Iterable
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, method_exempt: Iterable[str]) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, set(method_exempt) | set(cfg.no_decay_roles))
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 

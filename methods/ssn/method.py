@@ -16,6 +16,8 @@ Deliberate differences from the official code, each documented on its option:
 - ``emb`` works (the official ``set_layer_coeff`` crashes with a NameError for it);
 - learned groups run on any device in one command (official: only with ``--dist``, then restart);
 - ``avg`` works with upsampling (official: crashes when a layer is larger than its bank);
+- on architectures the official code never had (transformers), grouped *body* linear layers keep the bias
+  the architecture gives them; only the classifier drops it, as the official ``SLinear``;
 - the bank tail the official init leaves uninitialised (the last ``n % 9`` entries, random memory)
   is zero here by default (``bank_tail_init``), deterministic for a seed;
 - opt-in fixes: ``spread_blocks`` (use the whole bank when blocks would all restart at 0),
@@ -118,10 +120,12 @@ def plan_counts(plan: SSNPlan, specs: tuple[LayerSpec, ...], opts: SSNOptions, f
         if g.singleton:
             s = specs[g.layers[0]]
             c["head" if s.role == "head" else "weights"] += s.numel
-            if opts.singleton_bias or s.kind == "linear":
+            if opts.singleton_bias or s.kind == "linear" or s.bias:
                 c["head" if s.role == "head" else "norm_bias"] += s.shape[0]
             continue
         c["bank"] += g.bank
+        # a grouped layer keeps the bias its architecture gives it (a transformer's linears), except the classifier
+        c["norm_bias"] += sum(specs[i].shape[0] for i in g.layers if specs[i].bias and specs[i].role != "head")
         share = opts.search_share_type if plan.learn_groups else opts.share_type
         for k, rows in g.coef_counts.items():
             if share == "wavg":
@@ -285,8 +289,11 @@ class SSN(Method):
             providers[g.id] = []
             for i in g.layers:
                 layer = layers[i]
-                if isinstance(layer, Linear):
-                    layer.drop_bias()  # the official SLinear has no bias
+                if isinstance(layer, Linear) and layer.spec.role == "head":
+                    # the official SLinear has no bias. Body linears (a transformer's qkv, proj, fc1, fc2) keep theirs:
+                    # the official code never met them, and without them SSN's ViT would be another network than
+                    # every other method's (they are 0.6% of ViT-Ti's parameters)
+                    layer.drop_bias()
                 p = GeneratedWeight(layer.spec.name)
                 layer.set_provider(p)
                 providers[g.id].append(p)
@@ -361,8 +368,9 @@ def _make_plain(layer: Conv | Linear, bias: bool) -> None:
     fan_in = layer.spec.fan_in
     bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
     if isinstance(layer, Conv):
-        if bias:
-            layer.add_bias()
+        if bias or layer.bias is not None:
+            if layer.bias is None:
+                layer.add_bias()
             nn.init.uniform_(layer.bias, -bound, bound)
     elif layer.bias is not None:
         nn.init.uniform_(layer.bias, -bound, bound)

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 
 from npasbench.models.generated import GeneratedWeight
-from npasbench.models.layers import Conv
+from npasbench.models.layers import WeightedLayer
 from npasbench.sdk import (BudgetError, BuildRequest, ConfigError, Method, MethodOptions, NPASModel, OwnedWeight, Phase,
                            check_one_domain, create_backbone, largest_fitting, member_names, parse_members,
                            register_method)
@@ -49,7 +49,7 @@ from .modules import CoefficientTable, Projection, TemplateBank
 from .network import SWNet, bank_name
 from .built import SWBuilt
 from .unsharing import CoefficientUnsharing
-from .plan import SWPlan, depth_bins, make_plan, params_outside_banks
+from .plan import SWPlan, depth_bins, is_composed, make_plan, params_outside_banks, shared_layers
 from .floor import SearchBudgets, search_bounds
 
 
@@ -113,12 +113,6 @@ class SuperWeightOptions(MethodOptions):
 
     def arch_list(self) -> list[str]:
         return [a.strip() for a in self.members.split(",") if a.strip()]
-
-
-def shared_layers(net: nn.Module) -> list[Conv]:
-    """The layers SuperWeights composes: every convolution (official ``SConv2d``), reference order.
-    The classifier stays a plain per-member layer (official ``share_linear`` off)."""
-    return sorted((m for m in net.modules() if isinstance(m, Conv)), key=lambda l: l.spec.index)
 
 
 @register_method("superweights")
@@ -365,17 +359,30 @@ class SuperWeights(CoefficientUnsharing, Method):
         plan, rows = self.resolve_plan(request, shapes, clusters, mode, matches, fixed)
         return self.assemble(archs, nets, plan, rows, {"clusters_from": source, "coefficients": mode, "unsharing": []})
 
-    def bank_std(self, plan: SWPlan, key: tuple[int, int]) -> float | None:
+    def bank_std(self, plan: SWPlan, key: tuple[int, int], inits: list[list[str]]) -> float | None:
         """The templates' standard deviation: None = the official N(0, 2/9); ``bank_init = "fan_in"``: Kaiming's
-        sqrt(2 / fan_in) for the mean fan-in (in_channels x kernel) of the layers that read the bank."""
+        sqrt(2 / fan_in) for the mean fan-in (in_channels x kernel) of the layers that read the bank. ``inits``:
+        ``LayerSpec.init`` per member, per composed layer.
+
+        A bank of linear layers (a transformer's; kernel key empty, so never mixed with convolutions) has no
+        official init, the official code never composing them: its templates start as its layers' own init
+        (``LayerSpec.init``, e.g. timm's N(0, 0.02) for a ViT), since N(0, 2/9) would start every attention and
+        MLP weight 23x larger than the unshared ViT's and handicap SuperWeights there."""
+        readers = plan.banks[key].readers
+        if len(plan.members[readers[0][0]][readers[0][1]]) == 2:
+            if {inits[m][layer] for m, layer in readers} == {"trunc_normal"}:
+                return 0.02
+            fans = [plan.members[m][layer][1] for m, layer in readers]
+            return math.sqrt(2.0 / (sum(fans) / len(fans)))
         if self.options.bank_init == "official":
             return None
-        fans = [math.prod(plan.members[m][layer][1:]) for m, layer in plan.banks[key].readers]
+        fans = [math.prod(plan.members[m][layer][1:]) for m, layer in readers]
         return math.sqrt(2.0 / (sum(fans) / len(fans)))
 
     def assemble(self, archs: list[str], nets: list[nn.Module], plan: SWPlan, rows: RowMap,
                  info: dict[str, Any]) -> NPASModel:
         o = self.options
+        inits = [[layer.spec.init for layer in shared_layers(net)] for net in nets]  # per member, per composed layer
         banks: dict[str, TemplateBank] = {}
         tables: dict[str, CoefficientTable] = {}
         projections: dict[str, Projection] = {}
@@ -385,7 +392,7 @@ class SuperWeights(CoefficientUnsharing, Method):
             if o.share_type != "avg":  # coefficients drawn before the templates, as the official bank setup
                 width = self.coefficient_width(b.templates)
                 tables[name] = CoefficientTable(initial_coefficients(plan, rows, key, width))
-            banks[name] = TemplateBank(b.templates, b.numel, o.bank_tail_init, self.bank_std(plan, key))
+            banks[name] = TemplateBank(b.templates, b.numel, o.bank_tail_init, self.bank_std(plan, key, inits))
             if o.share_type == "emb":  # each member's bank module has its own projection in the official code
                 for m in sorted({m for m, _ in b.readers}):
                     projections[f"{name}_m{m}"] = Projection(o.emb_size, b.templates)
@@ -400,7 +407,7 @@ class SuperWeights(CoefficientUnsharing, Method):
                 layer.set_provider(p)
                 providers.append(p)
             for layer in net.modules():  # the classifier: plain, kaiming weight and zero bias (official init)
-                if hasattr(layer, "set_provider") and not isinstance(layer, Conv):
+                if isinstance(layer, WeightedLayer) and not is_composed(layer):
                     layer.set_provider(OwnedWeight(layer.spec, head=layer.spec.role == "head"))
                     if getattr(layer, "bias", None) is not None:
                         nn.init.zeros_(layer.bias)

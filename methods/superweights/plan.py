@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from npasbench.errors import BudgetError, ConfigError
-from npasbench.models.layers import Conv
+from npasbench.models.layers import Conv, WeightedLayer
 
 Shape = tuple[int, ...]
 
@@ -193,6 +193,14 @@ def build_levels(members: list[list[Shape]], clusters: list[list[int]]) -> tuple
         entries = [(m, i) for i in layer_ids for m in range(len(members)) if i in local[m]]
         sizes = [math.prod(members[m][i]) for m, i in entries]
         order = sorted(range(len(entries)), key=lambda e: sizes[e])  # stable
+        if len(members[entries[0][0]][entries[0][1]]) == 2:
+            # a cluster of linear layers (the official code composes none): equal-size shapes are grouped by
+            # shape in order of first appearance, so a transformer's fc1 (4d, d) and fc2 (d, 4d) are two levels,
+            # not a new level at every block as a plain stable sort alternating between them would make
+            first = {}
+            for e in range(len(entries)):
+                first.setdefault(members[entries[e][0]][entries[e][1]], e)
+            order = sorted(range(len(entries)), key=lambda e: (sizes[e], first[members[entries[e][0]][entries[e][1]]]))
         ordered_shapes = [members[entries[e][0]][entries[e][1]] for e in order]
         lv = level_pieces(c, ordered_shapes)
         levels[c] = lv
@@ -294,11 +302,21 @@ def compose_shapes(levels: list[Level], used: int) -> Shape:
     return tuple(shape)
 
 
+def is_composed(layer: nn.Module) -> bool:
+    """Whether SuperWeights composes this layer's weight from banks: every convolution (official ``SConv2d``)
+    and every body linear layer (a transformer's qkv, proj, fc1, fc2, which the official code never had; they
+    cluster apart from convolutions, their kernel key being empty). The classifier stays a plain per-member
+    layer (official ``share_linear`` off)."""
+    return isinstance(layer, Conv) or (isinstance(layer, WeightedLayer) and layer.spec.role != "head")
+
+
+def shared_layers(net: nn.Module) -> list[WeightedLayer]:
+    """The layers SuperWeights composes (``is_composed``), in reference order."""
+    return sorted((m for m in net.modules() if isinstance(m, WeightedLayer) and is_composed(m)),
+                  key=lambda layer: layer.spec.index)
+
+
 def params_outside_banks(net: nn.Module) -> int:
-    """A member's parameters outside the banks: norms and the classifier (weight and bias)."""
-    n = sum(p.numel() for m in net.modules() if not isinstance(m, Conv) and not hasattr(m, "spec")
-            for p in m.parameters(recurse=False))
-    for m in net.modules():
-        if hasattr(m, "spec") and not isinstance(m, Conv):
-            n += m.spec.numel + sum(p.numel() for p in m.parameters(recurse=False))
-    return n
+    """A member's parameters outside the banks: norms, biases, embeddings and the classifier (weight and bias)."""
+    n = sum(p.numel() for p in net.parameters())  # a fresh backbone holds only these (no provider yet)
+    return n + sum(m.spec.numel for m in net.modules() if isinstance(m, WeightedLayer) and not is_composed(m))
