@@ -213,9 +213,12 @@ def cmd_archs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        for r in rows:
-            print(f"{r['name']:12s} {r['family']:7s} {r['domain']:9s} depth={r['depth']} width={r['width']}")
-        print("(any wrn-D-K with D = 6n+4 and width K > 0 also works, e.g. wrn-16-1.5)")
+        for e in ARCHITECTURES.entries():
+            hyper = " ".join(f"{k}={v}" for k, v in e.obj.hyper.items())
+            print(f"{e.name:18s} {e.obj.family:12s} {e.obj.domain:9s} {hyper}")
+        print("(family grammars also work: wrn-D-K (D = 6n+4, K > 0, e.g. wrn-16-1.5); vit-D-E[-hH]-pP (CIFAR, "
+              "e.g. vit-6-128-h4-p4); deit-D-E[-hH] (224x224, patch 16); densenet-bc-D-K (D = 6n+4, growth K); "
+              "mobilenetv2[-cifar]-W (width multiplier W, e.g. mobilenetv2-cifar-0.5))")
     return 0
 
 

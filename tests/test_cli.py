@@ -31,7 +31,12 @@ def test_methods_and_archs_listing(capsys):
     assert "unshared  [in-tree]" in out and "no_decay_norm_bias" in out
     assert main(["archs", "--json"]) == 0
     names = {a["name"] for a in json.loads(capsys.readouterr().out)}
-    assert {"wrn-28-10", "wrn-16-4", "resnet50", "wrn50-2"} <= names
+    assert {"wrn-28-10", "wrn-16-4", "resnet50", "wrn50-2", "vit-tiny-p4", "deit-small", "densenet-bc-100-12",
+            "mobilenetv2", "mobilenetv2-cifar"} <= names
+    assert main(["archs"]) == 0  # the text listing prints every family's own hyper-parameters
+    text = capsys.readouterr().out
+    assert "depth=12 embed=192 heads=3 patch=4" in text and "depth=100 growth=12" in text and "width=1" in text
+    assert "densenet-bc-D-K" in text and "mobilenetv2[-cifar]-W" in text
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -116,7 +116,11 @@ def test_every_architecture(arch):
     dataset = "imagenet" if get_arch(arch).domain == "imagenet" else "cifar100"
     plain = create_model("unshared", arch, dataset).report(flops=False).total
     budget = str(int(0.3 * plain))  # a 30% budget: singleton layers of wide WRNs alone exceed 1M
-    groups = -1 if get_arch(arch).hyper["depth"] > 10 else 1  # WRN-10 has no two layers of one shape
+    # by-shape groups (-1) where layers repeat their shapes; WRN-10 has no two layers of one shape, and DenseNet-BC's
+    # growing inputs and MobileNetV2's expanding blocks leave most layers alone in their shape (its singletons alone
+    # exceed 30%: test_by_shape_groups_say_why_a_budget_is_too_small), so those share one group
+    family, depth = get_arch(arch).family, get_arch(arch).hyper.get("depth", 0)
+    groups = -1 if depth > 10 and family not in ("densenet-bc", "mobilenetv2") else 1
     built = ssn(arch, dataset, budget, param_groups=groups)
     rep = built.report(flops=False)
     assert rep.total <= Budget.parse(budget).params
@@ -124,6 +128,12 @@ def test_every_architecture(arch):
     size = get_arch(arch).image_size or (32 if dataset == "cifar100" else 64)
     out = built.model(torch.randn(2, 3, size, size))
     assert out.shape[-1] == (100 if dataset == "cifar100" else 1000)
+
+
+@pytest.mark.parametrize("arch", ["densenet-bc-100-12", "mobilenetv2-cifar"])
+def test_by_shape_groups_say_why_a_budget_is_too_small(arch):
+    with pytest.raises(BudgetError, match=r"^budget: SSN on \d+ layers here needs more than the [\d,]+ weights of its singleton"):
+        ssn(arch, "cifar100", "30%", param_groups=-1)
 
 
 @pytest.mark.parametrize("budget", ["150k", "200k", "400k", "1M"])
