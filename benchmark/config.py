@@ -47,7 +47,9 @@ class OptimConfig:
     betas: tuple[float, ...] = (0.9, 0.999)  # AdamW's (beta1, beta2)
     eps: float = 1e-8  # AdamW's denominator term
     weight_decay: float = 5e-4  # weight decay (SGD: L2; AdamW: decoupled); roles in no_decay_roles (and the method's) are exempt
-    schedule: Literal["step", "cosine", "constant"] = "step"  # learning-rate schedule after the warm-up
+    # learning-rate schedule after the warm-up; "exponential": times gammas[0] at every epoch boundary (torchvision's
+    # StepLR with step_size 1, the MobileNetV2 reference recipe)
+    schedule: Literal["step", "cosine", "constant", "exponential"] = "step"
     milestones: tuple[float, ...] = (60, 120, 160)  # epochs (or fractions of training, see milestones_unit)
     gammas: tuple[float, ...] = (0.2, 0.2, 0.2)  # the LR is multiplied by gammas[i] at milestones[i] (step)
     milestones_unit: Literal["epoch", "fraction"] = "epoch"  # milestones in epochs, or fractions of training
@@ -55,7 +57,7 @@ class OptimConfig:
     warmup_start_factor: float = 0.1  # the warm-up starts at this fraction of lr
     label_smoothing: float = 0.0  # cross-entropy label smoothing in [0, 1)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
-    no_decay_roles: tuple[str, ...] = ()  # extra roles exempt from weight decay (the method adds its own)
+    no_decay_roles: tuple[str, ...] = ()  # extra roles exempt from weight decay (the method adds its own); "head_bias": the classifier's bias
 
     def __post_init__(self) -> None:
         if self.schedule == "step" and len(self.milestones) != len(self.gammas):
@@ -63,6 +65,9 @@ class OptimConfig:
                 f"optim.gammas: need one gamma per milestone ({len(self.milestones)} milestones, "
                 f"{len(self.gammas)} gammas)."
             )
+        if self.schedule == "exponential" and len(self.gammas) != 1:
+            raise ConfigError(f"optim.gammas: the exponential schedule takes one per-epoch factor, e.g. gammas = [0.98], "
+                              f"got {list(self.gammas)}.")
         if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
             raise ConfigError(f"optim.milestones: must be strictly increasing, got {list(self.milestones)}.")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -89,9 +94,10 @@ class OptimConfig:
             raise ConfigError(f"optim.label_smoothing: must be in [0, 1), got {self.label_smoothing}.")
         from .accounting import ROLES
 
-        bad = [r for r in self.no_decay_roles if r not in ROLES]
+        bad = [r for r in self.no_decay_roles if r not in (*ROLES, "head_bias")]
         if bad:
-            raise ConfigError(f"optim.no_decay_roles: unknown role(s) {bad}; roles are {', '.join(ROLES)}.")
+            raise ConfigError(f"optim.no_decay_roles: unknown role(s) {bad}; roles are {', '.join(ROLES)}, and "
+                              "head_bias (the classifier's bias).")
 
 
 @dataclass(frozen=True)

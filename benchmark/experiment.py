@@ -38,6 +38,7 @@ IDENTITY_EXCLUDED: dict[str, tuple[str, ...]] = {
 # default (which is what every earlier run used), so adding a field never changes an existing run's id.
 IDENTITY_ADDED: dict[str, tuple[str, ...]] = {
     "optim": ("name", "betas", "eps"),
+    "data": ("auto_augment", "mixup_alpha", "cutmix_alpha", "mix_prob"),
 }
 
 

@@ -81,7 +81,8 @@ def test_every_config_key_is_listed_with_type_default_and_help():
     assert not missing, f"config keys without a line of help: {missing}"
     assert keys["train.max_steps_per_epoch"].type == "int" and keys["train.max_steps_per_epoch"].default == 0
     assert keys["data.synthetic_train"].default == 5000 and "synthetic" in keys["data.synthetic_train"].help
-    assert keys["optim.schedule"].type == "'step' | 'cosine' | 'constant'"
+    assert keys["optim.schedule"].type == "'step' | 'cosine' | 'constant' | 'exponential'"
+    assert "exponential" in keys["optim.schedule"].help
     assert keys["model.budget"].help.startswith("e.g.")  # the comment line above the field
 
 

@@ -441,3 +441,19 @@ def test_corrupt_jpeg_is_caught_before_or_during_the_write(tmp_path):
     with pytest.raises(DataError, match=r"imagenet_train\.beton failed: sample 9 \(.*zz_truncated\.JPEG\)"):
         prepare_imagenet(str(tree), str(out), progress=False, splits=("train",))
     assert list(out.iterdir()) == []
+
+
+def test_ffcv_policy_and_mixing_are_seeded_and_train_only(cifar_betons):
+    # exact: the same decoded uint8 pixels through the same seeded policy and mixing draws
+    cfg = DataConfig(name="cifar100", beton_dir=str(cifar_betons), pipeline="ffcv", num_workers=2,
+                     auto_augment="randaugment", mixup_alpha=0.8, cutmix_alpha=1.0)
+    bundle = load_data(cfg)
+    runs = [[(x.clone(), y.clone()) for x, y in make_loader(bundle, "train", 250, cfg, seed=7, augment=False).epoch(1)]
+            for _ in range(2)]
+    plain = [x for x, _ in make_loader(bundle, "train", 250, cfg.replace(auto_augment="none", mixup_alpha=0.0,
+                                                                         cutmix_alpha=0.0), seed=7, augment=False).epoch(1)]
+    for (x, y), (x2, y2), p in zip(*runs, plain):
+        assert torch.equal(x, x2) and torch.equal(y, y2) and not torch.equal(x, p)
+        assert y.shape == (250, 100) and torch.allclose(y.sum(1), torch.ones(250))  # approx: float sums
+    _, y = next(iter(make_loader(bundle, "test", 250, cfg)))
+    assert y.dtype == torch.int64 and y.dim() == 1  # evaluation: neither policy nor mixing

@@ -251,3 +251,13 @@ def test_trainer_torchvision_on_a_cifar100_slice(tmp_path):
                eval_subset=200)
     assert rec["pipeline"] == "torchvision" and rec["dataset"]["num_train"] == 512
     assert rec["dataset"]["eval_split"] == "val" and rec["metrics"]["split"] == "test"
+
+
+def test_torchvision_mixing_is_seeded_per_batch(syn):
+    # exact: seeded per-batch draws on the same pixels
+    _, tv = syn
+    cfg = tv.config.replace(num_workers=0, auto_augment="trivial", mixup_alpha=0.8)
+    a = [(x.clone(), y.clone()) for x, y in make_loader(tv, "train", 32, cfg, seed=3).epoch(1)]
+    b = list(make_loader(tv, "train", 32, cfg, seed=3).epoch(1, start_batch=2))
+    assert all(torch.equal(x, bx) and torch.equal(y, by) for (x, y), (bx, by) in zip(a[2:], b))
+    assert a[0][1].shape == (32, tv.num_classes) and float(a[0][1].max(1).values.min()) < 1.0

@@ -32,6 +32,12 @@ class DataConfig:
     split_seed: int = 0  # seeds the val split and the subsets (never the training seed)
     augment: bool = True  # random horizontal flip + 4-pixel zero-pad random crop on train
     cutout: int = 0  # cutout square side (16 is usual); 0 = off
+    # per-image automatic augmentation on train (torchvision's): "trivial" (TrivialAugmentWide), "randaugment"
+    # (2 ops, magnitude 9: DeiT's rand-m9), "none"; seeded per batch like the flips and crops
+    auto_augment: str = "none"
+    mixup_alpha: float = 0.0  # mixup's Beta(alpha, alpha) (DeiT: 0.8); 0 = off. Targets become soft
+    cutmix_alpha: float = 0.0  # cutmix's Beta(alpha, alpha) (DeiT: 1.0); 0 = off; both on: one of them per batch, 1/2 each
+    mix_prob: float = 1.0  # probability that a training batch is mixed (when mixup or cutmix is on)
     train_subset: int = 0  # 0 = all; else keep N training examples (stratified, seeded)
     eval_subset: int = 0  # 0 = all; else keep N examples of the eval split (stratified, seeded)
     synthetic_classes: int = 10  # data.name = synthetic: classes of the built-in synthetic data set
@@ -72,6 +78,18 @@ class DataConfig:
                 f"data.val_fraction must be a number in [0, 1) (e.g. 0.1 holds out 10% of train), got {vf!r}"
             )
         _int_field(self, "split_seed", minimum=None)
+        from .mixing import POLICIES
+
+        if self.auto_augment not in POLICIES:
+            raise ConfigError(f"data.auto_augment must be one of {', '.join(repr(p) for p in POLICIES)}, got "
+                              f"{self.auto_augment!r}")
+        for field in ("mixup_alpha", "cutmix_alpha"):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v >= 0 and v < float("inf")):
+                raise ConfigError(f"data.{field} must be a number >= 0 (0 turns it off), got {v!r}")
+        mp = self.mix_prob
+        if isinstance(mp, bool) or not isinstance(mp, (int, float)) or not 0 <= mp <= 1:
+            raise ConfigError(f"data.mix_prob must be a probability in [0, 1], got {mp!r}")
         _int_field(self, "cutout", minimum=0, hint="0 turns cutout off; 16 is the usual CIFAR value")
         _int_field(self, "train_subset", minimum=0, hint="0 keeps all training examples")
         _int_field(self, "eval_subset", minimum=0, hint="0 keeps the whole eval split")

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import ConfigError
 from .augment import CROP_PADDING, Normalizer, apply_cutout, draw_cutout, draw_flip_crop, flip_crop
+from .mixing import ExtraAugment
 from .partition import generator
 from .splits import ImageSplit
 
@@ -125,6 +126,7 @@ class BatchLoader(ShardSizes):
         device: str | torch.device = "cpu",
         channels_last: bool = False,
         cpu_threads: int | None = 1,
+        extra: ExtraAugment | None = None,
     ) -> None:
         check_sharding(batch_size, rank, world_size, cutout)
         self.split = split
@@ -142,6 +144,8 @@ class BatchLoader(ShardSizes):
             raise ConfigError(f"cpu_threads must be a positive integer or None, got {cpu_threads!r}")
         self.cpu_threads = cpu_threads
         self.normalize = Normalizer(mean, std)
+        # automatic policy and mixup / cutmix (data/mixing.py): training only
+        self.extra = extra if (extra is not None and extra.active and self.train) else None
         self._cuda = self.device.type == "cuda"
         self._pin = self._cuda and torch.cuda.is_available()
 
@@ -195,14 +199,18 @@ class BatchLoader(ShardSizes):
         elif images.device != self.device:
             images, labels = images.to(self.device), labels.to(self.device)
         gen = None
-        if self.augment or self.cutout:
+        if self.augment or self.cutout or self.extra is not None:
             gen = generator(self.seed, epoch, b, self.rank)
         if self.augment:
             images = flip_crop(images, draw_flip_crop(images.shape[0], gen), CROP_PADDING)
+        if self.extra is not None:
+            images = self.extra.policy(images, gen)
         x = self.normalize(images, channels_last=self.channels_last)
         if self.cutout:
             cy, cx = draw_cutout(x.shape[0], x.shape[2], x.shape[3], gen)
             apply_cutout(x, self.cutout, cy, cx)
+        if self.extra is not None and self.extra.mixes:
+            return self.extra.mix(x, labels, gen)
         return x, labels
 
     def __repr__(self) -> str:

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .augment import Normalizer, apply_cutout, draw_cutout
+from .mixing import ExtraAugment
 from .loader import ShardSizes, check_sharding
 from .partition import generator
 
@@ -119,6 +120,7 @@ class PipelineLoader(ShardSizes):
         device: str | torch.device = "cpu",
         channels_last: bool = False,
         cpu_threads: int | None = 1,
+        extra: ExtraAugment | None = None,
         num_workers: int = -1,
         resolution: Resolution | None = None,
     ) -> None:
@@ -141,6 +143,8 @@ class PipelineLoader(ShardSizes):
         self.cpu_threads = cpu_threads
         self.resolution = resolution or Resolution()
         self.normalize = Normalizer(mean, std)
+        # automatic policy and mixup / cutmix (data/mixing.py): training only
+        self.extra = extra if (extra is not None and extra.active and self.train) else None
         self._cuda = self.device.type == "cuda"
 
     # sizes: ShardSizes (as BatchLoader)
@@ -179,10 +183,15 @@ class PipelineLoader(ShardSizes):
                 images = images.to(self.device, non_blocking=self._cuda)
             # copy: ffcv hands out views of its ring buffers, which it refills a few batches later
             y = labels.reshape(-1).to(device=self.device, dtype=torch.int64, non_blocking=self._cuda, copy=True)
+            gen = generator(self.seed, epoch, b, self.rank) if (self.cutout or self.extra is not None) else None
+            if self.extra is not None:
+                images = self.extra.policy(images.contiguous(), gen)  # uint8 N x C x H x W, as the normaliser takes
             x = self.normalize(images, channels_last=self.channels_last)
             if self.cutout:
-                cy, cx = draw_cutout(x.shape[0], x.shape[2], x.shape[3], generator(self.seed, epoch, b, self.rank))
+                cy, cx = draw_cutout(x.shape[0], x.shape[2], x.shape[3], gen)
                 apply_cutout(x, self.cutout, cy, cx)
+            if self.extra is not None and self.extra.mixes:
+                return self.extra.mix(x, y, gen)
             return x, y
         finally:
             if swap:

@@ -3,7 +3,9 @@
 Roles come from ``accounting.parameter_roles`` (declared by the modules that own the parameters),
 so "no decay on BN" and similar rules never depend on parameter names: the ViT recipes' "no decay for
 norms, biases, the position embedding and the class token" is ``no_decay_roles = ["norm_bias",
-"embedding"]`` (timm's and DeiT's rule: every 1-D parameter and the two embeddings).
+"embedding", "head_bias"]`` (timm's and DeiT's rule: every 1-D parameter and the two embeddings). ``head_bias`` is
+not an accounting role but a selector of the 1-D parameters of role ``head`` (the classifier's bias): the head's
+weight and bias share the role ``head`` in the parameter tables, and the SGD recipes decay both.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_roles: Iterable
     for name, p, role in parameter_roles(model):
         if not p.requires_grad:
             continue
-        if role in exempt:
+        if role in exempt or (role == "head" and p.dim() == 1 and "head_bias" in exempt):
             no_decay.append(p)
             names_no.append(name)
         else:

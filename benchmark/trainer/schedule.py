@@ -40,6 +40,8 @@ class LRSchedule:
                     f *= g
         elif self.kind == "cosine":
             f = 0.5 * (1.0 + math.cos(math.pi * min(1.0, t / max(self.epochs, 1e-9))))
+        elif self.kind == "exponential":
+            f = self.gammas[0] ** epoch  # at epoch boundaries, as StepLR(step_size=1) stepped once per epoch
         else:
             f = 1.0
         if self.warmup_epochs > 0 and t < self.warmup_epochs:

@@ -47,7 +47,8 @@ def member_loss(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 
     """Mean cross-entropy over examples, summed over members (every member is trained on every batch);
     ``logits``: (members, batch, classes)."""
     m = logits.shape[0]
-    target = y if m == 1 else y.repeat(m)
+    # y: class indices (B), or probability targets (B x classes) when the batch was mixed (data.mixup_alpha, ...)
+    target = y if m == 1 else y.repeat(m, *([1] * (y.dim() - 1)))
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target, label_smoothing=label_smoothing) * m
 
 
