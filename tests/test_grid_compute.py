@@ -146,8 +146,8 @@ def test_every_shipped_spec_expands_and_says_how_to_plan_it(path: Path):
 
 
 # planning builds each distinct model once for its budget check: seconds for the CPU-scale specs, 40-75 s for the
-# paper-scale WRN-28-10 and ImageNet ones (measured on this 2-core machine), which run with the slow tests
-SLOW_TO_PLAN = {"baselines-cifar-wrn28-10", "imagenet-ssn-baselines", "ssn-cifar-wrn28-10"}
+# paper-scale WRN-28-10, ImageNet and ViT-Ti ones (measured on this 2-core machine), which run with the slow tests
+SLOW_TO_PLAN = {"baselines-cifar-wrn28-10", "imagenet-ssn-baselines", "ssn-cifar-wrn28-10", "vit-cifar100"}
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_TO_PLAN else p
