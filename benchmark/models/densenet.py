@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .layers import LayerFactory
+from .layers import LayerFactory, reset_batchnorms
 
 
 class DenseLayer(nn.Module):
@@ -73,10 +73,7 @@ class DenseNetBC(nn.Module):
         self.norm = nn.BatchNorm2d(channels)
         self.classifier = f.linear("classifier", channels, num_classes, stage=4)
         self.layer_specs = tuple(f.specs)
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        reset_batchnorms(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block3(self.block2(self.block1(self.stem(x))))

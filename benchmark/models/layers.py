@@ -206,3 +206,12 @@ class LayerFactory:
                          block=block, op=op, init=init, bias=bias)
         self.specs.append(spec)
         return Linear(spec, bias=bias)
+
+
+def reset_batchnorms(model: nn.Module) -> None:
+    """Every BatchNorm2d of ``model`` to weight 1, bias 0: the init the WRN, ResNet, DenseNet and MobileNetV2
+    references all spell out (explicit, so a method that re-creates norms starts from the same place)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

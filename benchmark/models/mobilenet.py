@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from .layers import LayerFactory
+from .layers import LayerFactory, reset_batchnorms
 
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
@@ -84,10 +84,7 @@ class MobileNetV2(nn.Module):
         self.dropout = nn.Dropout((0.0 if cifar else 0.2) if dropout is None else dropout)
         self.classifier = f.linear("classifier", last, num_classes, stage=len(SETTINGS) + 2, init="normal_0.01")
         self.layer_specs = tuple(f.specs)
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        reset_batchnorms(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import LayerFactory
+from .layers import LayerFactory, reset_batchnorms
 
 
 class Bottleneck(nn.Module):
@@ -95,10 +95,7 @@ class BottleneckResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = f.linear("fc", cin, num_classes, stage=len(layers) + 1)
         self.layer_specs = tuple(f.specs)
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        reset_batchnorms(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, Bottleneck):

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from .layers import LayerFactory
+from .layers import LayerFactory, reset_batchnorms
 
 
 class PreActBlock(nn.Module):
@@ -63,10 +63,7 @@ class WideResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = f.linear("classifier", cin, num_classes, stage=4)
         self.layer_specs = tuple(f.specs)
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        reset_batchnorms(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_3x3(x)
