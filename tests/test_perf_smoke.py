@@ -64,6 +64,21 @@ def test_ssn_speed_smoke(tmp_path):
     assert out.with_suffix(".md").read_text().startswith("# SSN speed")
 
 
+@pytest.mark.timeout(180)
+def test_ssn_speed_runs_on_a_vit(tmp_path):
+    """The same benchmark on a (small) CIFAR ViT: its linears' banks, 32x32 inputs; --official refuses a non-WRN."""
+    from npasbench.errors import ConfigError
+    from npasbench.perf import ssn_speed
+
+    out = tmp_path / "ssn_vit.json"
+    ssn_speed.main(["--arch", "vit-2-32-h1-p4", "--max-params", "8000", "--batch-size", "4", "--steps", "1",
+                    "--repeats", "1", "--infer-repeats", "1", "--infer-seconds", "0.1", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["arch"] == "vit-2-32-h1-p4" and data["params"]["ssn"] < data["params"]["unshared"]
+    with pytest.raises(ConfigError, match="--official: the official SSN code builds WRNs only"):
+        ssn_speed.main(["--arch", "vit-2-32-h1-p4", "--official", str(tmp_path), "--out", str(tmp_path / "x.json")])
+
+
 @pytest.mark.timeout(240)
 def test_superweights_speed_smoke(tmp_path):
     """The SuperWeight speed benchmark runs end to end and writes a complete report (no timing asserted)."""

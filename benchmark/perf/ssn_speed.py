@@ -1,7 +1,7 @@
 """SSN speed: training step and small-batch inference against the unshared network (and, optionally,
 against the official SSN code measured side by side in the same process).
 
-    python -m npasbench.perf.ssn_speed [--arch wrn-16-4] [--max-params 275000] [--steps 6] [--repeats 3]
+    python -m npasbench.perf.ssn_speed [--arch wrn-16-4 | vit-tiny-p4 | densenet-bc-40-12 | ...] [--max-params 275000] [--steps 6] [--repeats 3]
         [--official /path/to/an/export/of/BryanPlummer/SSN] [--out results/perf/ssn_speed.json]
 
 Targets (issue 3): an SSN training step at batch 128 at most 5% slower than the unshared network's,
@@ -111,10 +111,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="results/perf/ssn_speed.json")
     args = ap.parse_args(argv)
 
+    from ..errors import ConfigError
+    from ..models.registry import get_arch
+
+    side = get_arch(args.arch).image_size or 32  # a CIFAR ViT, DenseNet-BC, MobileNetV2 or WRN: 32x32
     torch.manual_seed(0)
-    x = torch.randn(args.batch_size, 3, 32, 32)
+    x = torch.randn(args.batch_size, 3, side, side)
     y = torch.randint(0, args.classes, (args.batch_size,))
-    depth, width = (int(v) for v in args.arch.split("-")[1:3])
+    if args.official and not args.arch.startswith("wrn-"):
+        raise ConfigError(f"--official: the official SSN code builds WRNs only, not {args.arch!r}")
+    depth, width = (int(v) for v in args.arch.split("-")[1:3]) if args.official else (0, 0)
     builders: dict[str, Callable[[], nn.Module]] = {
         "unshared": lambda: build_ours("unshared", args.arch, 0, args.classes),
         "ssn": lambda: build_ours("ssn", args.arch, args.max_params, args.classes),
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
                         args.repeats, "train steps")
     infer = {}
     for bs in (int(b) for b in args.infer_batches.split(",")):
-        xi = torch.randn(bs, 3, 32, 32)
+        xi = torch.randn(bs, 3, side, side)
         models = {k: b() for k, b in builders.items()}
         infer[str(bs)] = interleaved({k: (lambda m=m: time_infer(m.eval(), xi, args.infer_seconds)) for k, m in models.items()},
                                      args.infer_repeats, f"inference batch {bs}")
