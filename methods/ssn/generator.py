@@ -2,11 +2,15 @@
 forward that turns them into every layer's weight.
 
 Batching: a layer's block always starts at a multiple of its template size, so the bank is viewed
-as a table of templates and each *signature* (layers with the same template shape, template count
-and layer shape) is generated with one ``index_select`` (all templates of all its layers) and one
-``bmm`` (all their coefficient mixes); ``inter`` upsampling is one ``interpolate`` per signature.
-The official code instead slices the bank and mixes templates layer by layer; both compute the
-same weights (a test checks it against a per-layer reference).
+as a table of templates and layers with the same template shape, template count and layer shape
+form a *signature*. A signature without resizing is mixed by ``_MixTemplates``: one matrix product
+per layer straight from the bank's contiguous block (no gathered copy of the K templates), and a
+backward that accumulates every layer's template gradient into one bank-sized buffer. Autograd's own
+version (gather, ``bmm``, per-layer select) allocated a zero-filled full-size gradient for every
+layer's select and a K-times-the-weights copy for the gather: on a ViT (48 linears, K = 8) that was
+most of the SSN-only time per step. ``inter`` upsampling is one ``index_select`` + ``interpolate``
+per signature. The official code instead slices the bank and mixes templates layer by layer; both
+compute the same weights (a test checks it against a per-layer reference).
 """
 
 from __future__ import annotations
@@ -91,6 +95,47 @@ class Upsampler(nn.Module):
         return out[:numel]
 
 
+class _MixTemplates(torch.autograd.Function):
+    """Every layer of one signature: ``w_j = c_j @ table[first_j : first_j + K]`` (``c`` = None: K = 1,
+    the template itself). Returns one flat weight per layer; overlapping blocks (a bank smaller than
+    its layers wrap around) accumulate their gradients in order."""
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, coefs: torch.Tensor | None, firsts: tuple[int, ...], k: int,
+                tn: int) -> tuple[torch.Tensor, ...]:
+        table = flat[: (flat.numel() // tn) * tn].view(-1, tn)
+        if coefs is None:
+            outs = tuple(table[f].clone() for f in firsts)
+        else:
+            c = coefs.to(table.dtype)
+            outs = tuple(torch.mv(table[f:f + k].t(), c[j]) for j, f in enumerate(firsts))
+        ctx.save_for_backward(flat, coefs)
+        ctx.meta = (firsts, k, tn)
+        return outs
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        flat, coefs = ctx.saved_tensors
+        firsts, k, tn = ctx.meta
+        grad_flat = torch.zeros_like(flat) if ctx.needs_input_grad[0] else None
+        gtable = grad_flat[: (flat.numel() // tn) * tn].view(-1, tn) if grad_flat is not None else None
+        table = flat[: (flat.numel() // tn) * tn].view(-1, tn)
+        grad_c = None
+        if coefs is None:
+            if gtable is not None:
+                for g, f in zip(grads, firsts):
+                    gtable[f].add_(g.reshape(-1))
+        else:
+            c = coefs.to(table.dtype)
+            if ctx.needs_input_grad[1]:
+                grad_c = torch.stack([torch.mv(table[f:f + k], g.reshape(-1).to(table.dtype))
+                                      for g, f in zip(grads, firsts)]).to(coefs.dtype)
+            if gtable is not None:
+                for j, (g, f) in enumerate(zip(grads, firsts)):
+                    gtable[f:f + k].addr_(c[j], g.reshape(-1).to(table.dtype))
+        return grad_flat, grad_c, None, None, None
+
+
 @dataclass
 class _Signature:
     layers: list[int]  # positions in group.plans
@@ -99,6 +144,7 @@ class _Signature:
     shape: tuple[int, ...]
     in_shape: tuple[int, ...] | None
     slots: torch.Tensor  # (L*K,) template indices into the bank's template table
+    firsts: tuple[int, ...]  # each layer's first template index
     coef_rows: torch.Tensor | None  # (L,) rows of the coefficient table
 
 
@@ -158,17 +204,18 @@ class SSNGroup(nn.Module):
                 sigs[(p.templates, p.template_numel, p.shape, p.in_shape)].append(pos)
         self._sigs: list[_Signature] = []
         for (k, tn, shape, in_shape), members in sigs.items():
-            slots, rows = [], []
+            slots, rows, firsts = [], [], []
             for pos in members:
                 p = self.plans[pos]
                 if p.start % tn:
                     raise AssertionError(f"layer {p.index}: block start {p.start} is not a multiple of {tn}")
                 first = p.start // tn
+                firsts.append(first)
                 slots.extend(range(first, first + k))
                 rows.append(p.coef_row)
             has_coef = all(r >= 0 for r in rows)
             self._sigs.append(_Signature(members, k, tn, shape, in_shape, torch.tensor(slots, dtype=torch.long),
-                                         torch.tensor(rows, dtype=torch.long) if has_coef else None))
+                                         tuple(firsts), torch.tensor(rows, dtype=torch.long) if has_coef else None))
 
     # -- generation -----------------------------------------------------------------------------
     def _coefs(self, k: int, rows: torch.Tensor | None, n_layers: int, device, dtype) -> torch.Tensor:
@@ -189,21 +236,27 @@ class SSNGroup(nn.Module):
         out: list[torch.Tensor | None] = [None] * len(self.plans)
         for sig in self._sigs:
             tn, k, n_l = sig.template_numel, sig.k, len(sig.layers)
+            if sig.in_shape is None:
+                c = None if k == 1 and sig.coef_rows is None else \
+                    self._coefs(k, sig.coef_rows, n_l, flat.device, flat.dtype)
+                for pos, w in zip(sig.layers, _MixTemplates.apply(flat, c, sig.firsts, k, tn)):
+                    out[pos] = w.view(sig.shape)
+                continue
             table = flat[: (flat.numel() // tn) * tn].view(-1, tn)
             t = table.index_select(0, sig.slots.to(flat.device))  # (L*K, tn)
-            if sig.in_shape is not None:  # inter: bilinear upsampling of every template at once
-                rest_in = math.prod(sig.in_shape[1:])
-                rest_out = math.prod(sig.shape[1:])
-                t = t.view(n_l, k, sig.in_shape[0], rest_in)
-                t = F.interpolate(t, size=(sig.shape[0], rest_out), mode="bilinear", align_corners=False)
+            # inter: bilinear upsampling of every template at once
+            rest_in = math.prod(sig.in_shape[1:])
+            rest_out = math.prod(sig.shape[1:])
+            t = t.view(n_l, k, sig.in_shape[0], rest_in)
+            t = F.interpolate(t, size=(sig.shape[0], rest_out), mode="bilinear", align_corners=False)
             t = t.reshape(n_l, k, -1)
             if k == 1 and sig.coef_rows is None:
                 w = t[:, 0]
             else:
                 c = self._coefs(k, sig.coef_rows, n_l, flat.device, flat.dtype)
                 w = torch.bmm(c.unsqueeze(1).to(t.dtype), t).squeeze(1)
-            for j, pos in enumerate(sig.layers):
-                out[pos] = w[j].view(sig.shape)
+            for pos, wj in zip(sig.layers, w.unbind(0)):
+                out[pos] = wj.view(sig.shape)
         for pos in self._single:
             p = self.plans[pos]
             x = flat[p.start:p.end]
