@@ -37,10 +37,12 @@ def compose(pieces: list[torch.Tensor], levels: list[Level]) -> torch.Tensor:
             w = torch.cat((w[:, : lv.out_piece[1]], flat.view(lv.out_piece)), 0)
             continue
         n_in = math.prod(lv.in_piece)
+        if rows > 0:  # split, not two slices: one gradient buffer for the piece, not two zero-filled ones
+            cols, new_rows = flat.split([n_in, flat.numel() - n_in])
+            w = torch.cat((torch.cat((w, cols.view(lv.in_piece)), 1), new_rows.view(lv.out_piece)), 0)
+            continue
         cols = flat[:n_in].view(lv.in_piece)
-        if rows > 0:
-            w = torch.cat((torch.cat((w, cols), 1), flat[n_in:].view(lv.out_piece)), 0)
-        elif rows < 0:
+        if rows < 0:
             w = torch.cat((w[:rows], cols), 1)
         else:
             w = torch.cat((w, cols), 1)
@@ -109,7 +111,9 @@ class SWNet(GeneratingNet):
         return out
 
     def produce(self) -> None:
-        pieces = self.bank_pieces()
+        # unbind, not pieces[b][r]: indexing a row back-propagates a zero-filled (n, P) buffer per row,
+        # which on a ViT (48 linears per member) was most of the composition's time
+        pieces = [p.unbind(0) for p in self.bank_pieces()]
         hook = self.weight_hook
         for li, (parts, levels, provider) in enumerate(zip(self._layer_parts, self._layer_levels, self._providers)):
             w = compose([pieces[b][r] for b, r in parts], levels)
