@@ -11,7 +11,11 @@ than the unshared one (weights are generated once and cached until a parameter c
 Method: every arm gets a freshly built, identically seeded model; arms are interleaved and their
 order rotated on each repeat; the median over repeats of the per-repeat median is reported
 (training: median of ``--steps`` timed SGD steps after one warm-up step; inference: the per-call
-times of ``torch.utils.benchmark``'s ``blocked_autorange`` over ``--infer-seconds``). The official code (``--official``) is imported from a checkout the user provides; it is
+times of ``torch.utils.benchmark``'s ``blocked_autorange`` over ``--infer-seconds``), next to the
+fastest repeat and the *paired* figure, the median over repeats of the ratio within a repeat, on
+which pass/fail is judged (this machine drifts by tens of percent over minutes; arms measured seconds
+apart see the same drift). A measurement during which other processes used more than
+``--max-other-cores`` is re-taken after waiting for quiet (``--quiet-wait``), as in superweights_speed. The official code (``--official``) is imported from a checkout the user provides; it is
 not part of this repository. Its ``models.wrn`` builds on CPU; it is timed exactly like ours.
 """
 
@@ -34,7 +38,7 @@ from ..atomic import write_json, write_text
 from ..budget import Budget
 from ..factory import create_model
 from ..provenance import hardware, package_versions
-from .timing import interleaved, loadavg, time_infer
+from .timing import Guard, interleaved, loadavg, paired_pct, time_infer
 
 
 class _Squeeze(nn.Module):
@@ -108,8 +112,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--infer-batches", default="1,8")
     ap.add_argument("--infer-seconds", type=float, default=2.0, help="measuring time per arm and repeat")
     ap.add_argument("--official", default=os.environ.get("NPAS_SSN_OFFICIAL"), help="path to the official SSN code")
+    ap.add_argument("--max-other-cores", type=float, default=0.25,
+                    help="re-take a measurement during which other processes used more cores than this")
+    ap.add_argument("--quiet-wait", type=float, default=300.0, help="seconds in all to wait for quiet before re-taking")
     ap.add_argument("--out", default="results/perf/ssn_speed.json")
     args = ap.parse_args(argv)
+    guard = Guard(args.max_other_cores, args.quiet_wait)
 
     from ..errors import ConfigError
     from ..models.registry import get_arch
@@ -131,45 +139,66 @@ def main(argv: list[str] | None = None) -> dict:
     params = {k: sum(p.numel() for p in b().parameters() if p.requires_grad) for k, b in builders.items()}
 
     train = interleaved({k: (lambda b=b: time_train(b(), x, y, args.steps)) for k, b in builders.items()},
-                        args.repeats, "train steps")
+                        args.repeats, "train steps", guard.measure)
     infer = {}
     for bs in (int(b) for b in args.infer_batches.split(",")):
         xi = torch.randn(bs, 3, side, side)
         models = {k: b() for k, b in builders.items()}
         infer[str(bs)] = interleaved({k: (lambda m=m: time_infer(m.eval(), xi, args.infer_seconds)) for k, m in models.items()},
-                                     args.infer_repeats, f"inference batch {bs}")
+                                     args.infer_repeats, f"inference batch {bs}", guard.measure)
 
     def overhead(table: dict, a: str, b: str) -> float:
         return 100 * (table[a]["median_ms"] / table[b]["median_ms"] - 1)
 
     generation = time_generation(builders["ssn"]())
     generation["pct_of_unshared_step"] = 100 * generation["median_ms"] / train["unshared"]["median_ms"]
-    verdict = {"train_ssn_vs_unshared_pct": overhead(train, "ssn", "unshared"),
+    def fastest(table: dict, a: str, b: str) -> float:
+        return 100 * (table[a]["min_ms"] / table[b]["min_ms"] - 1)
+
+    verdict = {"basis": "paired (median over repeats of the within-repeat ratio)",
+               "train_ssn_vs_unshared_pct": overhead(train, "ssn", "unshared"),
+               "train_ssn_vs_unshared_paired_pct": paired_pct(train, "ssn", "unshared"),
+               "train_ssn_vs_unshared_fastest_pct": fastest(train, "ssn", "unshared"),
                "generation_pct_of_unshared_step": generation["pct_of_unshared_step"],
-               "infer_ssn_vs_unshared_pct": {bs: overhead(t, "ssn", "unshared") for bs, t in infer.items()}}
-    verdict["train_pass"] = verdict["train_ssn_vs_unshared_pct"] <= 5.0
-    verdict["infer_pass"] = all(v <= 5.0 for v in verdict["infer_ssn_vs_unshared_pct"].values())
+               "infer_ssn_vs_unshared_pct": {bs: overhead(t, "ssn", "unshared") for bs, t in infer.items()},
+               "infer_ssn_vs_unshared_paired_pct": {bs: paired_pct(t, "ssn", "unshared") for bs, t in infer.items()},
+               "infer_ssn_vs_unshared_fastest_pct": {bs: fastest(t, "ssn", "unshared") for bs, t in infer.items()}}
+    verdict["train_pass"] = verdict["train_ssn_vs_unshared_paired_pct"] <= 5.0
+    verdict["infer_pass"] = all(v <= 5.0 for v in verdict["infer_ssn_vs_unshared_paired_pct"].values())
     if args.official:
         verdict["train_ssn_vs_official_ssn_pct"] = overhead(train, "ssn", "official_ssn")
+        verdict["train_ssn_vs_official_ssn_paired_pct"] = paired_pct(train, "ssn", "official_ssn")
         verdict["infer_ssn_vs_official_ssn_pct"] = {bs: overhead(t, "ssn", "official_ssn") for bs, t in infer.items()}
-        verdict["train_not_slower_than_official"] = verdict["train_ssn_vs_official_ssn_pct"] <= 0.0
+        verdict["train_not_slower_than_official"] = verdict["train_ssn_vs_official_ssn_paired_pct"] <= 0.0
     result = {
         "benchmark": "ssn_speed", "arch": args.arch, "classes": args.classes, "max_params": args.max_params,
         "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats, "params": params,
         "threads": torch.get_num_threads(), "load_average": loadavg(), "hardware": hardware("cpu"),
         "packages": package_versions(), "train": train, "inference": infer, "generation": generation,
-        "verdict": verdict,
+        "verdict": verdict, "contention": guard.summary(),
         "official": args.official is not None, "command": "python -m npasbench.perf.ssn_speed " + " ".join(argv or sys.argv[1:]),
     }
     out = Path(args.out)
     write_json(out, result)
     lines = [f"# SSN speed ({args.arch}, max_params {args.max_params:,}, batch {args.batch_size})", "",
              f"Command: `{result['command']}`; {torch.get_num_threads()} threads; load {result['load_average']}.", "",
-             "| arm | params | train ms/step | " + " | ".join(f"infer b{b} ms" for b in infer) + " |",
-             "|---|---|---|" + "---|" * len(infer)]
+             f"Other processes' CPU during the measurements: {guard.summary()}.", "",
+             "Median over interleaved repeats of the per-repeat median (min = fastest repeat); vs unshared: "
+             "by medians / paired (median of the within-repeat ratios; the pass/fail basis) / fastest repeats.", "",
+             "| arm | params | train ms/step (min) | vs unshared | "
+             + " | ".join(f"infer b{b} ms (min) | vs unshared" for b in infer) + " |",
+             "|---|---|---|---|" + "---|---|" * len(infer)]
+
+    def vs(table: dict, k: str) -> str:
+        if k == "unshared":
+            return "-"
+        return f"{overhead(table, k, 'unshared'):+.1f}% / {paired_pct(table, k, 'unshared'):+.1f}% / " \
+               f"{fastest(table, k, 'unshared'):+.1f}%"
+
     for k in builders:
-        lines.append(f"| {k} | {params[k]:,} | {train[k]['median_ms']:.1f} | "
-                     + " | ".join(f"{infer[b][k]['median_ms']:.2f}" for b in infer) + " |")
+        lines.append(f"| {k} | {params[k]:,} | {train[k]['median_ms']:.1f} ({train[k]['min_ms']:.1f}) | {vs(train, k)} | "
+                     + " | ".join(f"{infer[b][k]['median_ms']:.2f} ({infer[b][k]['min_ms']:.2f}) | {vs(infer[b], k)}"
+                                  for b in infer) + " |")
     lines += ["", f"SSN-only work per step (weight generation forward + backward into the banks, timed alone): "
               f"{generation['median_ms']:.1f} ms = {generation['pct_of_unshared_step']:.2f}% of the unshared step.",
               "", "Verdict: " + ", ".join(f"{k} = {v}" for k, v in verdict.items())]

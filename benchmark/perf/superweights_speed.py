@@ -65,7 +65,7 @@ from ..models.generated import GeneratedWeight
 from ..plugins import create_method
 from ..provenance import hardware, package_versions
 from ..trainer.optim import param_groups
-from .timing import Guard, interleaved, loadavg, time_infer
+from .timing import Guard, interleaved, loadavg, paired_pct, time_infer
 
 LR = 0.01  # speed does not depend on it; small enough that random data never drives the weights to inf/NaN
 MOMENTUM = 0.9
@@ -395,10 +395,7 @@ def _run(args, members: str, names: list[str], official_mod, argv) -> dict:
     def overhead(table: dict, a: str, b: str) -> float:
         return 100 * (table[a]["median_ms"] / table[b]["median_ms"] - 1)
 
-    def paired(table: dict, a: str, b: str) -> float:
-        """Median over repeats of the ratio within a repeat (arms measured seconds apart: drift cancels)."""
-        pairs = zip(table[a]["per_repeat_ms"], table[b]["per_repeat_ms"])
-        return 100 * (statistics.median(x / y for x, y in pairs) - 1)
+    paired = paired_pct
 
     # Pass/fail uses the paired figures: this machine's speed drifts by tens of percent over seconds to minutes,
     # for every arm alike, so ratios within a repeat cancel what the medians of separate repeats do not. The

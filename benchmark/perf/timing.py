@@ -2,6 +2,7 @@
 
 - ``loadavg``: the 1/5/15-minute load averages (None where the OS has none), recorded beside every figure;
 - ``time_infer``: per-call seconds of an inference function (torch.utils.benchmark's blocked_autorange);
+- ``paired_pct``: one arm against another, repeat by repeat (what pass/fail is judged on);
 - ``interleaved``: paired repeats -- every arm once per repeat, the order rotated, so a slow minute of a
   shared machine hits every arm alike; per arm the median/min over repeats of the per-repeat median;
 - ``Guard``: a load guard that measures the CPU other processes used during each measurement and re-takes
@@ -60,6 +61,13 @@ def interleaved(arms: dict[str, Callable[[], list[float]]], repeats: int, desc: 
     return {k: {"median_ms": 1000 * statistics.median(v), "min_ms": 1000 * min(v),
                 "spread_pct": 100 * (max(v) / min(v) - 1), "per_repeat_ms": [1000 * t for t in v],
                 "other_cores": others[k]} for k, v in per.items()}
+
+
+def paired_pct(table: dict, a: str, b: str) -> float:
+    """Arm ``a`` vs arm ``b`` of an ``interleaved`` table, in percent: the median over repeats of the
+    ratio within a repeat (the arms ran seconds apart, so the machine's slow drifts cancel)."""
+    pairs = zip(table[a]["per_repeat_ms"], table[b]["per_repeat_ms"])
+    return 100 * (statistics.median(x / y for x, y in pairs) - 1)
 
 
 # ------------------------------------------------------------------------ contention guard
