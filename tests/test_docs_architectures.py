@@ -60,3 +60,28 @@ def test_the_guides_training_command_runs(tmp_path):
 def test_the_guides_table_gives_the_built_counts(arch, dataset, count):
     assert create_model("unshared", arch, dataset).report(flops=False).total == count
     assert f"{count:,}" in GUIDE.read_text()
+
+
+# the guide's learning table: row -> (method, label, entity) in each grid's committed LEADERBOARD_cells.csv
+_ROWS = {"unshared (100%)": ("unshared", "", "model"), "reduced": ("reduced", "", "model"),
+         "SSN by-shape": ("ssn", "by-shape", "model"), "SSN 4 learned groups": ("ssn", "4learned", "model"),
+         "HashedNets": ("hashed", "", "model"), "soft sharing": ("soft-sharing", "", "model"),
+         "SuperWeights (depth bins)": ("superweights", "bins", "model"), "hard sharing": ("hard-sharing", "", "model"),
+         "ensemble (2 members, 100%)": ("ensemble", None, "ensemble"),
+         "SuperWeights ensemble (50%)": ("superweights", "ens-", "ensemble")}
+
+
+def test_the_guides_learning_table_quotes_the_committed_leaderboards():
+    import pandas as pd
+
+    text = GUIDE.read_text().split("## Shown to learn", 1)[1].split("## ", 1)[0]
+    rows = {m[0].strip(): m[1:] for m in re.findall(r"^\| ([^|]+) \| ([\d.]+)[^|]* \| ([\d.]+)[^|]* \|$", text, re.M)}
+    assert set(rows) == set(_ROWS)
+    for col, grid in enumerate(("vit-cifar100-cpu", "densenet-cifar100-cpu")):
+        cells = pd.read_csv(ROOT / "results" / "grids" / grid / "LEADERBOARD_cells.csv").fillna("")
+        for name, (method, label, entity) in _ROWS.items():
+            sel = cells[(cells.method == method) & (cells.entity == entity)]
+            if label is not None:
+                sel = sel[sel.label.str.startswith(label)] if label else sel[sel.label == ""]
+            assert len(sel) == 1, (grid, name)
+            assert abs(float(rows[name][col]) - float(sel.top1_mean.iloc[0])) <= 0.0051, (grid, name)
