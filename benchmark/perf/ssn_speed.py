@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     generation = time_generation(builders["ssn"]())
     generation["pct_of_unshared_step"] = 100 * generation["median_ms"] / train["unshared"]["median_ms"]
+
     def fastest(table: dict, a: str, b: str) -> float:
         return 100 * (table[a]["min_ms"] / table[b]["min_ms"] - 1)
 
