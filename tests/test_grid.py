@@ -483,7 +483,7 @@ def test_progress_lines_in_a_log(tmp_path):
 
 def test_bad_executor_writes_nothing(tmp_path):
     spec = write_spec(tmp_path, GRID)
-    with pytest.raises(NPASError, match="--executor: 'slurm' is not an executor here"):
+    with pytest.raises(NPASError, match="--executor: 'slurm' is not an executor here.*npas grid submit SPEC"):
         run_grid(spec, "slurm", progress=False)
     assert not (tmp_path / "res").exists()
     with pytest.raises(NPASError, match="runs at once must be >= 1"):

@@ -162,4 +162,4 @@ def make_executor(name: str, results: Path, parallel: int = 0) -> Executor:
     if name == "debug":
         return DebugExecutor(results)
     raise ConfigError(f"--executor: {name!r} is not an executor here; use local (processes, at most N at a time) "
-                      "or debug (in-process). A SLURM executor is not built yet (the grids part 2 issue).")
+                      "or debug (in-process). To run the grid on SLURM, submit it: npas grid submit SPEC.")
