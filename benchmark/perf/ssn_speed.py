@@ -38,7 +38,7 @@ from ..atomic import write_json, write_text
 from ..budget import Budget
 from ..factory import create_model
 from ..provenance import hardware, package_versions
-from .timing import Guard, interleaved, loadavg, paired_pct, time_infer
+from .timing import Guard, add_guard_args, fastest_pct, interleaved, loadavg, median_pct, paired_pct, time_infer
 
 
 class _Squeeze(nn.Module):
@@ -112,12 +112,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--infer-batches", default="1,8")
     ap.add_argument("--infer-seconds", type=float, default=2.0, help="measuring time per arm and repeat")
     ap.add_argument("--official", default=os.environ.get("NPAS_SSN_OFFICIAL"), help="path to the official SSN code")
-    ap.add_argument("--max-other-cores", type=float, default=0.25,
-                    help="re-take a measurement during which other processes used more cores than this")
-    ap.add_argument("--quiet-wait", type=float, default=300.0, help="seconds in all to wait for quiet before re-taking")
+    add_guard_args(ap)
     ap.add_argument("--out", default="results/perf/ssn_speed.json")
     args = ap.parse_args(argv)
-    guard = Guard(args.max_other_cores, args.quiet_wait)
+    guard = Guard.from_args(args)
 
     from ..errors import ConfigError
     from ..models.registry import get_arch
@@ -147,29 +145,23 @@ def main(argv: list[str] | None = None) -> dict:
         infer[str(bs)] = interleaved({k: (lambda m=m: time_infer(m.eval(), xi, args.infer_seconds)) for k, m in models.items()},
                                      args.infer_repeats, f"inference batch {bs}", guard.measure)
 
-    def overhead(table: dict, a: str, b: str) -> float:
-        return 100 * (table[a]["median_ms"] / table[b]["median_ms"] - 1)
-
     generation = time_generation(builders["ssn"]())
     generation["pct_of_unshared_step"] = 100 * generation["median_ms"] / train["unshared"]["median_ms"]
 
-    def fastest(table: dict, a: str, b: str) -> float:
-        return 100 * (table[a]["min_ms"] / table[b]["min_ms"] - 1)
-
     verdict = {"basis": "paired (median over repeats of the within-repeat ratio)",
-               "train_ssn_vs_unshared_pct": overhead(train, "ssn", "unshared"),
+               "train_ssn_vs_unshared_pct": median_pct(train, "ssn", "unshared"),
                "train_ssn_vs_unshared_paired_pct": paired_pct(train, "ssn", "unshared"),
-               "train_ssn_vs_unshared_fastest_pct": fastest(train, "ssn", "unshared"),
+               "train_ssn_vs_unshared_fastest_pct": fastest_pct(train, "ssn", "unshared"),
                "generation_pct_of_unshared_step": generation["pct_of_unshared_step"],
-               "infer_ssn_vs_unshared_pct": {bs: overhead(t, "ssn", "unshared") for bs, t in infer.items()},
+               "infer_ssn_vs_unshared_pct": {bs: median_pct(t, "ssn", "unshared") for bs, t in infer.items()},
                "infer_ssn_vs_unshared_paired_pct": {bs: paired_pct(t, "ssn", "unshared") for bs, t in infer.items()},
-               "infer_ssn_vs_unshared_fastest_pct": {bs: fastest(t, "ssn", "unshared") for bs, t in infer.items()}}
+               "infer_ssn_vs_unshared_fastest_pct": {bs: fastest_pct(t, "ssn", "unshared") for bs, t in infer.items()}}
     verdict["train_pass"] = verdict["train_ssn_vs_unshared_paired_pct"] <= 5.0
     verdict["infer_pass"] = all(v <= 5.0 for v in verdict["infer_ssn_vs_unshared_paired_pct"].values())
     if args.official:
-        verdict["train_ssn_vs_official_ssn_pct"] = overhead(train, "ssn", "official_ssn")
+        verdict["train_ssn_vs_official_ssn_pct"] = median_pct(train, "ssn", "official_ssn")
         verdict["train_ssn_vs_official_ssn_paired_pct"] = paired_pct(train, "ssn", "official_ssn")
-        verdict["infer_ssn_vs_official_ssn_pct"] = {bs: overhead(t, "ssn", "official_ssn") for bs, t in infer.items()}
+        verdict["infer_ssn_vs_official_ssn_pct"] = {bs: median_pct(t, "ssn", "official_ssn") for bs, t in infer.items()}
         verdict["train_not_slower_than_official"] = verdict["train_ssn_vs_official_ssn_paired_pct"] <= 0.0
     result = {
         "benchmark": "ssn_speed", "arch": args.arch, "classes": args.classes, "max_params": args.max_params,
@@ -193,8 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
     def vs(table: dict, k: str) -> str:
         if k == "unshared":
             return "-"
-        return f"{overhead(table, k, 'unshared'):+.1f}% / {paired_pct(table, k, 'unshared'):+.1f}% / " \
-               f"{fastest(table, k, 'unshared'):+.1f}%"
+        return f"{median_pct(table, k, 'unshared'):+.1f}% / {paired_pct(table, k, 'unshared'):+.1f}% / " \
+               f"{fastest_pct(table, k, 'unshared'):+.1f}%"
 
     for k in builders:
         lines.append(f"| {k} | {params[k]:,} | {train[k]['median_ms']:.1f} ({train[k]['min_ms']:.1f}) | {vs(train, k)} | "

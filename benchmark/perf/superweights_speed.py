@@ -65,7 +65,7 @@ from ..models.generated import GeneratedWeight
 from ..plugins import create_method
 from ..provenance import hardware, package_versions
 from ..trainer.optim import param_groups
-from .timing import Guard, interleaved, loadavg, paired_pct, time_infer
+from .timing import Guard, add_guard_args, fastest_pct, interleaved, loadavg, median_pct, paired_pct, time_infer
 
 LR = 0.01  # speed does not depend on it; small enough that random data never drives the weights to inf/NaN
 MOMENTUM = 0.9
@@ -298,12 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--official", default=os.environ.get("NPAS_SW_OFFICIAL"),
                     help="path to a CPU-patched checkout of the official SuperWeights code (env NPAS_SW_OFFICIAL)")
     ap.add_argument("--composition-calls", type=int, default=10, help="timed compositions per arm and repeat")
-    ap.add_argument("--max-other-cores", type=float, default=0.25, help=(
-        "a measurement during which other processes kept more than this many cores busy is re-taken "
-        "(after waiting for quiet), up to twice"))
-    ap.add_argument("--quiet-wait", type=float, default=300.0, help=(
-        "most seconds spent in all waiting for other processes to quieten; 0 = never wait nor re-take "
-        "(the contention is still measured and reported)"))
+    add_guard_args(ap)
     ap.add_argument("--out", default="results/perf/superweights_speed.json")
     args = ap.parse_args(argv)
     members = ",".join(a.strip() for a in args.members.split(",") if a.strip())
@@ -324,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
 def _run(args, members: str, names: list[str], official_mod, argv) -> dict:
     load = {"start": loadavg()}
     t_start = time.perf_counter()
-    guard = Guard(args.max_other_cores, args.quiet_wait)
+    guard = Guard.from_args(args)
     other_at_start = guard.wait_quiet() if args.quiet_wait > 0 else None
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, 32, 32)
@@ -392,23 +387,19 @@ def _run(args, members: str, names: list[str], official_mod, argv) -> dict:
         v["forward_pct_of_unshared_step"] = 100 * v["forward_median_ms"] / train["unshared"]["median_ms"]
     load["end"] = loadavg()
 
-    def overhead(table: dict, a: str, b: str) -> float:
-        return 100 * (table[a]["median_ms"] / table[b]["median_ms"] - 1)
-
-    paired = paired_pct
 
     # Pass/fail uses the paired figures: this machine's speed drifts by tens of percent over seconds to minutes,
     # for every arm alike, so ratios within a repeat cancel what the medians of separate repeats do not. The
     # median-based (and, for inference, fastest-repeat) figures are reported next to them.
     verdict: dict = {
         "basis": "paired (median over repeats of the within-repeat ratio)",
-        "train_superweights_vs_unshared_paired_pct": paired(train, "superweights", "unshared"),
-        "train_superweights_vs_unshared_pct": overhead(train, "superweights", "unshared"),
+        "train_superweights_vs_unshared_paired_pct": paired_pct(train, "superweights", "unshared"),
+        "train_superweights_vs_unshared_pct": median_pct(train, "superweights", "unshared"),
         "composition_pct_of_unshared_step": composition["superweights"]["pct_of_unshared_step"],
-        "infer_superweights_vs_unshared_paired_pct": {k: paired(t, "superweights", "unshared")
+        "infer_superweights_vs_unshared_paired_pct": {k: paired_pct(t, "superweights", "unshared")
                                                       for k, t in infer.items()},
-        "infer_superweights_vs_unshared_pct": {k: overhead(t, "superweights", "unshared") for k, t in infer.items()},
-        "infer_superweights_vs_unshared_min_pct": {k: 100 * (t["superweights"]["min_ms"] / t["unshared"]["min_ms"] - 1)
+        "infer_superweights_vs_unshared_pct": {k: median_pct(t, "superweights", "unshared") for k, t in infer.items()},
+        "infer_superweights_vs_unshared_min_pct": {k: fastest_pct(t, "superweights", "unshared")
                                                    for k, t in infer.items()},
     }
     verdict["train_pass"] = verdict["train_superweights_vs_unshared_paired_pct"] <= 10.0
@@ -418,10 +409,10 @@ def _run(args, members: str, names: list[str], official_mod, argv) -> dict:
     verdict["infer_pass_medians"] = all(v <= 5.0 for v in verdict["infer_superweights_vs_unshared_pct"].values())
     verdict["infer_pass_min"] = all(v <= 5.0 for v in verdict["infer_superweights_vs_unshared_min_pct"].values())
     if args.official:
-        verdict["train_superweights_vs_official_paired_pct"] = paired(train, "superweights", "official")
-        verdict["train_superweights_vs_official_pct"] = overhead(train, "superweights", "official")
-        verdict["train_official_vs_official_unshared_paired_pct"] = paired(train, "official", "official_unshared")
-        verdict["infer_superweights_vs_official_paired_pct"] = {k: paired(t, "superweights", "official")
+        verdict["train_superweights_vs_official_paired_pct"] = paired_pct(train, "superweights", "official")
+        verdict["train_superweights_vs_official_pct"] = median_pct(train, "superweights", "official")
+        verdict["train_official_vs_official_unshared_paired_pct"] = paired_pct(train, "official", "official_unshared")
+        verdict["infer_superweights_vs_official_paired_pct"] = {k: paired_pct(t, "superweights", "official")
                                                                 for k, t in infer.items()}
         verdict["train_not_slower_than_official"] = verdict["train_superweights_vs_official_paired_pct"] <= 0.0
         verdict["train_not_slower_than_official_medians"] = verdict["train_superweights_vs_official_pct"] <= 0.0

@@ -2,7 +2,8 @@
 
 - ``loadavg``: the 1/5/15-minute load averages (None where the OS has none), recorded beside every figure;
 - ``time_infer``: per-call seconds of an inference function (torch.utils.benchmark's blocked_autorange);
-- ``paired_pct``: one arm against another, repeat by repeat (what pass/fail is judged on);
+- ``median_pct`` / ``fastest_pct`` / ``paired_pct``: one arm against another by medians, by fastest repeats,
+  and repeat by repeat (what pass/fail is judged on);
 - ``interleaved``: paired repeats -- every arm once per repeat, the order rotated, so a slow minute of a
   shared machine hits every arm alike; per arm the median/min over repeats of the per-repeat median;
 - ``Guard``: a load guard that measures the CPU other processes used during each measurement and re-takes
@@ -63,6 +64,16 @@ def interleaved(arms: dict[str, Callable[[], list[float]]], repeats: int, desc: 
                 "other_cores": others[k]} for k, v in per.items()}
 
 
+def median_pct(table: dict, a: str, b: str) -> float:
+    """Arm ``a`` vs arm ``b`` of an ``interleaved`` table, in percent, by their medians over repeats."""
+    return 100 * (table[a]["median_ms"] / table[b]["median_ms"] - 1)
+
+
+def fastest_pct(table: dict, a: str, b: str) -> float:
+    """Arm ``a`` vs arm ``b`` of an ``interleaved`` table, in percent, by their fastest repeats."""
+    return 100 * (table[a]["min_ms"] / table[b]["min_ms"] - 1)
+
+
 def paired_pct(table: dict, a: str, b: str) -> float:
     """Arm ``a`` vs arm ``b`` of an ``interleaved`` table, in percent: the median over repeats of the
     ratio within a repeat (the arms ran seconds apart, so the machine's slow drifts cancel)."""
@@ -93,6 +104,16 @@ def _others(a, b) -> float | None:
     return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / hz / (b[2] - a[2]))
 
 
+def add_guard_args(ap) -> None:
+    """The contention guard's two command-line options (``Guard.from_args`` reads them)."""
+    ap.add_argument("--max-other-cores", type=float, default=0.25, help=(
+        "a measurement during which other processes kept more than this many cores busy is re-taken "
+        "(after waiting for quiet), up to twice"))
+    ap.add_argument("--quiet-wait", type=float, default=300.0, help=(
+        "most seconds spent in all waiting for other processes to quieten; 0 = never wait nor re-take "
+        "(the contention is still measured and reported)"))
+
+
 class Guard:
     """Measures the CPU other processes use during every measurement (from /proc/stat, minus this
     process); a measurement taken while they used more than ``max_others`` cores is re-taken, after
@@ -108,6 +129,10 @@ class Guard:
         self.contended = 0
         self.measurements = 0
         self.samples: list[float] = []
+
+    @classmethod
+    def from_args(cls, args) -> "Guard":
+        return cls(args.max_other_cores, args.quiet_wait)
 
     def wait_quiet(self) -> float | None:
         """Sleep in 2 s windows until other processes use at most ``max_others`` cores (or the budget is spent)."""
