@@ -95,6 +95,11 @@ class Upsampler(nn.Module):
         return out[:numel]
 
 
+def _template_table(flat: torch.Tensor, tn: int) -> torch.Tensor:
+    """The bank (or its gradient) viewed as rows of ``tn`` entries; a tail shorter than a row is left out."""
+    return flat[: (flat.numel() // tn) * tn].view(-1, tn)
+
+
 class _MixTemplates(torch.autograd.Function):
     """Every layer of one signature: ``w_j = c_j @ table[first_j : first_j + K]`` (``c`` = None: K = 1,
     the template itself). Returns one flat weight per layer; overlapping blocks (a bank smaller than
@@ -103,7 +108,7 @@ class _MixTemplates(torch.autograd.Function):
     @staticmethod
     def forward(ctx, flat: torch.Tensor, coefs: torch.Tensor | None, firsts: tuple[int, ...], k: int,
                 tn: int) -> tuple[torch.Tensor, ...]:
-        table = flat[: (flat.numel() // tn) * tn].view(-1, tn)
+        table = _template_table(flat, tn)
         if coefs is None:
             outs = tuple(table[f].clone() for f in firsts)
         else:
@@ -118,8 +123,8 @@ class _MixTemplates(torch.autograd.Function):
         flat, coefs = ctx.saved_tensors
         firsts, k, tn = ctx.meta
         grad_flat = torch.zeros_like(flat) if ctx.needs_input_grad[0] else None
-        gtable = grad_flat[: (flat.numel() // tn) * tn].view(-1, tn) if grad_flat is not None else None
-        table = flat[: (flat.numel() // tn) * tn].view(-1, tn)
+        gtable = _template_table(grad_flat, tn) if grad_flat is not None else None
+        table = _template_table(flat, tn)
         grad_c = None
         if coefs is None:
             if gtable is not None:
@@ -242,7 +247,7 @@ class SSNGroup(nn.Module):
                 for pos, w in zip(sig.layers, _MixTemplates.apply(flat, c, sig.firsts, k, tn)):
                     out[pos] = w.view(sig.shape)
                 continue
-            table = flat[: (flat.numel() // tn) * tn].view(-1, tn)
+            table = _template_table(flat, tn)
             t = table.index_select(0, sig.slots.to(flat.device))  # (L*K, tn)
             # inter: bilinear upsampling of every template at once
             rest_in = math.prod(sig.in_shape[1:])
