@@ -20,6 +20,8 @@ import sys
 from typing import Any, Sequence
 
 from .errors import NPASError
+from .grid.commands import add_grid_parser, cmd_grid
+from .run_folder import RunFolder
 
 
 def _add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -81,64 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "(see npasbench.leaderboard.references)")
 
     _add_data_parser(sub)
-    _add_grid_parser(sub)
+    add_grid_parser(sub)
     return parser
-
-
-def _add_grid_parser(sub) -> None:
-    g = sub.add_parser("grid", help="benchmark grids: plan, run and inspect a grid spec (slurm/*.toml)")
-    gsub = g.add_subparsers(dest="grid_command", required=True)
-    for name, text in (("plan", "the table of runs (ids, options, budgets -> unique params, FLOPs, state); runs and "
-                                "writes nothing (--save writes the manifest, <results>/grid.json)"),
-                       ("run", "run every unfinished run (shared phases first), at most N at a time; resumable"),
-                       ("status", "one state per run: its folder joined with every SLURM job that holds it "
-                                  "(never blocks; --watch refreshes until nothing is queued or running)"),
-                       ("collect", "the grid's leaderboard from whatever runs exist (<results>/LEADERBOARD.md)"),
-                       ("submit", "submit the unfinished runs to SLURM as job arrays (submitit) and exit"),
-                       ("cancel", "scancel the jobs that still hold the grid's runs (all, or --runs); run folders "
-                                  "are kept"),
-                       ("resubmit", "submit every unfinished run that no SLURM job holds (failed, blocked, interrupted, "
-                                    "never started); flags narrow it")):
-        p = gsub.add_parser(name, help=text, description=text)
-        p.add_argument("spec", help="grid spec TOML file")
-        p.add_argument("--results", default=None, help="results folder (default: the spec's grid.results)")
-        p.add_argument("--max-runs", type=int, default=None, metavar="N",
-                       help="allow up to N runs for this command (default: the spec's grid.max_runs, else 10000)")
-        p.add_argument("--json", action="store_true", help="print the table as JSON")
-        if name == "cancel":
-            p.add_argument("--runs", nargs="+", default=None, help="run ids (or prefixes) to cancel; default: all")
-        if name == "resubmit":
-            for state in ("failed", "blocked", "interrupted", "not-started", "stale"):
-                p.add_argument(f"--{state}", action="store_true",
-                               help=f"only the {state.replace('-', ' ')} runs (flags add up; none: every unfinished run)")
-            p.add_argument("--runs", nargs="+", default=None, help="only these run ids (or prefixes)")
-            p.add_argument("--threads", type=int, default=0, help="train.threads of every task (default: the job's CPUs)")
-        if name == "submit":
-            p.add_argument("--dry-run", action="store_true",
-                           help="print the arrays and their parameters; submit and write nothing (no cluster needed)")
-            p.add_argument("--force", action="store_true",
-                           help="submit runs that live jobs still hold (by default that is refused, naming the jobs)")
-            p.add_argument("--threads", type=int, default=0, help="train.threads of every task (default: the job's CPUs)")
-        if name == "plan":
-            p.add_argument("--save", action="store_true", help="write the manifest (<results>/grid.json)")
-        if name == "status":
-            p.add_argument("--watch", type=float, nargs="?", const=30.0, default=None, metavar="SECONDS",
-                           help="print the table again every SECONDS (default 30, at least 2) until no run is queued "
-                                "or running; one squeue call per refresh")
-        if name == "collect":
-            p.add_argument("--references", default=None,
-                           help="TOML of [[reference]] rows shown beside ours (npasbench.leaderboard.references), e.g. "
-                                "the official-code row python -m npasbench.parity.reference writes")
-        if name in ("run", "submit"):
-            p.add_argument("--keep-stale", action="store_true",
-                           help="keep finished runs whose method code has changed since (state `stale`; by default "
-                                "they run again, the old run moved to <run>/superseded/)")
-        if name == "run":
-            p.add_argument("--executor", default="local", help="local (processes, default) | debug (in-process)")
-            p.add_argument("-j", "--parallel", type=int, default=0,
-                           help="runs at once (default: resources.max_parallel, else one per core / GPU)")
-            p.add_argument("--no-progress", action="store_true",
-                           help="no bar and no periodic lines; one line per start and end is still printed")
 
 
 def _add_data_parser(sub) -> None:
@@ -306,9 +252,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     m = result.record.get("metrics") or {}
     if result.status == "completed":
         print(f"{result.status}: top1 {m.get('top1', float('nan')):.2f} top5 {m.get('top5', float('nan')):.2f} "
-              f"({result.run_dir / 'result.json'})")
+              f"({RunFolder(result.run_dir).result})")
     else:
-        print(f"{result.status}: {result.run_dir / 'result.json'}")
+        print(f"{result.status}: {RunFolder(result.run_dir).result}")
     return result.exit_code
 
 
@@ -338,172 +284,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    from tabulate import tabulate
-
-    return tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True) if rows else "(no runs)"
-
-
-def _cost_line(cost) -> str:
-    from .grid.compute import format_hours
-
-    shared = f" + shared phases {format_hours(sum(cost.shared_phases.values()))}" if cost.shared_phases else ""
-    unknown = f"; {cost.unknown} run(s) without a FLOP count (size known after a phase) not included" if cost.unknown else ""
-    return (f"estimated compute: {format_hours(cost.total)} GPU-hours in all (runs "
-            f"{format_hours(cost.total - sum(cost.shared_phases.values()))}{shared}){unknown}; FLOP arithmetic "
-            f"(3 x forward FLOPs per training image, 1 x per evaluated image) at {cost.tflops:g} sustained TFLOP/s "
-            "per GPU (resources.gpu_tflops: an assumption, not measured here; calibrate from one finished run)")
-
-
-def plan_warnings(plan) -> list[str]:
-    """One line per distinct model (seeds share it) whose budget its phase may not fit (``Preview.warning``)."""
-    seen: dict[str, list[int]] = {}
-    where: dict[str, str] = {}
-    for r in plan.runs:
-        w = plan.previews.get(r).warning if plan.previews is not None else ""
-        if w:
-            key = f"{r.method if r.variant == 'default' else f'{r.method} [{r.variant}]'}, {r.arch}, {r.dataset}, " \
-                  f"budget {r.budget}"
-            seen.setdefault(key, []).append(r.seed)
-            where[key] = w
-    from .grid.expand import star_left_out
-
-    return ([f"warning: {key} (seeds {', '.join(map(str, seeds))}): {where[key]}" for key, seeds in seen.items()]
-            + star_left_out(plan.spec))
-
-
-def cmd_grid(args: argparse.Namespace) -> int:
-    """``npas grid ...``, with ``--max-runs`` in force for this command only."""
-    from .errors import ConfigError
-    from .grid.spec import MAX_RUNS_OVERRIDE
-
-    limit = getattr(args, "max_runs", None)
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--max-runs: expected a whole number >= 1, got {limit}.")
-    token = MAX_RUNS_OVERRIDE.set(limit)
-    try:
-        return _cmd_grid(args)
-    finally:
-        MAX_RUNS_OVERRIDE.reset(token)
-
-
-def _cmd_grid(args: argparse.Namespace) -> int:
-    from .grid.runner import plan_cost, plan_grid, plan_rows, run_grid
-
-    if args.grid_command == "plan":
-        plan = plan_grid(args.spec, args.results, write=args.save)
-        previews = plan.previews  # the models the budget check built: each distinct one once, for all three
-        cost = plan_cost(plan, previews)
-        rows = plan_rows(plan, previews, cost)
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            print(_table(rows))
-            phases = plan.manifest.phases
-            saved = f"manifest written to {plan.results / 'grid.json'}" if args.save else "nothing written (--save writes grid.json)"
-            print(f"\n{len(rows)} runs, {len(phases)} shared phase job(s); {saved}")
-            print(_cost_line(cost))
-            for line in plan_warnings(plan):
-                print(line)
-        return 0
-    if args.grid_command == "cancel":
-        from .grid.submit import cancel_grid
-
-        jobs = cancel_grid(args.spec, args.results, args.runs)
-        print(f"cancelled {len(jobs)} job(s) that still held runs" + (f": {' '.join(jobs)}" if jobs else "")
-              + "; run folders kept (`npas grid resubmit` resumes the interrupted runs from their checkpoints)")
-        return 0
-    if args.grid_command in ("submit", "resubmit"):
-        from .grid.submit import RESUBMIT_STATES, SLURM_STATE, resubmit_grid, submit_grid
-
-        if args.grid_command == "resubmit":
-            flags = {"failed": ("failed",), "blocked": ("blocked",), "interrupted": ("interrupted", "bad record"),
-                     "not_started": ("not started",), "stale": ("stale",)}
-            states = tuple(st for flag, sts in flags.items() if getattr(args, flag) for st in sts) or RESUBMIT_STATES
-            plan, arrays, held = resubmit_grid(args.spec, args.results, threads=args.threads, states=states,
-                                               runs=args.runs)
-            for rid, holder in sorted(held.items()):
-                print(f"not resubmitted: {rid[:10]}, still held by {holder}")
-        else:
-            plan, arrays = submit_grid(args.spec, args.results, dry_run=args.dry_run, threads=args.threads,
-                                       force=args.force, keep_stale=args.keep_stale)
-            for rid, live in plan.held.items():
-                print(f"{'refused without --force' if args.dry_run else 'submitted again (--force)'}: {rid[:10]} is "
-                      f"still held by {', '.join(live)}")
-        from .grid.expand import star_left_out
-
-        for line in star_left_out(plan.spec):
-            print(line)
-        if not arrays:
-            which = " ".join(states) if args.grid_command == "resubmit" else "unfinished"
-            print(f"nothing to submit: no {which} runs that no job holds among the {len(plan.runs)} of {plan.spec.name}")
-            return 0
-        for a in arrays:
-            dep = f", after {'+'.join(a.depends_on)} arrays (afterany)" if a.depends_on else ""
-            job = f"job {a.job_id}: " if a.job_id else ""
-            print(f"{job}{a.kind} array of {len(a.task_ids)} task(s){dep}; parameters {json.dumps(a.parameters)}")
-            if getattr(args, "dry_run", False):
-                from .grid.submit import sbatch_header
-
-                dep_line = ["#SBATCH --dependency=afterany:<the phase arrays' job ids>"] if a.depends_on else []
-                for line in sbatch_header(a, plan.results.resolve() / "submitit") + dep_line:
-                    print(f"  {line}")
-                folders = {r.run_id: r.folder for r in plan.runs}
-                for i, task in enumerate(a.task_ids):
-                    print(f"  [{i}] {task}  {folders.get(task, '')}")
-        if getattr(args, "dry_run", False):
-            print(f"timeouts requeued at most {plan.spec.resources.max_timeouts} time(s) per run; arrays cut under "
-                  f"{plan.max_array_source}; the jobs would run a snapshot of this code (taken at submission)")
-            print("(dry run: nothing submitted)")
-        else:
-            print(f"submitted; the arrays are recorded in {plan.results / SLURM_STATE}; watch with `npas grid status`")
-        return 0
-    if args.grid_command == "collect":
-        from .grid.spec import load_spec
-        from .leaderboard import build_leaderboard
-
-        spec = load_spec(args.spec, args.results)
-        command = f"npas grid collect {args.spec}" + (f" --references {args.references}" if args.references else "")
-        board = build_leaderboard([spec.results], spec.results / "LEADERBOARD.md", command,
-                                  expected_seeds=len(spec.seeds), references=args.references, notes=spec.notes)
-        _print_board(board)
-        return 0
-    if args.grid_command == "status":
-        return _grid_status(args)
-    out = run_grid(args.spec, args.executor, args.parallel, args.results, progress=not args.no_progress,
-                   keep_stale=args.keep_stale)
-    from .grid.runner import summary_line as finished_line
-
-    print(finished_line(out.counts, out.total) + ("  (interrupted: run again to resume)" if out.interrupted else ""))
-    return 130 if out.interrupted else (0 if out.ok else 1)
-
-
-def _grid_status(args: argparse.Namespace) -> int:
-    """``npas grid status``: the joined table once, or (``--watch``) again every N seconds until settled."""
-    import time
-
-    from .grid.runner import grid_status, summary_line
-
-    every = None if args.watch is None else max(2.0, float(args.watch))
-    while True:
-        status = grid_status(args.spec, args.results, scheduler=True)
-        if args.json:
-            print(json.dumps({"runs": status.rows, "counts": dict(status.counts), "note": status.note}, indent=2))
-        else:
-            if every is not None and sys.stdout.isatty():
-                print("\x1b[H\x1b[2J", end="")  # a terminal: redraw in place
-            rows = [{**{k: v for k, v in r.items() if k != "slurm jobs"}} for r in status.rows]
-            print(_table(rows))
-            print("\n" + summary_line(status.counts, len(status.rows)))
-            if status.note:
-                print(status.note)
-        if every is None or not status.unsettled:
-            return 0
-        print(f"(refreshing every {every:g} s while {status.unsettled} run(s) are queued or running; Ctrl-C stops "
-              "watching, not the runs)", flush=True)
-        time.sleep(every)
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """argparse, plus ``section.key=value`` overrides anywhere on a ``npas train`` line (before, between
     or after the options): a ``nargs="*"`` positional alone only takes the first run of them."""
@@ -518,19 +298,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _print_board(board) -> None:
-    c = board.collection
-    print(f"{len(c.records)} finished runs in {len(board.cells)} cells; left out: "
-          + (", ".join(f"{c.count(k)} {k}" for k in ("problem", "unfinished", "failed", "duplicate") if c.count(k))
-             or "nothing"))
-    for note in c.notes:
-        print(f"  {note}")
-    for path in board.written:
-        print(f"wrote {path}")
-
-
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .leaderboard import build_leaderboard
+    from .leaderboard import board_summary, build_leaderboard
 
     command = "npas leaderboard " + " ".join(args.folders) + (f" --out {args.out}")
     if args.bootstrap:
@@ -539,7 +308,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         command += f" --references {args.references}"
     board = build_leaderboard(args.folders, args.out, command, bootstrap=args.bootstrap, plots=not args.no_plots,
                               references=args.references)
-    _print_board(board)
+    for line in board_summary(board):
+        print(line)
     return 0
 
 

@@ -64,7 +64,7 @@ class RunContext(ABC):
     device: torch.device
     run_dir: Path
     request: BuildRequest
-    config_hash: str
+    run_id: str
     progress: bool
 
     @abstractmethod

@@ -27,6 +27,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 SUITE_DISTRIBUTION = "npasbench"
@@ -190,7 +191,7 @@ def method_code(name: str) -> MethodCode:
     return code
 
 
-def code_change(rec: dict[str, Any]) -> str | None:
+def code_change(rec: Mapping[str, Any]) -> str | None:
     """Why a finished record was made by other method code than is installed now, or None: the same digest, a
     record of a suite that did not record its method code yet (unknown: kept), or a method not installed now."""
     from .errors import NPASError

@@ -6,7 +6,7 @@ block), ``/dev/zero`` or a 1 GB file would read until memory runs out. ``read_ca
 ``O_NONBLOCK`` (so a FIFO opens at once), checks with ``fstat`` that what it opened is a regular file, and
 reads at most its cap: anything else is ``UnreadableFile`` with one line saying what the file is.
 
-The caps (README "Reliability"): a record or a marker (result.json, config.json, running.json, failed.json,
+The caps (docs/reliability.md): a record or a marker (result.json, config.json, running.json, failed.json,
 slurm.json, a phase artifact) 16 MiB; a line log (metrics.jsonl, history.jsonl) 64 MiB; a TOML file the user
 names (--config, a grid spec, grid.base_config, --references) 4 MiB; a grid manifest (grid.json: a 10,000-run
 grid's is ~26 MB) 256 MiB.

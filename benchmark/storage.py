@@ -24,6 +24,8 @@ from typing import Iterator
 
 from .errors import FolderBusy, StorageError
 
+LOCK = ".lock"  # the file whose flock ``folder_lock`` holds (a run folder's, a phase's work folder's)
+
 _HINTS = {
     errno.ENOSPC: "the file system is full: free space there (or move run.out), then run again -- a run resumes "
                   "from its newest checkpoint, which is left intact",
@@ -55,7 +57,7 @@ def folder_lock(folder: str | os.PathLike, wait_s: float = 0.0, field: str = "ru
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise storage_error(exc, f"create the {field} folder", folder) from None
     try:
@@ -78,7 +80,7 @@ def folder_lock(folder: str | os.PathLike, wait_s: float = 0.0, field: str = "ru
         if created:  # a run refused before writing anything leaves no folder behind
             with contextlib.suppress(OSError):
                 names = {p.name for p in folder.iterdir()}
-                if ".lock" in names and names <= {".lock", *bookkeeping}:
+                if LOCK in names and names <= {LOCK, *bookkeeping}:
                     for name in names:
                         (folder / name).unlink()
                     folder.rmdir()
@@ -87,7 +89,7 @@ def folder_lock(folder: str | os.PathLike, wait_s: float = 0.0, field: str = "ru
 
 def _holder(folder: Path) -> str:
     with contextlib.suppress(OSError, ValueError, IndexError):
-        pid, host = (folder / ".lock").read_text().split()[:2]
+        pid, host = (folder / LOCK).read_text().split()[:2]
         return f" (pid {int(pid)} on {host})"
     return ""
 

@@ -194,7 +194,7 @@ def _final_checkpoint(run: Path) -> dict[str, Any]:
 def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
     # exact: both sides ran the same operations on the same shapes at the same thread count on one machine (two ranks
     # after the same all-reduce; a resumed run and an uninterrupted one on the same batches), so they are bit-equal on
-    # any CPU; across thread counts or CPUs they would agree only to rounding (README, Reproducibility)
+    # any CPU; across thread counts or CPUs they would agree only to rounding (docs/reliability.md)
     assert a.keys() == b.keys(), what
     for k in a:
         assert torch.equal(a[k], b[k]), f"{what}: {k} differs"

@@ -431,6 +431,7 @@ def test_sigterm_during_set_up_stops_the_task_cleanly(tmp_path):
 def test_a_signal_outside_training_is_a_clean_stop(tmp_path, monkeypatch, where):
     """The window CI once hit: SIGTERM right after running.json was renamed into place (still inside the
     atomic write, before the training's own try). A real signal is raised at that moment, in-process."""
+    from npasbench import run_folder
     from npasbench.grid import task as grid_task
     from npasbench.grid.manifest import Manifest
 
@@ -439,7 +440,7 @@ def test_a_signal_outside_training_is_a_clean_stop(tmp_path, monkeypatch, where)
     r = plan.runs[0]
     res = tmp_path / "res"
     Manifest.load(res)  # planned
-    real_write = grid_task.write_json
+    real_write = run_folder.write_json  # the markers are written by RunFolder
     real_lock = grid_task.folder_lock
 
     def write_then_signal(path, obj):
@@ -452,7 +453,7 @@ def test_a_signal_outside_training_is_a_clean_stop(tmp_path, monkeypatch, where)
         return real_lock(*a, **k)
 
     if where == "after running.json":
-        monkeypatch.setattr(grid_task, "write_json", write_then_signal)
+        monkeypatch.setattr(run_folder, "write_json", write_then_signal)
     else:
         monkeypatch.setattr(grid_task, "folder_lock", lock_then_signal)
     previous = signal.getsignal(signal.SIGTERM)

@@ -1,6 +1,6 @@
 """Leaderboards from records: golden markdown and CSVs, deterministic plots, every kind of bad input.
 
-Records are written here by ``make_record`` (schema 2, the trainer's keys), so the expected files do
+Records are written here by ``make_record`` (schema 3, the trainer's keys), so the expected files do
 not depend on training; ``test_a_real_grid_collects`` covers records the trainer wrote.
 """
 
@@ -37,7 +37,7 @@ def make_record(method="unshared", arch="wrn-10-1", budget=None, seed=0, top1=50
         metrics["anytime"].append({"members": list(members), "flops": 25_000_000 * len(members), "top1": top1,
                                    "top5": 0, "frontier": True})
     return {
-        "schema_version": 2, "status": status, "run_id": run_id, "config_hash": run_id,
+        "schema_version": 3, "status": status, "run_id": run_id,
         "method": {"name": method, "source": "in-tree"}, "arch": arch, "members": list(members or [arch]),
         "dataset": {"name": dataset, "num_classes": 100}, "synthetic": dataset == "synthetic",
         "budget": {"params": budget, "mode": "total"} if budget else None,
@@ -77,10 +77,10 @@ def populate(root: Path) -> None:
                                          sha="b" * 40))
     # left out, each with one line
     write(root, "dup-of-unshared-s0", make_record(seed=0, top1=60.0, created="2025-01-01T00:00:00+00:00"))
-    write(root, "truncated", b'{"schema_version": 2, "status": "comp')
+    write(root, "truncated", b'{"schema_version": 3, "status": "comp')
     write(root, "latin1", b'{"status": "completed", "x": "\xff"}')
     write(root, "a-list", "[1, 2]")
-    write(root, "old-schema", json.dumps({**make_record(seed=7), "schema_version": 1}))
+    write(root, "newer-schema", json.dumps({**make_record(seed=7), "schema_version": 99}))  # refused by name
     write(root, "preempted", json.dumps({**make_record(seed=8), "status": "preempted"}))
     running = root / "running-run"
     running.mkdir()

@@ -473,12 +473,13 @@ def test_the_restricted_unpickler_reads_cifar_shaped_pickles(tmp_path):
 
 # -- record readers ----------------------------------------------------------------------------
 BAD_RECORDS = {
-    "truncated": b'{"schema_version": 2, "status": "comp',
+    "truncated": b'{"schema_version": 3, "status": "comp',
     "not utf-8": b'{"status": "completed", "x": "\xff\xfe"}',
     "a list": b"[1, 2, 3]",
-    "missing keys": json.dumps({"schema_version": 2, "status": "completed", "run_id": "abc",
+    "missing keys": json.dumps({"schema_version": 3, "status": "completed", "run_id": "abc",
                                 "method": {"name": "unshared"}, "config": {}}).encode(),
-    "old schema": json.dumps({"schema_version": 1, "status": "completed"}).encode(),
+    "newer schema": json.dumps({"schema_version": 99, "status": "completed"}).encode(),
+    "no schema": json.dumps({"status": "completed", "run_id": "abc"}).encode(),
     "empty": b"",
 }
 

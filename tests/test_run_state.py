@@ -47,7 +47,7 @@ def test_best_weights_are_checked_like_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="belongs to config abc"):
         load_best(tmp_path, "other")
     torch.save({"model": {}, "format_version": 1}, tmp_path / "best.pt")
-    with pytest.raises(CheckpointError, match="lacks extra, epoch, config_hash"):
+    with pytest.raises(CheckpointError, match="lacks extra, epoch, run_id"):
         load_best(tmp_path, "abc")
 
 
@@ -74,7 +74,7 @@ def test_the_trainer_context_is_a_run_context(tiny, tmp_path):
     cfg = build_config({}, tiny)
     ctx = PhaseContext(cfg=cfg, data=load_data(DataConfig(synthetic_train=256, synthetic_test=64)),
                        device=torch.device("cpu"), run_dir=tmp_path, request=make_request("wrn-10-1", "synthetic"),
-                       config_hash="x", progress=False)
+                       run_id="x", progress=False)
     assert isinstance(ctx, RunContext)
     assert ctx.agree({"a": 1}) == {"a": 1}  # one process: the value itself
     loader = ctx.loader("train", batch_size=32, seed=3)

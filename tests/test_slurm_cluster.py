@@ -618,7 +618,7 @@ def _history(folder: Path) -> list:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_overhead_benchmark_runs_on_the_cluster(cluster, tmp_path):
-    """`python -m npasbench.perf.slurm_overhead` (README "Overhead"), tiny: both arms finish, the submit samples
+    """`python -m npasbench.perf.slurm_overhead` (docs/grids.md, "Overhead"), tiny: both arms finish, the submit samples
     (quiet and loaded) are real timings, held jobs are cancelled (the queue is empty after), the report is whole.
     Never a speed assertion."""
     import json

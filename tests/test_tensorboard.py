@@ -142,7 +142,7 @@ def test_the_documented_install_extras_exist():
 
 
 def test_a_grid_results_folder_is_one_tensorboard_logdir(tmp_path):
-    """`tensorboard --logdir results/grids/<name>` (README): the command itself (with --inspect: the same loading,
+    """`tensorboard --logdir results/grids/<name>` (docs/training.md): the command itself (with --inspect: the same loading,
     no server) and TensorBoard's own loader find every run of the grid in the results folder, with its curves."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer

@@ -38,7 +38,7 @@ def test_record_contents(tiny):
     rec = res.record
     assert res.exit_code == 0 and rec["status"] == "completed"
     for key in ("schema_version", "method", "arch", "dataset", "budget", "params", "metrics", "seed", "config",
-                "config_hash", "git", "packages", "hardware", "timing", "peak_memory", "selection", "synthetic"):
+                "run_id", "git", "packages", "hardware", "timing", "peak_memory", "selection", "synthetic"):
         assert key in rec, key
     assert rec["synthetic"] is True and rec["dataset"]["synthetic"] is True
     assert rec["packages"]["torch"] == torch.__version__.split("+")[0] or rec["packages"]["torch"].startswith(
@@ -46,7 +46,7 @@ def test_record_contents(tiny):
     assert rec["params"]["total"] == sum(rec["params"]["breakdown"].values())
     assert rec["timing"]["train_images_per_s"] > 0 and rec["peak_memory"]["host_rss_mb"] > 0
     assert rec["metrics"]["examples"] == 256 and rec["selection"]["rule"] == "last epoch"
-    assert json.loads((res.run_dir / "result.json").read_text())["config_hash"] == rec["config_hash"]
+    assert json.loads((res.run_dir / "result.json").read_text())["run_id"] == rec["run_id"]
     lines = [json.loads(l) for l in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [l["kind"] for l in lines] == ["train", "eval", "train", "eval", "final"]
 

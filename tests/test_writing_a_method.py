@@ -35,7 +35,7 @@ def _section(text: str, heading: str) -> str:
 def test_readme_and_guide_show_the_example_verbatim():
     source = (EXAMPLE / "npas_lowrank" / "method.py").read_text()
     project = (EXAMPLE / "pyproject.toml").read_text()
-    readme = _section((ROOT / "README.md").read_text(), "## Adding a method")
+    readme = _section((ROOT / "README.md").read_text(), "## Use 2: add a method")
     guide = GUIDE.read_text()
     shown = [(b, source) for t in (readme, guide) for b in _blocks(t, "python")]
     shown += [(b, project) for t in (readme, guide) for b in _blocks(t, "toml")]

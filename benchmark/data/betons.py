@@ -3,7 +3,7 @@
 
 FFCV (1.0.x) is an optional extra (``pip install -e '.[ffcv]'`` after ``apt-get install -y
 libopencv-dev libturbojpeg0-dev pkg-config``). Facts this module works around (measured, see the
-README's Data section):
+docs/training.md, "Data"):
 
 * ``import ffcv`` sets torch's intra-op thread count to 1, and every ``Loader`` sets it to its
   ``num_workers``: `import_ffcv` and the loaders restore the caller's setting.

@@ -16,7 +16,7 @@ A snapshot found under its digest is reused only when its files are exactly the 
 (``verify``: the same paths and bytes, nothing added -- no planted module, no ``__pycache__``); otherwise it
 is moved aside and written again. The jobs run with ``PYTHONDONTWRITEBYTECODE=1``, so a snapshot never gains
 bytecode that a later reuse would have to trust. What this does not guard: someone who can write the
-results folder can also change the pickled jobs submitit reads there (README "Reliability").
+results folder can also change the pickled jobs submitit reads there (docs/reliability.md).
 """
 
 from __future__ import annotations

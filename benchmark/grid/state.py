@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..method_code import code_change
-from ..records import FINAL, read_json_object, read_record
+from ..records import Record, read_json_object
+from ..run_folder import RunFolder
 from ..trainer.history import describe_checkpoint, last_checkpoint, read_history
 STATES = ("done", "diverged", "stale", "running", "queued", "bad record", "failed", "blocked", "interrupted", "not started")
 
@@ -27,16 +28,16 @@ STATES = ("done", "diverged", "stale", "running", "queued", "bad record", "faile
 read_json = read_json_object  # the grid's markers (runner.json, running.json, failed.json, blocked.json)
 
 
-def finished_record(run_dir: Path, run_id: str) -> dict[str, Any] | None:
-    """The run's record if it finished (completed or diverged) as this run id and schema, else None
-    (a damaged record included: ``records.read_record`` checks it)."""
-    rec, _ = read_record(run_dir / "result.json")
-    if rec is None or rec.get("run_id") != run_id:
+def finished_record(run_dir: Path, run_id: str) -> Record | None:
+    """The run's record if it finished (completed or diverged) as this run id, else None (a damaged record
+    included: ``records.read_record`` checks it; one of an earlier schema is migrated)."""
+    rec, _ = RunFolder(run_dir).read_record()
+    if rec is None or rec.run_id != run_id:
         return None
-    return rec if rec.get("status") in FINAL else None
+    return rec if rec.final else None
 
 
-def current_record(run_dir: Path, run_id: str, keep_stale: bool = False) -> dict[str, Any] | None:
+def current_record(run_dir: Path, run_id: str, keep_stale: bool = False) -> Record | None:
     """The run's finished record if the method code installed now made it (``method_code.code_change``), or
     ``keep_stale``; else None: the grid runs it again (``grid.task`` moves the old run aside first)."""
     rec = finished_record(run_dir, run_id)
@@ -95,9 +96,10 @@ def pid_alive(host: str | None, pid: Any, start: Any = None, lock: Path | None =
 
 def running_marker(run_dir: Path) -> tuple[dict[str, Any] | None, bool]:
     """(running.json, whether its process is alive and holds the run folder's lock): read and judged once."""
-    running = read_json(run_dir / "running.json")
+    folder = RunFolder(run_dir)
+    running = folder.read_running()
     live = running is not None and pid_alive(running.get("host"), running.get("pid"), running.get("pid_start"),
-                                           run_dir / ".lock")
+                                           folder.lock)
     return running, live
 
 
@@ -114,14 +116,14 @@ def runner_queue(results: Path) -> dict[str, str]:
 
 def run_state(run_dir: Path, run_id: str, queued: dict[str, str] | None = None) -> tuple[str, str]:
     """(state, detail) of one run; detail is e.g. the failure's last line or the epoch reached."""
+    folder = RunFolder(run_dir)
     rec = finished_record(run_dir, run_id)
     changed = code_change(rec) if rec is not None else None
     if rec is not None and changed is None:
-        if rec["status"] == "diverged":
+        if rec.status == "diverged":
             at = rec.get("diverged_at") or {}
             return "diverged", f"epoch {at.get('epoch', '?')}, loss {at.get('loss', '?')}"
-        top1 = (rec.get("metrics") or {}).get("top1")
-        return "done", f"top1 {top1:.2f}" if isinstance(top1, (int, float)) else ""
+        return "done", f"top1 {rec.top1:.2f}" if rec.top1 is not None else ""
     running, live = running_marker(run_dir)
     if running and live:
         return "running", f"epoch {epochs_done(run_dir)}/{running.get('epochs', '?')}"
@@ -129,19 +131,18 @@ def run_state(run_dir: Path, run_id: str, queued: dict[str, str] | None = None) 
         return ("running", "starting") if queued[run_id] == "starting" else ("queued", "")
     if changed is not None:  # finished, by other code than is installed now: `grid run` runs it again
         return "stale", f"{changed}; `npas grid run` runs it again (--keep-stale keeps it)"
-    _, problem = read_record(run_dir / "result.json")
+    _, problem = folder.read_record()
     if problem is not None:  # reported, and rerun (the rerun resumes and writes a good record)
         return "bad record", problem.problem
-    failed = read_json(run_dir / "failed.json")
-    if failed:
-        return "failed", str(failed.get("error", "")).strip().splitlines()[-1:][0] if failed.get("error") else ""
-    blocked = read_json(run_dir / "blocked.json")
+    if folder.read_failed():
+        return "failed", folder.failure_line()
+    blocked = folder.read_blocked()
     if blocked:
         return "blocked", str(blocked.get("reason", ""))
     # a marker whose process is gone, or is another process under a reused pid
     stale = f"stale running.json (pid {running.get('pid')} on {running.get('host')} is not its process)" \
         if running else ""
-    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+    if folder.has_checkpoints():
         return "interrupted", "; ".join(x for x in (interruption(run_dir), stale) if x)
     return "not started", stale
 
@@ -150,7 +151,7 @@ def interruption(run_dir: Path) -> str:
     """How an interrupted run stands: where its newest checkpoint is (epoch and step) and how the last
     process ended (a stop by a signal, or lost: killed without a word)."""
     events = read_history(run_dir)
-    names = [p.name for p in (run_dir / "checkpoints").glob("ckpt-e*-s*.pt")]
+    names = [p.name for p in RunFolder(run_dir).checkpoints.glob("ckpt-e*-s*.pt")]
     newest = max(names, default="")
     event = last_checkpoint(events)
     if event is not None and event.get("checkpoint") == newest:
@@ -169,6 +170,6 @@ def epochs_done(run_dir: Path) -> int:
     from ..reading import LOG_CAP, UnreadableFile, read_capped
 
     try:
-        return read_capped(run_dir / "metrics.jsonl", LOG_CAP).count(b'"kind": "train"')
+        return read_capped(RunFolder(run_dir).metrics, LOG_CAP).count(b'"kind": "train"')
     except (OSError, UnreadableFile):
         return 0

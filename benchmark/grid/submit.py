@@ -210,6 +210,14 @@ def cancel_grid(spec_path: str | Path, results: str | Path | None = None, runs: 
 
 
 RESUBMIT_STATES = ("failed", "blocked", "interrupted", "bad record", "not started", "stale")
+# `npas grid resubmit`'s flags (argparse names) -> the states each adds; no flag: every one of RESUBMIT_STATES
+RESUBMIT_FLAG_STATES = {"failed": ("failed",), "blocked": ("blocked",), "interrupted": ("interrupted", "bad record"),
+                        "not_started": ("not started",), "stale": ("stale",)}
+
+
+def resubmit_states(flags: dict[str, bool]) -> tuple[str, ...]:
+    """The states ``resubmit`` takes for the flags given (they add up; none given: every unfinished state)."""
+    return tuple(st for flag, on in flags.items() if on for st in RESUBMIT_FLAG_STATES[flag]) or RESUBMIT_STATES
 
 
 def resubmit_grid(spec_path: str | Path, results: str | Path | None = None, threads: int = 0,

@@ -18,27 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NPASError
-from ..records import SUPERSEDED
+from ..records import Record
+from ..run_folder import LOCK, RESULT, SUPERSEDED, RunFolder
 from ..trainer.history import append_event
 
-_STAYS = {".lock", SUPERSEDED}
+_STAYS = {LOCK, SUPERSEDED}
 
 
-def superseded_folder(run_dir: Path, rec: dict[str, Any]) -> Path:
+def superseded_folder(run_dir: Path, rec: Record | dict[str, Any]) -> Path:
     """Where a stale record's run goes: named by its creation time and method digest (the same on a retry)."""
     when = re.sub(r"[^0-9A-Za-z]", "", str(rec.get("created_at") or "")) or "undated"
     digest = str((rec.get("method_code") or {}).get("digest") or "").split(":", 1)[-1][:8] or "nocode"
-    return run_dir / SUPERSEDED / f"{when}-{digest}"
+    return RunFolder(run_dir).superseded / f"{when}-{digest}"
 
 
-def supersede(run_dir: Path, rec: dict[str, Any], reason: str) -> Path:
+def supersede(run_dir: Path, rec: Record | dict[str, Any], reason: str) -> Path:
     """Move the finished run in ``run_dir`` (its record ``rec``) aside; returns the folder it went to. The caller
     holds the run folder's lock."""
     target = superseded_folder(run_dir, rec)
     target.mkdir(parents=True, exist_ok=True)
-    items = sorted(p for p in run_dir.iterdir() if p.name not in _STAYS and p.name != "result.json")
+    items = sorted(p for p in run_dir.iterdir() if p.name not in _STAYS and p.name != RESULT)
     try:
-        for item in items + [run_dir / "result.json"]:
+        for item in items + [RunFolder(run_dir).result]:  # the record last: until it moves, the run reads finished
             os.replace(item, target / item.name)
     except OSError as exc:
         raise NPASError(f"run {run_dir.name}: could not move its stale run to {target} ({exc}); move or delete it "

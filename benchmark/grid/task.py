@@ -31,6 +31,7 @@ from ..trainer.signals import StopRequested as Stopped
 from ..experiment import run_id as compute_run_id
 from .manifest import PHASES, Manifest
 from ..method_code import code_change
+from ..run_folder import RunFolder
 from .state import current_record, finished_record, process_start, read_json
 from .supersede import supersede
 
@@ -100,6 +101,7 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
         return EXIT_CONFIG
     entry = manifest.runs[rid]
     run_dir = results / entry.folder
+    folder = RunFolder(run_dir)
     if int(os.environ.get("RANK", "0") or 0) > 0:
         return _follower(results, manifest, rid, threads)
     try:  # the handlers first: a signal while waiting for the lock or writing a marker is a clean stop too
@@ -115,14 +117,13 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
                 job = manifest.phases[key]
                 failure = read_json(results / job.failure)
                 if failure is not None:
-                    write_json(run_dir / "blocked.json", {"reason": f"phase {job.method}/{job.phase} {key} failed: "
-                                                                    f"{failure.get('error', '')}", "at": _now()})
+                    folder.mark_blocked({"reason": f"phase {job.method}/{job.phase} {key} failed: "
+                                                   f"{failure.get('error', '')}", "at": _now()})
                     return EXIT_BLOCKED
-            for stale in ("failed.json", "blocked.json"):
-                (run_dir / stale).unlink(missing_ok=True)
+            folder.clear_failure_markers()
             epochs = entry.config.get("train", {}).get("epochs")
-            write_json(run_dir / "running.json", {"host": platform.node(), "pid": os.getpid(),
-                                                  "pid_start": process_start(), "started": _now(), "epochs": epochs})
+            folder.mark_running({"host": platform.node(), "pid": os.getpid(), "pid_start": process_start(),
+                                 "started": _now(), "epochs": epochs})
             try:
                 cfg = build_config(entry.config, _overrides(results, run_dir, threads))
                 if compute_run_id(cfg) != rid:
@@ -135,17 +136,17 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
             except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised or coded
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                _record_failure(run_dir / "failed.json", exc, f"grid task {rid}")
+                _record_failure(folder.failed, exc, f"grid task {rid}")
                 append_event(run_dir, "failed", error=_error_text(exc).splitlines()[-1][:300])
                 return EXIT_CONFIG if isinstance(exc, NPASError) else EXIT_ERROR
             finally:
-                (run_dir / "running.json").unlink(missing_ok=True)
+                folder.clear_running()
             return result.exit_code
     except FolderBusy as exc:
         print(f"grid task {rid}: {exc}; not started twice", file=sys.stderr)
         return EXIT_BUSY
     except Stopped:  # outside training: between markers, in the lock wait, or in a clean-up
-        (run_dir / "running.json").unlink(missing_ok=True)
+        folder.clear_running()
         print(f"grid task {rid}: stopped by a signal outside training; resumable", file=sys.stderr)
         return EXIT_PREEMPTED
 

@@ -7,9 +7,9 @@ over seeds, paired differences to the unshared network, flags), ``render`` (mark
 ``frame``/``to_markdown`` are the flat table of ``npas demo``.
 """
 
-from .build import Leaderboard, build_leaderboard
+from .build import Leaderboard, board_summary, build_leaderboard
 from .collect import Collection, Note, collect
 from .table import frame, row, to_markdown
 
-__all__ = ["Leaderboard", "build_leaderboard", "Collection", "Note", "collect", "frame", "row",
+__all__ = ["Leaderboard", "board_summary", "build_leaderboard", "Collection", "Note", "collect", "frame", "row",
            "to_markdown"]

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..atomic import write_text
 from ..errors import ConfigError
+from ..records import Record, as_record
 from ..storage import storage_error
 from .aggregate import Cell, aggregate, cells_frame
 from .collect import Collection, collect
@@ -38,17 +39,17 @@ def _csv(df: pd.DataFrame) -> str:
     return buf.getvalue()
 
 
-def anytime_frontiers(records: list[dict]) -> dict[tuple, list[list[str]]]:
+def anytime_frontiers(records: Iterable[Record]) -> dict[tuple, list[list[str]]]:
     """(dataset, arch, method, variant) -> rows of the ensemble's anytime table, top-1 averaged over seeds."""
     from .tidy import _dataset, label_of, variant_of
 
     acc: dict[tuple, dict[str, list]] = {}
-    for rec in records:
-        rows = (rec.get("metrics") or {}).get("anytime") if rec["status"] == "completed" else None
+    for rec in map(as_record, records):
+        rows = (rec.get("metrics") or {}).get("anytime") if rec.status == "completed" else None
         if not rows:
             continue
-        key = (_dataset(rec), rec["arch"], rec["method"]["name"],
-               label_of(rec) or variant_of(rec["method"]["name"], rec["config"]["method"].get("options", {})) or "defaults")
+        options = ((rec.get("config") or {}).get("method") or {}).get("options", {})
+        key = (_dataset(rec), rec.arch, rec.method, label_of(rec) or variant_of(rec.method, options) or "defaults")
         table = acc.setdefault(key, {})
         for r in rows:
             name = "+".join(r.get("members", [])) if isinstance(r.get("members"), list) else str(r.get("subset"))
@@ -149,3 +150,11 @@ def _publish(stage: Path, folder: Path) -> list[Path]:
         os.replace(p, folder / p.name)
         written.append(folder / p.name)
     return written
+
+
+def board_summary(board: Leaderboard) -> list[str]:
+    """What ``npas leaderboard`` and ``npas grid collect`` print: the counts, one line per run left out, the files."""
+    c = board.collection
+    kinds = ", ".join(f"{c.count(k)} {k}" for k in ("problem", "unfinished", "failed", "duplicate") if c.count(k))
+    return ([f"{len(c.records)} finished runs in {len(board.cells)} cells; left out: " + (kinds or "nothing")]
+            + [f"  {note}" for note in c.notes] + [f"wrote {path}" for path in board.written])

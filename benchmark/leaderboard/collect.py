@@ -22,10 +22,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from ..errors import ConfigError
-from ..records import FINAL, SUPERSEDED, read_record
+from ..records import Record, read_record
+from ..run_folder import RESULT, RUN_MARKERS, SUPERSEDED, RunFolder
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Note:
 
 @dataclass
 class Collection:
-    records: list[dict[str, Any]] = field(default_factory=list)  # final, deduplicated, sorted by path
+    records: list[Record] = field(default_factory=list)  # final, deduplicated, sorted by path
     notes: list[Note] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
 
@@ -58,9 +59,9 @@ def display_path(path: str | Path) -> str:
         return str(path)
 
 
-def _rank(rec: dict[str, Any]) -> tuple:
+def _rank(rec: Record) -> tuple:
     # completed first, then the newest record, then the smallest path (deterministic)
-    return (0 if rec["status"] == "completed" else 1, _neg(rec.get("created_at") or ""), rec["_path"])
+    return (0 if rec.status == "completed" else 1, _neg(rec.created_at), rec.path)
 
 
 def _neg(text: str) -> tuple:
@@ -73,33 +74,30 @@ def _walk(root: Path) -> tuple[list[str], list[str]]:
     for folder, dirs, files in os.walk(root):  # strings, not Path objects: thousands of run folders
         if SUPERSEDED in dirs:  # a stale run's old result, kept aside (grid.supersede): never in a table
             dirs.remove(SUPERSEDED)
-        if "result.json" in files:
-            results.append(os.path.join(folder, "result.json"))
-        elif "config.json" in files or "failed.json" in files:  # a grid task can fail before the trainer writes
-            bare.append(folder)                                    # config.json (e.g. in a phase): still listed
+        if RESULT in files:
+            results.append(os.path.join(folder, RESULT))
+        elif any(m in files for m in RUN_MARKERS):  # a grid task can fail before the trainer writes config.json
+            bare.append(folder)                     # (e.g. in a phase): still listed
     return results, bare
 
 
 def _run_folders_without_record(folders: list[str]) -> Iterable[tuple[Path, str, str]]:
     """Run folders (config.json present) that hold no result.json: running, failed or interrupted."""
-    for folder in map(Path, sorted(folders)):
-        if (folder / "failed.json").is_file():
-            yield folder, "failed", _failure(folder / "failed.json")
-        elif (folder / "running.json").is_file():
-            yield folder, "unfinished", "in progress (running.json)"
-        elif (folder / "checkpoints").is_dir() and any((folder / "checkpoints").iterdir()):
-            yield folder, "unfinished", "interrupted (checkpoints, no record); resumable"
+    for folder in (RunFolder(Path(f)) for f in sorted(folders)):
+        if folder.failed.is_file():
+            yield folder.root, "failed", _failure(folder)
+        elif folder.running.is_file():
+            yield folder.root, "unfinished", f"in progress ({folder.running.name})"
+        elif folder.has_checkpoints():
+            yield folder.root, "unfinished", "interrupted (checkpoints, no record); resumable"
         else:
-            yield folder, "unfinished", "set up, not trained"
+            yield folder.root, "unfinished", "set up, not trained"
 
 
-def _failure(path: Path) -> str:
+def _failure(folder: RunFolder) -> str:
     """The failure's last line (the exception) from a grid task's failed.json, for the left-out list."""
-    from ..records import read_json_object
-
-    error = str((read_json_object(path) or {}).get("error") or "").strip()
-    last = error.splitlines()[-1] if error else ""
-    return f"failed: {last} (failed.json); rerun it" if last else "failed (see failed.json); rerun it"
+    last, name = folder.failure_line(), folder.failed.name
+    return f"failed: {last} ({name}); rerun it" if last else f"failed (see {name}); rerun it"
 
 
 def collect(folders: Iterable[str | Path]) -> Collection:
@@ -111,7 +109,7 @@ def collect(folders: Iterable[str | Path]) -> Collection:
         if not f.is_dir():
             raise ConfigError(f"leaderboard: {f} is not a folder; give the folder that holds the run folders.")
     out = Collection(folders=[str(f) for f in paths])
-    by_id: dict[str, list[dict[str, Any]]] = {}
+    by_id: dict[str, list[Record]] = {}
     found, bare = set(), set()
     for f in paths:
         results, without = _walk(f.resolve())
@@ -124,21 +122,20 @@ def collect(folders: Iterable[str | Path]) -> Collection:
             continue
         if rec is None:
             continue
-        if rec["status"] not in FINAL:
-            stage = (rec.get("stopped") or {}).get("stage")
-            out.notes.append(Note("unfinished", os.path.dirname(path), f"{rec['status']}" + (f" during {stage}" if stage else "")
+        if not rec.final:
+            stage = rec.stopped_stage
+            out.notes.append(Note("unfinished", os.path.dirname(path), f"{rec.status}" + (f" during {stage}" if stage else "")
                                   + "; resumable"))
             continue
-        rec = dict(rec, _path=path)
-        by_id.setdefault(rec["run_id"], []).append(rec)
+        by_id.setdefault(rec.run_id, []).append(rec)
     for rid in sorted(by_id):
         ranked = sorted(by_id[rid], key=_rank)
         out.records.append(ranked[0])
         for other in ranked[1:]:
-            out.notes.append(Note("duplicate", other["_path"], f"run {rid} also at {display_path(ranked[0]['_path'])} (kept: "
-                                  f"{ranked[0]['status']}, {ranked[0].get('created_at')})"))
+            out.notes.append(Note("duplicate", other.path, f"run {rid} also at {display_path(ranked[0].path)} (kept: "
+                                  f"{ranked[0].status}, {ranked[0].get('created_at')})"))
     for folder, kind, text in _run_folders_without_record(sorted(bare)):
         out.notes.append(Note(kind, str(folder), text))
-    out.records.sort(key=lambda r: r["_path"])
+    out.records.sort(key=lambda r: r.path)
     out.notes.sort(key=lambda n: (n.kind, n.path))
     return out

@@ -10,33 +10,30 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from ..records import Record, as_record
+
 
 COLUMNS = ["method", "arch", "dataset", "budget", "params", "GFLOPs", "top1", "top5", "status", "time_s"]
 
 
-def row(rec: dict[str, Any]) -> dict[str, Any]:
-    ds = rec.get("dataset", {})
-    name = ds.get("name", "?")
-    if rec.get("synthetic") and "synthetic" not in name:
-        name += " (synthetic)"
-    budget = rec.get("budget")
-    flops = rec.get("params", {}).get("flops", {})
-    metrics = rec.get("metrics") or {}
+def row(rec: Record | dict[str, Any]) -> dict[str, Any]:
+    rec = as_record(rec)
+    name = rec.dataset + (" (synthetic)" if rec.synthetic and "synthetic" not in rec.dataset else "")
     return {
-        "method": rec["method"]["name"],
-        "arch": rec.get("arch"),
+        "method": rec.method,
+        "arch": rec.arch or None,
         "dataset": name,
-        "budget": f"{budget['params']:,}" if budget else "none",
-        "params": rec["params"]["total"],
-        "GFLOPs": (flops.get("total", 0) / 1e9) if flops else None,
-        "top1": metrics.get("top1"),
-        "top5": metrics.get("top5"),
-        "status": rec.get("status"),
-        "time_s": rec.get("timing", {}).get("wall_s"),
+        "budget": f"{rec.budget_params:,}" if rec.budget_params is not None else "none",
+        "params": rec.params_total,
+        "GFLOPs": (rec.flops_total or 0) / 1e9 if rec.flops_total is not None else None,
+        "top1": rec.top1,
+        "top5": rec.top5,
+        "status": rec.status or None,
+        "time_s": rec.wall_s,
     }
 
 
-def frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def frame(records: Iterable[Record | dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame([row(r) for r in records], columns=COLUMNS)
 
 

@@ -4,9 +4,11 @@ ensemble and each member), with the columns every table, plot and CSV is compute
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
+
+from ..records import Record, as_record
 
 COLUMNS = ["dataset", "synthetic", "arch", "members", "method", "label", "variant", "recipe", "budget", "budget_mode",
            "budget_pct", "params", "budget_used_pct", "gflops", "entity", "top1", "top5", "status", "seed", "epochs", "train_s", "device",
@@ -84,70 +86,57 @@ def recipe_of(config: dict[str, Any]) -> str:
     return digest(parts, 8)
 
 
-def _dataset(rec: dict[str, Any]) -> str:
-    name = rec["dataset"].get("name", "?")
-    return name + (" (synthetic)" if rec.get("synthetic") and "synthetic" not in name else "")
+def _dataset(rec: Record) -> str:
+    return rec.dataset + (" (synthetic)" if rec.synthetic and "synthetic" not in rec.dataset else "")
 
 
-def label_of(rec: dict[str, Any]) -> str:
+def label_of(rec: Record) -> str:
     """The variant's name as the grid spec labels it (``labels = [...]``; stored as ``run.name`` by the grid),
     "" for a run without one (then the tables show its options)."""
-    name = ((rec.get("config") or {}).get("run") or {}).get("name") or ""
-    return "" if name == "default" else str(name)
+    return "" if rec.run_name == "default" else rec.run_name
 
 
-def reference_archs(rec: dict[str, Any]) -> list[str]:
+def reference_archs(rec: Record) -> list[str]:
     """The unshared network(s) a run's budget is a share of: the members of an ensemble (several networks,
     summed, as the budget check measures them), else the *requested* architecture -- not the network a
     method trained in its place (``reduced`` trains a narrower WRN and lists it as its member)."""
-    members = rec.get("members") or []
-    if len(members) > 1:
-        return list(members)
-    requested = ((rec.get("config") or {}).get("model") or {}).get("arch")
-    return [requested or rec["arch"]]
+    if len(rec.members) > 1:
+        return list(rec.members)
+    return [rec.requested_arch or rec.arch]
 
 
-def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
+def rows_of(rec: Record | dict[str, Any]) -> list[dict[str, Any]]:
+    rec = as_record(rec)
     cfg = rec.get("config", {})
-    budget = rec.get("budget") or None
-    ds = rec["dataset"]
-    classes = ds.get("num_classes") if ds.get("name") == "synthetic" else None
+    classes = rec.num_classes if rec.dataset == "synthetic" else None
     # % of the unshared network(s) the budget stands for (see reference_archs), and how much of its budget a
     # run's model uses (params / budget): a method that leaves a tenth of its budget unused is flagged
-    sizes = [_unshared(a, ds.get("name", "?"), classes) for a in reference_archs(rec)]
+    sizes = [_unshared(a, rec.dataset, classes) for a in reference_archs(rec)]
     ref = None if any(x is None for x in sizes) else sum(x for x in sizes if x is not None)
-    budgeted = budget["params"] if budget is not None and budget.get("mode") == "total" else None
+    budgeted = rec.budget_params if rec.budget_mode == "total" else None
     pct = (100.0 * budgeted / ref) if budgeted is not None and ref else None
-    used = (100.0 * rec["params"]["total"] / budgeted) if budgeted else None
-    flops = (rec["params"].get("flops") or {})
-    timing = rec.get("timing") or {}
-    hw = rec.get("hardware") or {}
-    device = hw.get("device", "cpu")
-    git = rec.get("git") or {}
-    metrics = rec["metrics"]
-    selection = rec.get("selection") or {}
-    method = rec["method"]["name"]
+    used = (100.0 * rec.params_total / budgeted) if budgeted and rec.params_total is not None else None
     base = {
-        "dataset": _dataset(rec), "synthetic": bool(rec.get("synthetic")), "arch": rec["arch"],
-        "members": ",".join(rec.get("members") or [rec["arch"]]), "method": method, "label": label_of(rec),
-        "variant": variant_of(method, (cfg.get("method") or {}).get("options") or {}), "recipe": recipe_of(cfg),
-        "budget": budget["params"] if budget else None, "budget_mode": budget["mode"] if budget else None,
-        "budget_pct": pct, "params": rec["params"]["total"], "budget_used_pct": used, "status": rec["status"], "seed": rec.get("seed"),
-        "epochs": rec.get("epochs"), "train_s": (timing.get("train_s") or 0.0) * (rec.get("world_size") or 1),
-        "device": "gpu" if str(device).startswith("cuda") else "cpu", "git_sha": git.get("sha") or "",
-        "dirty": bool(git.get("dirty")), "method_code": method_code_label(rec.get("method_code")),
-        "selection": selection.get("split", "none"), "run_id": rec["run_id"],
-        "path": rec["_path"],
+        "dataset": _dataset(rec), "synthetic": rec.synthetic, "arch": rec.arch,
+        "members": ",".join(rec.members or (rec.arch,)), "method": rec.method, "label": label_of(rec),
+        "variant": variant_of(rec.method, (cfg.get("method") or {}).get("options") or {}), "recipe": recipe_of(cfg),
+        "budget": rec.budget_params, "budget_mode": rec.budget_mode,
+        "budget_pct": pct, "params": rec.params_total, "budget_used_pct": used, "status": rec.status, "seed": rec.seed,
+        "epochs": rec.epochs, "train_s": (rec.train_s or 0.0) * rec.world_size,
+        "device": "gpu" if rec.device.startswith("cuda") else "cpu", "git_sha": rec.git_sha,
+        "dirty": rec.git_dirty, "method_code": method_code_label(rec.get("method_code")),
+        "selection": rec.selection_split, "run_id": rec.run_id,
+        "path": rec.path,
     }
-    ok = rec["status"] == "completed"
-    per_member = flops.get("per_member") or []
+    ok = rec.status == "completed"
+    per_member = rec.flops_per_member
     rows = [{**base, "entity": "ensemble" if len(per_member) > 1 else "model",
-             "gflops": (flops.get("total") or 0) / 1e9 if flops else None,
-             "top1": metrics.get("top1") if ok else None, "top5": metrics.get("top5") if ok else None}]
-    for i, m in enumerate(metrics.get("members") or []):
-        rows.append({**base, "entity": f"member {m.get('name', i)}",
+             "gflops": (rec.flops_total or 0) / 1e9 if rec.flops_total is not None else None,
+             "top1": rec.top1 if ok else None, "top5": rec.top5 if ok else None}]
+    for i, m in enumerate(rec.member_scores):
+        rows.append({**base, "entity": f"member {m.name}",
                      "gflops": per_member[i] / 1e9 if i < len(per_member) else None,
-                     "top1": m.get("top1") if ok else None, "top5": m.get("top5") if ok else None})
+                     "top1": m.top1 if ok else None, "top5": m.top5 if ok else None})
     return rows
 
 
@@ -156,11 +145,11 @@ def _order(r: dict[str, Any]) -> tuple:
             r["budget"] or 0, r["entity"], r["seed"] if r["seed"] is not None else -1, r["run_id"])
 
 
-def tidy_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def tidy_rows(records: Iterable[Record | dict[str, Any]]) -> list[dict[str, Any]]:
     """One dict per run and entity (keys ``COLUMNS``, missing values None), in a fixed order."""
     return sorted((r for rec in records for r in rows_of(rec)), key=_order)
 
 
-def tidy(records: list[dict[str, Any]] | None = None, rows: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+def tidy(records: list[Record] | None = None, rows: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """The tidy table as a DataFrame (columns ``COLUMNS``), in ``tidy_rows``' order."""
     return pd.DataFrame(rows if rows is not None else tidy_rows(records or []), columns=COLUMNS)

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import write_json, write_text
 from ..provenance import git_info, hardware, package_versions
+from ..run_folder import RunFolder
 from .official import cpu_device_lookups
 from .steps import official_optimizer
 
@@ -348,7 +349,7 @@ def run_npas_train(row: Row, root: str, seed: int, epochs: int, work: Path) -> d
     result = train(build_config({}, row.overrides(seed, epochs, root, str(out))))
     m = result.record["metrics"]
     extra = {}
-    search = result.run_dir / "artifacts" / "search.json"
+    search = RunFolder(result.run_dir).artifact("search")
     if row.search and search.is_file():
         art = json.loads(search.read_text())["artifact"]
         extra = {"groups": art.get("labels", art.get("clusters")), "search_loss": art.get("search_loss")}

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from ..atomic import write_json, write_text
+from ..run_folder import RESULT, RunFolder
 from .timing import loadavg
 
 TRAIN = {"data.name": "synthetic", "data.synthetic_train": 3000, "data.synthetic_test": 500, "train.batch_size": 128,
@@ -60,7 +61,7 @@ def bare_arm(root: Path, runs: int, epochs: int) -> dict:
         t0 = time.perf_counter()
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         walls.append(time.perf_counter() - t0)
-        setups.append(json.loads((out / "result.json").read_text())["timing"]["setup_s"])
+        setups.append(json.loads(RunFolder(out).result.read_text())["timing"]["setup_s"])
     return {"wall_s": sum(walls), "per_run_wall_s": walls, "setup_s": setups}
 
 
@@ -79,7 +80,7 @@ def grid_arm(root: Path, runs: int, epochs: int) -> dict:
     wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"grid arm failed with exit status {code}")
-    setups = [json.loads(f.read_text())["timing"]["setup_s"] for f in sorted(res.rglob("result.json"))]
+    setups = [json.loads(f.read_text())["timing"]["setup_s"] for f in sorted(res.rglob(RESULT))]
     return {"wall_s": wall, "runner_startup_s": first_start, "setup_s": setups}
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..atomic import write_json, write_text
 from ..provenance import hardware, package_versions
+from ..run_folder import RunFolder
 
 METHODS = ("unshared", "ssn", "superweights", "hashed", "soft-sharing", "hard-sharing", "reduced", "ensemble")
 
@@ -38,7 +39,7 @@ def generate(root: Path, n: int) -> int:
                             continue  # the reference: one natural size
                         budget = None if method == "unshared" else 10_000 * (b + 1)
                         rid = hashlib.sha256(f"{arch}|{method}|{b}|{seed}".encode()).hexdigest()[:16]
-                        rec = {"schema_version": 2, "status": "completed", "run_id": rid, "config_hash": rid,
+                        rec = {"schema_version": 3, "status": "completed", "run_id": rid,
                                "method": {"name": method, "source": "in-tree"}, "arch": arch, "members": [arch],
                                "dataset": {"name": "cifar100", "num_classes": 100}, "synthetic": False,
                                "budget": {"params": budget, "mode": "total"} if budget else None,
@@ -50,7 +51,7 @@ def generate(root: Path, n: int) -> int:
                                "world_size": 1, "timing": {"train_s": 300.0}, "created_at": "2026-12-01T00:00:00"}
                         folder = root / f"{method}-{arch}-{b}-{seed}"
                         folder.mkdir(parents=True, exist_ok=True)
-                        (folder / "result.json").write_text(json.dumps(rec))
+                        RunFolder(folder).result.write_text(json.dumps(rec))
                         i += 1
     return i
 

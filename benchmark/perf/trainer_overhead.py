@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from ..atomic import write_json, write_text
 from .timing import loadavg
+from ..run_folder import RunFolder
 from ..config import build_config
 from ..data import DataConfig, load_data, make_loader
 from ..factory import create_model
@@ -160,7 +161,7 @@ def trainer_run(arch: str, batch_size: int, steps: int, seed: int, threads: int,
         result = train(cfg)
     if result.status != "completed":
         raise RuntimeError(f"trainer run in {run_dir} ended with status {result.status!r}")
-    record = json.loads((run_dir / "result.json").read_text())
+    record = json.loads(RunFolder(run_dir).result.read_text())
     timing = record["timing"]
     done = int(record["steps"])
     if done != steps or not timing.get("train_images_per_s"):
@@ -168,7 +169,7 @@ def trainer_run(arch: str, batch_size: int, steps: int, seed: int, threads: int,
     seconds = done * batch_size / timing["train_images_per_s"]
     out = {"seconds": seconds, "steps": done, "ms_per_step": 1000 * seconds / done,
            "train_s_recorded": timing["train_s"], "wall_s_recorded": timing["wall_s"]}
-    latest = ckpt.list_checkpoints(run_dir / "checkpoints")
+    latest = ckpt.list_checkpoints(RunFolder(run_dir).checkpoints)
     out["state"] = ckpt.load_checkpoint(latest[-1])["model"] if latest else None
     return out
 

@@ -20,6 +20,7 @@ import torch
 
 from ..atomic import atomic_open
 from ..errors import CheckpointError
+from ..records import with_run_id
 from .state import BEST_KEYS, CHECKPOINT_KEYS, FORMAT_VERSION
 
 BEST_NAME = "best.pt"
@@ -62,10 +63,10 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_checkpoint(path: str | os.PathLike, config_hash: str | None = None) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, run_id: str | None = None) -> dict[str, Any]:
     """A checkpoint payload, checked: it loads, is ours, has every key a resume reads, and (given
-    ``config_hash``) belongs to this experiment. Anything else is a ``CheckpointError`` that says what to do."""
-    return _load_checked(Path(path), config_hash, CHECKPOINT_KEYS, "checkpoint")
+    ``run_id``) belongs to this experiment. Anything else is a ``CheckpointError`` that says what to do."""
+    return _load_checked(Path(path), run_id, CHECKPOINT_KEYS, "checkpoint")
 
 
 def save_best(run_dir: Path, payload: dict[str, Any]) -> Path:
@@ -75,12 +76,12 @@ def save_best(run_dir: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_best(run_dir: Path, config_hash: str) -> dict[str, Any]:
+def load_best(run_dir: Path, run_id: str) -> dict[str, Any]:
     """``best.pt``, checked like a checkpoint (format, keys, config id)."""
-    return _load_checked(run_dir / BEST_NAME, config_hash, BEST_KEYS, "best weights")
+    return _load_checked(run_dir / BEST_NAME, run_id, BEST_KEYS, "best weights")
 
 
-def _load_checked(p: Path, config_hash: str | None, required: tuple[str, ...], what: str) -> dict[str, Any]:
+def _load_checked(p: Path, run_id: str | None, required: tuple[str, ...], what: str) -> dict[str, Any]:
     if not p.is_file():
         raise CheckpointError(f"run.resume: {what} {str(p)!r} does not exist.")
     try:
@@ -93,40 +94,41 @@ def _load_checked(p: Path, config_hash: str | None, required: tuple[str, ...], w
         ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"run.resume: {str(p)!r} is not a npasbench checkpoint (format {FORMAT_VERSION}).")
+    payload = with_run_id(payload)  # a checkpoint of a suite before schema 3 names its id config_hash
     missing = [k for k in required if k not in payload]
     if missing:
         raise CheckpointError(f"run.resume: {what} {str(p)!r} lacks {', '.join(missing)} (written by other code, "
                               "or damaged). Delete it, or resume from an older one.")
-    if config_hash is not None and payload.get("config_hash") != config_hash:
+    if run_id is not None and payload.get("run_id") != run_id:
         raise CheckpointError(
-            f"run.resume: {what} {str(p)!r} belongs to config {payload.get('config_hash')}, this run is "
-            f"{config_hash}. Use a new run.out folder, or run.resume=never to start over."
+            f"run.resume: {what} {str(p)!r} belongs to config {payload.get('run_id')}, this run is "
+            f"{run_id}. Use a new run.out folder, or run.resume=never to start over."
         )
     return payload
 
 
-def choose(mode: str, folder: Path, config_hash: str) -> tuple[Path, dict[str, Any]] | None:
+def choose(mode: str, folder: Path, run_id: str) -> tuple[Path, dict[str, Any]] | None:
     """The checkpoint ``run.resume`` (``mode``) chooses, loaded and checked (config id, entries): "auto" the
     newest usable one in ``folder`` (None when there is none), "never" None, else that file. The trainer asks
     before the data, the model and the phases, so that a folder of another experiment or a set of damaged
     checkpoints is refused in a second, not after a search."""
     if mode == "auto":
-        return find_latest(folder, config_hash)
+        return find_latest(folder, run_id)
     if mode != "never":
         path = Path(mode)
-        return path, load_checkpoint(path, config_hash)
+        return path, load_checkpoint(path, run_id)
     return None
 
 
-def find_latest(folder: Path, config_hash: str) -> tuple[Path, dict[str, Any]] | None:
-    """Newest checkpoint that loads and matches ``config_hash``; damaged ones are skipped with a warning.
+def find_latest(folder: Path, run_id: str) -> tuple[Path, dict[str, Any]] | None:
+    """Newest checkpoint that loads and matches ``run_id``; damaged ones are skipped with a warning.
 
     None only when the folder holds no checkpoint at all. When it holds some and every one is
     unusable, that is an error (``CheckpointError``): silently starting over would replace the evidence."""
     found = list_checkpoints(folder)
     for path in reversed(found):
         try:
-            return path, load_checkpoint(path, config_hash)
+            return path, load_checkpoint(path, run_id)
         except CheckpointError as exc:
             if "belongs to config" in str(exc):
                 raise

@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..atomic import write_json
-from ..records import read_json_object
+from ..records import FINAL, with_run_id
+from ..run_folder import RunFolder
 from ..storage import check_free_space, folder_lock, probe_writable
 from .record import stopped_record
 from .history import HISTORY
@@ -25,9 +25,9 @@ def claim_run_folder(run_dir: Path, phase_dir: str | None, held: contextlib.Exit
         held.enter_context(folder_lock(run_dir, field="run.out", bookkeeping=(HISTORY,)))
     on_locked()
     probe_writable(run_dir, "run.out")
-    for sub in ("checkpoints", "artifacts", "tensorboard"):  # a read-only subfolder is found now, not after an epoch
-        if (run_dir / sub).is_dir():
-            probe_writable(run_dir / sub, f"run.out (its {sub}/ folder)")
+    for sub in RunFolder(run_dir).subfolders():  # a read-only subfolder is found now, not after an epoch
+        if sub.is_dir():
+            probe_writable(sub, f"run.out (its {sub.name}/ folder)")
     if phase_dir:
         probe_writable(phase_dir, "run.phase_dir")
 
@@ -40,29 +40,36 @@ def check_checkpoint_space(run_dir: Path, model: torch.nn.Module, momentum: bool
     check_free_space(run_dir, 2 * per_checkpoint, "run.out", "a checkpoint and best.pt of this model")
 
 
-def owned_by(run_dir: Path, config_hash: str) -> bool:
+def owned_by(run_dir: Path, run_id: str) -> bool:
     """The folder is new or this run's (its config.json names this run id)."""
-    return (read_json_object(run_dir / "config.json") or {}).get("run_id", config_hash) == config_hash
+    return RunFolder(run_dir).owner() in (None, run_id)
 
 
-def clear_stale_record(run_dir: Path, config_hash: str) -> None:
+def _own_record(folder: RunFolder, run_id: str) -> dict[str, Any] | None:
+    """This run's result.json as written (None: none, or another experiment's); old ids read as run_id."""
+    previous = folder.read_raw_result()
+    previous = with_run_id(previous) if previous else previous
+    return previous if previous and previous.get("run_id") == run_id else None
+
+
+def clear_stale_record(run_dir: Path, run_id: str) -> None:
     """Remove this run's unfinished (``preempted``) result.json: it described an earlier process's stop, which
     ``history.jsonl`` keeps. A finished record, or one of another experiment, stays."""
-    previous = read_json_object(run_dir / "result.json")
-    if previous and previous.get("run_id") == config_hash and previous.get("status") not in ("completed", "diverged"):
-        (run_dir / "result.json").unlink(missing_ok=True)
+    folder = RunFolder(run_dir)
+    previous = _own_record(folder, run_id)
+    if previous and previous.get("status") not in FINAL:
+        folder.result.unlink(missing_ok=True)
 
 
-def record_stop(cfg: Any, run_dir: Path, config_hash: str, stage: str, signal_name: str,
+def record_stop(cfg: Any, run_dir: Path, run_id: str, stage: str, signal_name: str,
                 write_config: Callable[[], None]) -> dict[str, Any]:
     """Mark ``run_dir`` as stopped during ``stage`` (``status: preempted``) and return that record. A folder of
     another experiment, or a finished record, is left untouched (returns {})."""
-    previous = read_json_object(run_dir / "result.json") or {}
-    owner = (read_json_object(run_dir / "config.json") or {}).get("run_id", config_hash)
-    finished = previous.get("run_id") == config_hash and previous.get("status") in ("completed", "diverged")
-    if owner != config_hash or finished:
+    folder = RunFolder(run_dir)
+    previous = _own_record(folder, run_id) or {}
+    if not owned_by(run_dir, run_id) or previous.get("status") in FINAL:
         return {}
-    record = stopped_record(cfg, config_hash, stage, signal_name)
+    record = stopped_record(cfg, run_id, stage, signal_name)
     write_config()
-    write_json(run_dir / "result.json", record)
+    folder.write_result(record)
     return record

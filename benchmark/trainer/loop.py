@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..atomic import write_json, write_text
+from ..atomic import write_text
 from ..config import Config
 from ..contract import Method, NPASModel
 from ..data import DataBundle, Loader, load_data, make_loader
@@ -43,6 +43,8 @@ from ..factory import build_checked, make_request
 from ..accounting import param_report
 from ..method_code import method_code
 from ..plugins import create_method
+from ..records import Record
+from ..run_folder import RunFolder
 from . import checkpoint as ckpt
 from .environment import resolve_device, seed_everything
 from .evaluation import evaluate, non_finite
@@ -70,7 +72,7 @@ class RunResult:
     status: str  # "completed" | "diverged" | "preempted"
     exit_code: int
     run_dir: Path
-    record: dict[str, Any]
+    record: Record | dict[str, Any]  # a final record (Record), a stop's plain record, or {} (nothing written)
 
 
 class Trainer:
@@ -87,8 +89,9 @@ class Trainer:
         # and the run id (config hash) is the experiment's, however the config was spelled.
         cfg = resolve(cfg)
         self.cfg = cfg
-        self.config_hash = run_id(cfg)
+        self.run_id = run_id(cfg)
         self.run_dir = Path(cfg.run.out)
+        self.folder = RunFolder(self.run_dir)  # every file of the run folder, by name
         # not `preemption or ...`: an unsignalled PreemptionFlag is falsy, so `or` would drop the caller's flag
         self.preemption = preemption if preemption is not None else PreemptionFlag()
         self.status = "running"
@@ -120,7 +123,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.is_main = self.dist.is_main
         self.progress = cfg.run.progress and self.is_main
-        self.log = JsonLines(self.run_dir / "metrics.jsonl", enabled=self.is_main,
+        self.log = JsonLines(self.folder.metrics, enabled=self.is_main,
                              listener=event_log(cfg.run.tensorboard, self.run_dir, enabled=self.is_main))
         self.step_settings = StepSettings.from_config(cfg, self.device)
         self.scaler = grad_scaler_for(cfg, self.device)
@@ -154,7 +157,7 @@ class Trainer:
         request = make_request(cfg.model.arch, cfg.data.name, budget, num_classes=self.data.num_classes,
                                image_size=self.data.input_shape[1])
         ctx = PhaseContext(cfg=cfg, data=self.data, device=self.device, run_dir=self.run_dir, request=request,
-                           config_hash=self.config_hash, progress=self.progress, dist=self.dist)
+                           run_id=self.run_id, progress=self.progress, dist=self.dist)
         artifacts = run_phases(self.method, request, ctx, self.dist)
         self.method.context = ctx  # epoch hooks that need the run's data/device (e.g. SuperWeights' unsharing)
         self.request = dataclasses.replace(request, artifacts=artifacts)
@@ -176,9 +179,8 @@ class Trainer:
 
     def _write_config_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.run_dir / "config.toml", self.cfg.to_toml())
-        write_json(self.run_dir / "config.json", {"config": self.cfg.to_dict(), "config_hash": self.config_hash,
-                                                  "run_id": self.config_hash})
+        write_text(self.folder.config_toml, self.cfg.to_toml())
+        self.folder.write_config(self.cfg.to_dict(), self.run_id)
 
     def wrap_model(self) -> None:
         """(Re)build the view of the model that trains and evaluates (``self.net``): DDP and torch.compile wrappers."""
@@ -198,8 +200,8 @@ class Trainer:
             progress = self.state.progress_payload(epoch, batch, acc, time.perf_counter() - self.t_start)
             payload = checkpoint_payload(progress, model=self.model, optimizer=self.optimizer,
                                          schedule=self.schedule, scaler=self.scaler, method=self.method,
-                                         config_hash=self.config_hash, metrics_lines=self.log.lines)
-            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", payload, self.cfg.run.keep_checkpoints)
+                                         run_id=self.run_id, metrics_lines=self.log.lines)
+            path = ckpt.save_checkpoint(self.folder.checkpoints, payload, self.cfg.run.keep_checkpoints)
         barrier(self.dist)
         return path
 
@@ -261,7 +263,7 @@ class Trainer:
         self._setup()
         self._claim_folder(held)
         self.stage = "checkpoint lookup"
-        found = ckpt.choose(self.cfg.run.resume, self.run_dir / "checkpoints", self.config_hash)
+        found = ckpt.choose(self.cfg.run.resume, self.folder.checkpoints, self.run_id)
         self._note_start()
         self.stage = "data"
         self.setup_data()
@@ -297,9 +299,9 @@ class Trainer:
         """The folder is this run's (its checkpoints, if any, are this config's): say so in its history, and
         drop a stale stop record (a ``preempted`` result.json from an earlier stop would otherwise stand while
         this process trains, or after it is killed; the history keeps that stop)."""
-        if self.is_main and owned_by(self.run_dir, self.config_hash):
+        if self.is_main and owned_by(self.run_dir, self.run_id):
             note_start(self.run_dir)
-            clear_stale_record(self.run_dir, self.config_hash)
+            clear_stale_record(self.run_dir, self.run_id)
 
     def _check_space(self) -> None:
         """Refuse a disk that cannot take one more checkpoint (and best.pt): found now, not after an epoch."""
@@ -315,7 +317,7 @@ class Trainer:
         record: dict[str, Any] = {}
         if self.is_main and getattr(self, "claimed", False):
             append_event(self.run_dir, "stop", stage=self.stage, signals=[name])
-            record = record_stop(self.cfg, self.run_dir, self.config_hash, self.stage, name, self._write_config_files)
+            record = record_stop(self.cfg, self.run_dir, self.run_id, self.stage, name, self._write_config_files)
         if self.is_main:
             print(f"run stopped by {name} during {self.stage}; resumable: run the same command again "
                   f"({self.run_dir})", file=sys.stderr)
@@ -394,7 +396,7 @@ class Trainer:
             if self.data.eval_split == "val" and ev["top1"] > self.state.best["top1"]:
                 self.state.best = {"top1": ev["top1"], "epoch": epoch + 1}
                 if self.is_main:
-                    ckpt.save_best(self.run_dir, best_payload(self.model, self.method, epoch + 1, self.config_hash))
+                    ckpt.save_best(self.run_dir, best_payload(self.model, self.method, epoch + 1, self.run_id))
         if self.method.on_epoch_end(self.model, epoch, metrics):
             self._rebuild()
         self.state.reset_epoch_loss()
@@ -412,7 +414,7 @@ class Trainer:
     def _summary(self) -> RunSummary:
         """What the record reports about this run, as one value (the record module reads nothing else)."""
         return RunSummary(
-            cfg=self.cfg, run_id=self.config_hash, method_name=self.method.name, method_code=self.method_code,
+            cfg=self.cfg, run_id=self.run_id, method_name=self.method.name, method_code=self.method_code,
             members=list(self.model.member_names), method_info=self.method.record_info(self.model),
             dataset=self.data.describe(), synthetic=bool(self.data.synthetic),
             budget=self.request.budget.to_dict() if self.request.budget else None, params=self.report.to_dict(),
@@ -426,7 +428,7 @@ class Trainer:
         if status == "completed":
             best = self.state.best
             if self.data.eval_split == "val" and best["epoch"] > 0:
-                weights = ckpt.load_best(self.run_dir, self.config_hash) if self.is_main else None
+                weights = ckpt.load_best(self.run_dir, self.run_id) if self.is_main else None
                 restore_model(broadcast_object(weights, self.dist), self.model, self.method)
                 self.model.to(self.device)
                 self.wrap_model()
@@ -454,12 +456,12 @@ class Trainer:
         if self.is_main and status != "preempted":  # a stop in training said so already, with its checkpoint
             append_event(self.run_dir, "end", status=status, step=self.state.step)
         history = read_history(self.run_dir) if self.is_main else []
-        record = build_record(self._summary(), status, final, selection, wall, history)
+        record = Record.of(build_record(self._summary(), status, final, selection, wall, history))
         if self.is_main:
-            write_json(self.run_dir / "result.json", record)
+            self.folder.write_result(record)
         code = {"completed": EXIT_OK, "diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED}[status]
         if self.progress and status != "completed":
-            print(f"run {status}: see {self.run_dir / 'result.json'}", file=sys.stderr)
+            print(f"run {status}: see {self.folder.result}", file=sys.stderr)
         return RunResult(status, code, self.run_dir, record)
 
 

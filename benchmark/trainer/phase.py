@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import write_json
+from ..run_folder import RunFolder
 from ..contract import BuildRequest, Method, NPASModel, Phase, RunContext, T
 from ..data import DataBundle, make_loader
 from ..errors import ConfigError
@@ -38,7 +39,7 @@ class PhaseContext(RunContext):
     device: torch.device
     run_dir: Path
     request: BuildRequest
-    config_hash: str
+    run_id: str
     progress: bool = True
     dist: DistInfo | None = None  # None: one process
 
@@ -92,7 +93,7 @@ class PhaseContext(RunContext):
 
 
 def artifact_path(run_dir: Path, phase: str) -> Path:
-    return run_dir / "artifacts" / f"{phase}.json"
+    return RunFolder(run_dir).artifact(phase)
 
 
 def shared_phase_key(method: Method, phase: str, cfg: Any) -> str | None:
@@ -116,9 +117,10 @@ def shared_work_dir(phase_dir: str | Path, method: str, phase: str, key: str) ->
 
 def read_artifact(path: Path, field: str, value: str) -> dict[str, Any] | None:
     """The artifact stored in ``path`` if it is readable and its ``field`` equals ``value``."""
-    from ..records import read_json_object
+    from ..records import read_json_object, with_run_id
 
     stored = read_json_object(path)  # a regular file under the cap, UTF-8 JSON, an object; else None
+    stored = with_run_id(stored) if isinstance(stored, dict) else stored  # an artifact before schema 3: config_hash
     if isinstance(stored, dict) and stored.get(field) == value and isinstance(stored.get("artifact"), dict):
         return stored["artifact"]
     return None
@@ -149,7 +151,7 @@ def run_phases(method: Method, request: BuildRequest, ctx: PhaseContext, dist: D
         path = artifact_path(ctx.run_dir, phase.name)
         artifact = None
         if dist.is_main:
-            artifact = read_artifact(path, "config_hash", ctx.config_hash)
+            artifact = read_artifact(path, "run_id", ctx.run_id)
             key = shared_phase_key(method, phase.name, ctx.cfg) if phase_dir else None
             shared = shared_artifact_path(phase_dir, method.name, phase.name, key) if key else None
             source = "run"
@@ -164,8 +166,8 @@ def run_phases(method: Method, request: BuildRequest, ctx: PhaseContext, dist: D
                 if shared is not None:
                     write_json(shared, {"phase": phase.name, "method": method.name, "key": key, "seconds": seconds,
                                         "artifact": artifact})
-            if not path.is_file() or read_artifact(path, "config_hash", ctx.config_hash) is None:
-                write_json(path, {"phase": phase.name, "method": method.name, "config_hash": ctx.config_hash,
+            if not path.is_file() or read_artifact(path, "run_id", ctx.run_id) is None:
+                write_json(path, {"phase": phase.name, "method": method.name, "run_id": ctx.run_id,
                                   "seconds": seconds, "source": source, "artifact": artifact})
         artifact = broadcast_object(artifact, dist)
         artifacts[phase.name] = artifact

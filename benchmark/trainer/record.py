@@ -1,11 +1,11 @@
 """The result record (``result.json``): one per run, the input of every leaderboard.
 
-Schema version 2 -- keys: schema_version, status, run_id (= config_hash, the hash of the resolved
-experiment), method{name, source} (its options are in config.method.options), method_code{source, distribution, version,
+Schema version 3 -- keys: schema_version, status, run_id (the hash of the resolved experiment,
+``experiment.run_id``), method{name, source} (its options are in config.method.options), method_code{source, distribution, version,
 git_sha, digest, files} (``method_code``: which code of the method made the run), arch, dataset
 (``DataBundle.describe()``), synthetic, budget, params (``ParamReport``), metrics (test top-1/top-5,
 per member for ensembles), selection (which split chose the reported weights), seed, config,
-config_hash, git{sha, dirty}, packages, hardware, timing (wall time, train/eval throughput),
+git{sha, dirty}, packages, hardware, timing (wall time, train/eval throughput),
 peak_memory_mb, pipeline, phases, resumed_from (the last checkpoint resumed), history (``history.jsonl``: every
 start, stop, resume, requeue and end of the run, with host, pid and SLURM job), created_at; under SLURM also
 slurm{job_id, array_job_id, array_task_id, requeues (restarts of this run under SLURM over its whole history, by
@@ -89,7 +89,6 @@ def build_record(s: RunSummary, status: str, final: dict[str, Any], selection: d
         "steps": s.steps,
         "seed": cfg.train.seed,
         "config": cfg.to_dict(),
-        "config_hash": s.run_id,
         "git": git_info(),
         "packages": package_versions(),
         "hardware": hardware(s.device),
@@ -127,7 +126,6 @@ def stopped_record(cfg, run_id: str, stage: str, signal_name: str) -> dict[str, 
         "schema_version": SCHEMA_VERSION,
         "status": "preempted",
         "run_id": run_id,
-        "config_hash": run_id,
         "stopped": {"stage": stage, "signal": signal_name},
         "method": {"name": cfg.method.name, "source": METHODS.entry(cfg.method.name).source},
         "method_code": method_code(cfg.method.name).to_dict(),

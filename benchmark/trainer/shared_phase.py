@@ -58,7 +58,7 @@ def run_shared_phase(cfg: Config, phase_name: str, phase_dir: str | Path, progre
         raise ConfigError(f"phase {phase_name!r} of {cfg.method.name!r} follows other phases; only a first phase "
                           "can run on its own.")
     work = shared_work_dir(phase_dir, method.name, phase_name, key)
-    ctx = PhaseContext(cfg=cfg, data=data, device=device, run_dir=work, request=request, config_hash=key,
+    ctx = PhaseContext(cfg=cfg, data=data, device=device, run_dir=work, request=request, run_id=key,
                        progress=progress)
     artifact, seconds = execute_phase(method, phases[phase_name], request, ctx, {})
     write_json(path, {"phase": phase_name, "method": method.name, "key": key, "seconds": seconds, "artifact": artifact})

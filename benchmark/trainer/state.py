@@ -22,9 +22,9 @@ import torch
 FORMAT_VERSION = 1
 # what a resume reads; a payload without one of them is refused by name (checkpoint.load_checkpoint), not a KeyError
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "batch", "step", "rng", "extra",
-                   "config_hash", "metrics_lines", "best", "epoch_acc", "timing")
+                   "run_id", "metrics_lines", "best", "epoch_acc", "timing")
 # best.pt: the selected weights, with the epoch that selected them
-BEST_KEYS = ("model", "extra", "epoch", "config_hash")
+BEST_KEYS = ("model", "extra", "epoch", "run_id")
 
 
 def _no_best() -> dict[str, float | int]:
@@ -119,7 +119,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def checkpoint_payload(progress: dict[str, Any], *, model: torch.nn.Module,
                        optimizer: torch.optim.Optimizer, schedule: Any, scaler: Any, method: Any,
-                       config_hash: str, metrics_lines: int) -> dict[str, Any]:
+                       run_id: str, metrics_lines: int) -> dict[str, Any]:
     """Everything a bit-exact continuation needs (``progress`` from ``TrainState.progress_payload``)."""
     payload = {
         "model": model.state_dict(),
@@ -128,7 +128,7 @@ def checkpoint_payload(progress: dict[str, Any], *, model: torch.nn.Module,
         "scaler": scaler.state_dict(),
         "rng": rng_state(),
         "extra": method.extra_state(model),
-        "config_hash": config_hash,
+        "run_id": run_id,
         "metrics_lines": metrics_lines,
         **progress,
     }
@@ -149,6 +149,6 @@ def restore_optimizer(payload: dict[str, Any], optimizer: torch.optim.Optimizer,
     set_rng_state(payload["rng"])
 
 
-def best_payload(model: torch.nn.Module, method: Any, epoch: int, config_hash: str) -> dict[str, Any]:
+def best_payload(model: torch.nn.Module, method: Any, epoch: int, run_id: str) -> dict[str, Any]:
     """The weights that the validation split selected at ``epoch`` (``best.pt``)."""
-    return {"model": model.state_dict(), "extra": method.extra_state(model), "epoch": epoch, "config_hash": config_hash}
+    return {"model": model.state_dict(), "extra": method.extra_state(model), "epoch": epoch, "run_id": run_id}

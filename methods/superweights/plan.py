@@ -22,7 +22,7 @@ Vocabulary (paper Sec. 3, official names in brackets):
   are added cluster by cluster, level by level, first up to the number of layers reading the bank,
   then round robin, at most ``cap`` (8) per bank, while the budget allows.
 
-Deliberate differences (documented in the README): a budget below the one-template minimum is a
+Deliberate differences (documented in docs/methods.md): a budget below the one-template minimum is a
 ``BudgetError`` (the official code silently overruns it); equal-size shapes are ordered by a stable
 sort (the official ``np.argsort`` is not guaranteed stable, so ties could depend on the machine);
 the template cap follows ``bank_size`` (official: 8 whatever ``bank_size``; equal at the default 8).
