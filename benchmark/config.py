@@ -162,12 +162,6 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
-    def hash(self) -> str:
-        """The run id: the same experiment, however it is written, has one hash (``experiment.run_id``)."""
-        from .experiment import run_id
-
-        return run_id(self)
-
     def to_toml(self) -> str:
         import tomli_w
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from dataclasses import dataclass
 import hashlib
 import json
 from typing import Any
 
-from .budget import Budget, is_no_budget, parse_count
+from .budget import Budget
 from .config import Config, build_config
+from .contract import BuildRequest
 from .errors import BudgetError, ConfigError, NPASError
+from .factory import MAX_BUDGET_RATIO, check_budget_scale, make_request, resolve_budget, unshared_size
 
 # Fields that cannot change a run's results, by section. ``run`` is excluded as a whole.
 IDENTITY_EXCLUDED: dict[str, tuple[str, ...]] = {
@@ -68,57 +71,51 @@ def digest(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-# A budget more than this many times the unshared network(s) it stands for is refused: no NPAS experiment
-# needs it (parameter upsampling studies go a few times over), and methods that fill their budget
-# (SSN's bank) would try to allocate it -- 1e12 parameters are 4 TB.
-MAX_BUDGET_RATIO = 64
-
-
-@functools.lru_cache(maxsize=64)
-def unshared_size(arch: str, dataset: str, num_classes: int | None = None) -> int:
-    """Unique trainable parameters of the plain network (the reference of ``"10%"`` budgets)."""
-    from .factory import create_model
-
-    return create_model("unshared", arch, dataset, None, {}, num_classes=num_classes).report(flops=False).total
-
-
-def resolve_budget(value: Any, mode: str, arch: str, dataset: str, num_classes: int | None = None) -> int | None:
-    """``"100k"`` -> 100000; ``"10%"`` -> 10% of the unshared network's size; None/"none"/"full" -> None."""
-    if is_no_budget(value, "model.budget"):
-        return None
-    if isinstance(value, str) and value.strip().endswith("%"):
-        text = value.strip()[:-1]
-        try:
-            frac = float(text)
-        except ValueError:
-            raise BudgetError(f"model.budget: {value!r} is not a percentage; write e.g. \"10%\" or \"2.5%\".") from None
-        if not frac > 0:
-            raise BudgetError(f"model.budget: a percentage budget must be positive, got {value!r}.")
-        if mode != "total":
-            raise BudgetError(f"model.budget: a percentage ({value!r}) is a share of the unshared network's unique "
-                              f"parameters, i.e. budget_mode 'total', not {mode!r}. Give an absolute count instead.")
-        return max(1, int(round(unshared_size(arch, dataset, num_classes) * frac / 100.0)))
-    return parse_count(value, "model.budget")
-
-
-def check_budget_scale(method, budget: int, arch: str, dataset: str, num_classes: int | None = None) -> None:
-    """Refuse a budget beyond ``MAX_BUDGET_RATIO`` times the unshared size of the networks ``method``
-    stands in for (``Method.reference_archs``), before anything is built: a typo (1e12 for 1e6) must be a
-    one-line error, not an allocation of terabytes."""
-    archs = method.reference_archs(arch)
-    reference = sum(unshared_size(a, dataset, num_classes) for a in archs)
-    if budget > MAX_BUDGET_RATIO * reference:
-        what = archs[0] if len(archs) == 1 else f"networks of its {len(archs)} members ({', '.join(archs)})"
-        raise BudgetError(f"model.budget: {budget:,} parameters is {budget / reference:,.0f}x the unshared {what} "
-                          f"({reference:,}); budgets above {MAX_BUDGET_RATIO}x are refused. Check the number "
-                          "(e.g. 1.5M, 500k, \"10%\") or use \"none\" for the method's natural size.")
-
-
 def _num_classes(cfg: Config) -> int | None:
     return cfg.data.synthetic_classes if cfg.data.name == "synthetic" else None
 
 
-def resolve(cfg: Config) -> Config:
+@dataclass(frozen=True)
+class Experiment:
+    """A config resolved once (``resolve``): its canonical config, its run id and its budget.
+
+    Code downstream of the command line and the grid's manifest takes this type, never a raw ``Config``, so
+    nothing resolves a config twice: the trainer, the shared phases and the grid's expansion read the id and
+    the budget from here.
+    """
+
+    config: Config
+    run_id: str
+    budget: Budget | None
+
+    def request(self, with_budget: bool = True, num_classes: int | None = None,
+                image_size: int | None = None) -> BuildRequest:
+        """The ``BuildRequest``: from the config alone (a grid plan's preview, a phase list), or with the loaded
+        data's classes and image size (a run; the same numbers: a test checks data sets against ``dataset_info``)."""
+        cfg = self.config
+        synthetic = cfg.data.name == "synthetic"
+        return make_request(cfg.model.arch, cfg.data.name, self.budget if with_budget else None,
+                            num_classes=num_classes if num_classes is not None else _num_classes(cfg),
+                            image_size=image_size if image_size is not None else (
+                                cfg.data.synthetic_size if synthetic else None))
+
+    def with_run(self, **fields: Any) -> "Experiment":
+        """The same experiment with other ``run`` settings (its folder, name, progress): the ``run`` section is not
+        part of the id, so nothing is resolved again."""
+        return dataclasses.replace(self, config=dataclasses.replace(
+            self.config, run=dataclasses.replace(self.config.run, **fields)))
+
+
+def resolve(cfg: Config | Experiment) -> Experiment:
+    """``cfg`` resolved, checked and identified, once (an ``Experiment`` is returned as it is); raises an
+    NPASError naming the field."""
+    if isinstance(cfg, Experiment):
+        return cfg
+    resolved = resolve_config(cfg)
+    return Experiment(resolved, digest(identity_dict(resolved)), budget_of(resolved))
+
+
+def resolve_config(cfg: Config) -> Config:
     """The canonical config of ``cfg``'s experiment (idempotent); raises an NPASError naming the field."""
     from .data.info import dataset_info
     from .models.registry import get_arch
@@ -155,15 +152,9 @@ def resolve(cfg: Config) -> Config:
     )
 
 
-def config_request(cfg: Config, with_budget: bool = True):
-    """The ``BuildRequest`` of a resolved config, from the config alone (no data read): what a grid
-    plan builds to preview a model and to ask a method for its phases. A run builds its request from
-    the loaded data instead (the same numbers: a test checks the data sets against ``dataset_info``)."""
-    from .factory import make_request
-
-    image = cfg.data.synthetic_size if cfg.data.name == "synthetic" else None
-    return make_request(cfg.model.arch, cfg.data.name, budget_of(cfg) if with_budget else None,
-                        num_classes=_num_classes(cfg), image_size=image)
+def config_request(cfg: Config | Experiment, with_budget: bool = True) -> BuildRequest:
+    """The ``BuildRequest`` of an experiment from its config alone (``Experiment.request``)."""
+    return resolve(cfg).request(with_budget)
 
 
 def budget_of(cfg: Config) -> Budget | None:
@@ -171,10 +162,11 @@ def budget_of(cfg: Config) -> Budget | None:
     return Budget.parse(cfg.model.budget, cfg.model.budget_mode)
 
 
-def run_id(cfg: Config) -> str:
-    """The id of ``cfg``'s experiment: a hash of the resolved identity, 16 hex digits."""
-    return digest(identity_dict(resolve(cfg)))
+def run_id(cfg: Config | Experiment) -> str:
+    """The id of ``cfg``'s experiment: a hash of the resolved identity, 16 hex digits (``Experiment.run_id``)."""
+    return resolve(cfg).run_id
 
 
-__all__ = ["IDENTITY_ADDED", "IDENTITY_EXCLUDED", "MAX_BUDGET_RATIO", "check_budget_scale", "identity_dict", "digest", "resolve", "resolve_budget", "run_id", "budget_of",
-           "config_request", "unshared_size"]
+__all__ = ["Experiment", "IDENTITY_ADDED", "IDENTITY_EXCLUDED", "MAX_BUDGET_RATIO", "check_budget_scale", "identity_dict",
+           "digest", "resolve", "resolve_config", "resolve_budget", "run_id", "budget_of", "config_request",
+           "unshared_size"]

@@ -6,11 +6,12 @@ model's unique trainable parameters must not exceed the budget, whatever the met
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .accounting import ParamReport, param_report
-from .budget import Budget
+from .budget import Budget, is_no_budget, parse_count
 from .contract import BuildRequest, Method, MethodOptions, NPASModel
 from .data.info import dataset_info
 from .errors import BudgetError, ConfigError
@@ -76,11 +77,53 @@ def create_model(method: str | Method, arch: str, dataset: str = "synthetic", bu
                  num_classes: int | None = None) -> BuiltModel:
     m = method if isinstance(method, Method) else create_method(method, options)
     if not isinstance(budget, Budget):  # "60%", "1.5M", 500_000, None: as the CLI and grid specs write them
-        from .experiment import check_budget_scale, resolve_budget
-
         count = resolve_budget(budget, "total", arch, dataset, num_classes)
         if count is not None:
             check_budget_scale(m, count, arch, dataset, num_classes)
         budget = Budget(count) if count is not None else None
     request = make_request(arch, dataset, budget, artifacts, num_classes)
     return BuiltModel(build_checked(m, request), m, request)
+
+
+# A budget more than this many times the unshared network(s) it stands for is refused: no NPAS experiment
+# needs it (parameter upsampling studies go a few times over), and methods that fill their budget
+# (SSN's bank) would try to allocate it -- 1e12 parameters are 4 TB.
+MAX_BUDGET_RATIO = 64
+
+
+@functools.lru_cache(maxsize=64)
+def unshared_size(arch: str, dataset: str, num_classes: int | None = None) -> int:
+    """Unique trainable parameters of the plain network (the reference of ``"10%"`` budgets)."""
+    return create_model("unshared", arch, dataset, None, {}, num_classes=num_classes).report(flops=False).total
+
+
+def resolve_budget(value: Any, mode: str, arch: str, dataset: str, num_classes: int | None = None) -> int | None:
+    """``"100k"`` -> 100000; ``"10%"`` -> 10% of the unshared network's size; None/"none"/"full" -> None."""
+    if is_no_budget(value, "model.budget"):
+        return None
+    if isinstance(value, str) and value.strip().endswith("%"):
+        text = value.strip()[:-1]
+        try:
+            frac = float(text)
+        except ValueError:
+            raise BudgetError(f"model.budget: {value!r} is not a percentage; write e.g. \"10%\" or \"2.5%\".") from None
+        if not frac > 0:
+            raise BudgetError(f"model.budget: a percentage budget must be positive, got {value!r}.")
+        if mode != "total":
+            raise BudgetError(f"model.budget: a percentage ({value!r}) is a share of the unshared network's unique "
+                              f"parameters, i.e. budget_mode 'total', not {mode!r}. Give an absolute count instead.")
+        return max(1, int(round(unshared_size(arch, dataset, num_classes) * frac / 100.0)))
+    return parse_count(value, "model.budget")
+
+
+def check_budget_scale(method, budget: int, arch: str, dataset: str, num_classes: int | None = None) -> None:
+    """Refuse a budget beyond ``MAX_BUDGET_RATIO`` times the unshared size of the networks ``method``
+    stands in for (``Method.reference_archs``), before anything is built: a typo (1e12 for 1e6) must be a
+    one-line error, not an allocation of terabytes."""
+    archs = method.reference_archs(arch)
+    reference = sum(unshared_size(a, dataset, num_classes) for a in archs)
+    if budget > MAX_BUDGET_RATIO * reference:
+        what = archs[0] if len(archs) == 1 else f"networks of its {len(archs)} members ({', '.join(archs)})"
+        raise BudgetError(f"model.budget: {budget:,} parameters is {budget / reference:,.0f}x the unshared {what} "
+                          f"({reference:,}); budgets above {MAX_BUDGET_RATIO}x are refused. Check the number "
+                          "(e.g. 1.5M, 500k, \"10%\") or use \"none\" for the method's natural size.")

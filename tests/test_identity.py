@@ -33,7 +33,7 @@ def test_default_options_any_spelling_one_id(name):
     assert run_id(build_config({}, {**base, **as_strings})) == implicit
     assert run_id(build_config(typed)) == implicit
     # and the resolved config names every option with its default
-    assert set(resolve(build_config({}, base)).method.options) == {o["name"] for o in opts}
+    assert set(resolve(build_config({}, base)).config.method.options) == {o["name"] for o in opts}
 
 
 def test_ssn_bank_size_three_spellings():
@@ -52,7 +52,7 @@ def test_budget_spellings_one_id(spelling):
 
 def test_percentage_budget_is_its_integer():
     full = unshared_size("wrn-16-1", "synthetic", 10)
-    cfg = resolve(build_config({}, {"method.name": "hashed", "model.arch": "wrn-16-1", "model.budget": "10%"}))
+    cfg = resolve(build_config({}, {"method.name": "hashed", "model.arch": "wrn-16-1", "model.budget": "10%"})).config
     assert cfg.model.budget == round(full * 0.1)
     same = build_config({}, {"method.name": "hashed", "model.arch": "wrn-16-1", "model.budget": cfg.model.budget})
     assert run_id(cfg) == run_id(same)
@@ -66,7 +66,7 @@ def test_settings_that_cannot_change_results_keep_the_id(tmp_path):
         assert run_id(build_config({}, {"method.name": "unshared", k: v})) == ref, k
     for k, v in {"train.seed": "1", "train.epochs": "7", "optim.lr": "0.2", "data.cutout": "16"}.items():
         assert run_id(build_config({}, {"method.name": "unshared", k: v})) != ref, k
-    assert "root" not in identity_dict(resolve(build_config({}, {})))["data"]
+    assert "root" not in identity_dict(resolve(build_config({}, {})).config)["data"]
 
 
 def test_no_budget_ignores_mode():

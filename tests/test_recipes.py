@@ -110,7 +110,7 @@ def test_evaluation_batches_are_never_augmented_or_mixed():
                                   "mobilenetv2_cifar.toml", "mobilenetv2_imagenet.toml"])
 def test_recipe_configs_resolve_and_cite_their_sources(name):
     path = CONFIGS / name
-    cfg = resolve(load_config(path))
+    cfg = resolve(load_config(path)).config
     text = path.read_text()
     keys = [line.split("=")[0].strip() for line in text.splitlines()
             if "=" in line and not line.lstrip().startswith("#") and not line.lstrip().startswith("[")]
@@ -124,7 +124,7 @@ def test_recipe_configs_resolve_and_cite_their_sources(name):
 def test_exponential_schedule_is_torchvisions_per_epoch_decay():
     from npasbench.trainer.schedule import LRSchedule
 
-    cfg = resolve(load_config(CONFIGS / "mobilenetv2_imagenet.toml"))
+    cfg = resolve(load_config(CONFIGS / "mobilenetv2_imagenet.toml")).config
     sched = LRSchedule.from_config(cfg.optim, 300, 10)
     assert sched.lr(0, 0) == pytest.approx(0.045) and sched.lr(0, 9) == pytest.approx(0.045)  # approx: float powers
     assert sched.lr(2, 5) == pytest.approx(0.045 * 0.98 ** 2) and sched.lr(299, 0) == pytest.approx(0.045 * 0.98 ** 299)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from npasbench.experiment import run_id
 import torch
 
 from npasbench.config import build_config
@@ -136,7 +138,7 @@ def test_corrupt_checkpoint_is_clear_and_skipped(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(ckpts[-1])
     with pytest.warns(UserWarning, match="skipping unusable checkpoint"):
-        found = find_latest(res.run_dir / "checkpoints", cfg.hash())
+        found = find_latest(res.run_dir / "checkpoints", run_id(cfg))
     assert found is not None and found[0] == ckpts[0]
     # explicit resume from the corrupt file: a clear error naming the field
     bad = build_config({}, {**tiny, "run.resume": str(ckpts[-1])})
@@ -188,4 +190,4 @@ def test_checkpoint_missing_entries_is_a_clear_error(tiny):
     del payload["optimizer"], payload["rng"]
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="lacks optimizer, rng"):
-        load_checkpoint(path, cfg.hash())
+        load_checkpoint(path, run_id(cfg))

@@ -293,7 +293,7 @@ def test_search_phase_key_follows_what_the_search_trains_with():
     from npasbench.plugins import create_method
 
     def key(**overrides):
-        cfg = resolve(build_config({}, {"method.name": "ssn", "model.arch": "wrn-16-1", **overrides}))
+        cfg = resolve(build_config({}, {"method.name": "ssn", "model.arch": "wrn-16-1", **overrides})).config
         return create_method("ssn", cfg.method.options).phase_inputs("search", identity_dict(cfg))
 
     base = key()

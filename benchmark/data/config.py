@@ -145,6 +145,13 @@ class DataConfig:
                         "(fixed-size images, no resizing); leave it 0"
                     )
 
+    def extra_augment(self, num_classes: int):
+        """The automatic policy and mixup / cutmix settings (``mixing.ExtraAugment``) every pipeline's loader takes."""
+        from .mixing import ExtraAugment
+
+        return ExtraAugment(self.auto_augment, float(self.mixup_alpha), float(self.cutmix_alpha), float(self.mix_prob),
+                            int(num_classes))
+
     def replace(self, **changes) -> "DataConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)

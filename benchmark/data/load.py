@@ -10,7 +10,6 @@ from ..errors import ConfigError
 from . import cifar as _cifar  # noqa: F401  (registers cifar10 / cifar100)
 from . import synthetic as _synthetic  # noqa: F401  (registers synthetic)
 from .config import DataConfig
-from .mixing import ExtraAugment
 from .loader import BatchLoader, Loader
 from .partition import mix_seed, split_train_val, stratified_subset
 from .pipelines import load_source, make_pipeline_loader
@@ -73,12 +72,6 @@ def _subset(split: ImageSplit, k: int, field: str, what: str, seed: tuple[int, i
     return split.subset(stratified_subset(split.labels, k, mix_seed(*seed)))
 
 
-def extra_augment(cfg: DataConfig, num_classes: int) -> ExtraAugment:
-    """The automatic policy and mixup / cutmix settings of ``cfg`` (data/mixing.py)."""
-    return ExtraAugment(cfg.auto_augment, float(cfg.mixup_alpha), float(cfg.cutmix_alpha), float(cfg.mix_prob),
-                        int(num_classes))
-
-
 def make_loader(
     bundle: DataBundle,
     which: str,
@@ -98,5 +91,5 @@ def make_loader(
     if train and cfg is not None:
         kwargs.setdefault("augment", cfg.augment)
         kwargs.setdefault("cutout", cfg.cutout)
-        kwargs.setdefault("extra", extra_augment(cfg, bundle.num_classes))
+        kwargs.setdefault("extra", cfg.extra_augment(bundle.num_classes))
     return BatchLoader(getattr(bundle, which), batch_size, train=train, mean=bundle.mean, std=bundle.std, **kwargs)

@@ -144,9 +144,7 @@ def make_pipeline_loader(bundle, which: str, batch_size: int, cfg: DataConfig | 
     if train:
         kwargs.setdefault("augment", cfg.augment)
         kwargs.setdefault("cutout", cfg.cutout)
-        from .load import extra_augment
-
-        kwargs.setdefault("extra", extra_augment(cfg, bundle.num_classes))
+        kwargs.setdefault("extra", cfg.extra_augment(bundle.num_classes))
     common = dict(train=train, mean=bundle.mean, std=bundle.std, num_workers=cfg.num_workers,
                   resolution=resolution_for(bundle.name, cfg), **kwargs)
     split = getattr(bundle, which)

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from ..config import Config, build_config
 from ..errors import NPASError
-from ..experiment import digest, identity_dict, resolve, run_id
+from ..experiment import digest, identity_dict, resolve
 from .spec import AXES, GridSpec, MethodAxis, SpecError, line_of, method_tables, toml_code
 
 
@@ -177,7 +177,7 @@ def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | Non
                                   "model.budget_mode": m.budget_mode, "train.seed": point["seeds"],
                                   "run.progress": False, "run.name": label})  # the label names the row (not the id)
                 try:
-                    cfg = resolve(build_config(tree, overrides))
+                    experiment = resolve(build_config(tree, overrides))
                 except NPASError as exc:
                     named = [k for k in list(variant) + [o.split(".")[-1] for o in m.overrides] + list(spec.base)
                              if re.search(rf"\b{re.escape(k.split('.')[-1])}\b", str(exc))]
@@ -189,9 +189,9 @@ def expand(spec: GridSpec, check_budgets: bool = True, previews: Previewer | Non
                                     line=inside or (budget_line(spec, m.name) if "budget" in str(exc) and not named
                                                     else None)) from None
                 bar.update(1)
-                rid = run_id(cfg)
+                rid = experiment.run_id
                 folder = folder_name(m.name, label, point["archs"], point["datasets"], budget, point["seeds"], rid)
-                cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=folder))
+                cfg = experiment.with_run(out=folder).config
                 run = GridRun(rid, m.name, label, point["archs"], point["datasets"], budget, int(point["seeds"]), cfg,
                               folder)
                 if any(run.matches(rule) for rule in spec.exclude):

@@ -28,7 +28,7 @@ from ..storage import folder_lock
 from ..trainer.history import append_event
 from ..trainer.signals import PreemptionFlag, note_signal
 from ..trainer.signals import StopRequested as Stopped
-from ..experiment import run_id as compute_run_id
+from ..experiment import resolve
 from .manifest import PHASES, Manifest
 from ..method_code import code_change
 from ..run_folder import RunFolder
@@ -125,11 +125,11 @@ def _run(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
             folder.mark_running({"host": platform.node(), "pid": os.getpid(), "pid_start": process_start(),
                                  "started": _now(), "epochs": epochs})
             try:
-                cfg = build_config(entry.config, _overrides(results, run_dir, threads))
-                if compute_run_id(cfg) != rid:
-                    raise NPASError(f"run {rid}: its config now resolves to {compute_run_id(cfg)} (the code or a "
+                experiment = resolve(build_config(entry.config, _overrides(results, run_dir, threads)))
+                if experiment.run_id != rid:
+                    raise NPASError(f"run {rid}: its config now resolves to {experiment.run_id} (the code or a "
                                     "method's defaults changed since the grid was planned); re-plan the grid.")
-                result = train(cfg, lock=False)  # this task holds the folder's lock
+                result = train(experiment, lock=False)  # this task holds the folder's lock; resolved once, above
             except Stopped:
                 print(f"grid task {rid}: stopped by a signal before or after training; resumable", file=sys.stderr)
                 return EXIT_PREEMPTED

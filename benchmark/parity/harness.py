@@ -282,7 +282,7 @@ def run_ours(row: Row, root: str, seed: int, epochs: int) -> dict[str, Any]:
         from . import sw_arm
 
         return sw_arm.run_ours(row, root, seed, epochs, sys.modules[__name__])
-    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused")))
+    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused"))).config
     options, extra = dict(cfg.method.options), {}
     if row.search and row.method == "ssn":
         labels, search_loss = our_learned_groups(row, cfg, root, seed)
@@ -310,7 +310,7 @@ def run_ours_official_init(row: Row, repos: dict[str, str], root: str, seed: int
     built = our_wrn("wrn-16-1", 100, share, row.options.get("upsample_type", "inter"), row.budget or 0, seed=seed)
     with torch.no_grad():
         transfer(official, built.model, "to_ours")
-    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused")))
+    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused"))).config
     model = built.model
     optimizer = build_optimizer(model, cfg.optim, built.method.no_weight_decay_roles())
     res = train_arm(model, optimizer, lambda x: model(x)[0], root, seed, epochs, f"{row.name} ours+official-init s{seed}")
@@ -330,7 +330,7 @@ def run_ours_official_groups(row: Row, out: Path, root: str, seed: int, epochs: 
     if not source.is_file():
         raise FileNotFoundError(f"--official-groups: run the official arm of {row.name} seed {seed} first ({source})")
     groups = json.loads(source.read_text())["groups"]
-    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused")))
+    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused"))).config
     options = {**dict(cfg.method.options), "groups": ",".join(map(str, groups))}
     torch.manual_seed(seed)
     built = create_model(row.method, "wrn-16-1", "cifar100", budget_of(cfg), options)

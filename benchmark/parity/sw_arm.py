@@ -184,7 +184,7 @@ def run_ours(row, root: str, seed: int, epochs: int, h) -> dict[str, Any]:
     from ..methods.superweights.built import SWBuilt
     from ..trainer.optim import build_optimizer, rebuild_optimizer
 
-    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused")))
+    cfg = resolve(build_config({}, row.overrides(seed, epochs, root, "unused"))).config
     art = our_search(row, cfg, root, seed, h)
     torch.manual_seed(seed)  # the trainer's seed_everything after the phases
     built = create_model(row.method, ARCH, "cifar100", budget_of(cfg), dict(cfg.method.options),

@@ -38,7 +38,7 @@ from ..config import Config
 from ..contract import Method, NPASModel
 from ..data import DataBundle, Loader, load_data, make_loader
 from ..errors import ConfigError
-from ..experiment import budget_of, resolve, run_id
+from ..experiment import Experiment, resolve
 from ..factory import build_checked, make_request
 from ..accounting import param_report
 from ..method_code import method_code
@@ -84,12 +84,12 @@ class Trainer:
     rebuild), ``train_step`` and ``finish``; call ``super()`` and keep their contracts.
     """
 
-    def __init__(self, cfg: Config, preemption: PreemptionFlag | None = None, lock: bool = True) -> None:
+    def __init__(self, cfg: Config | Experiment, preemption: PreemptionFlag | None = None, lock: bool = True) -> None:
         # Resolve first: an unknown method/arch/data set/budget mode fails here, before anything is written,
         # and the run id (config hash) is the experiment's, however the config was spelled.
-        cfg = resolve(cfg)
-        self.cfg = cfg
-        self.run_id = run_id(cfg)
+        self.experiment = resolve(cfg)  # once: an Experiment (e.g. from a grid task) is taken as it is
+        self.cfg = cfg = self.experiment.config
+        self.run_id = self.experiment.run_id
         self.run_dir = Path(cfg.run.out)
         self.folder = RunFolder(self.run_dir)  # every file of the run folder, by name
         # not `preemption or ...`: an unsignalled PreemptionFlag is falsy, so `or` would drop the caller's flag
@@ -153,7 +153,7 @@ class Trainer:
         cfg = self.cfg
         self.method: Method = create_method(cfg.method.name, cfg.method.options)
         self.method_code = method_code(cfg.method.name).to_dict()  # the files as this process loaded them
-        budget = budget_of(cfg)
+        budget = self.experiment.budget
         request = make_request(cfg.model.arch, cfg.data.name, budget, num_classes=self.data.num_classes,
                                image_size=self.data.input_shape[1])
         ctx = PhaseContext(cfg=cfg, data=self.data, device=self.device, run_dir=self.run_dir, request=request,
@@ -473,6 +473,6 @@ def _signal_names(flagged: int | None) -> list[str]:
     return sorted(_signal.Signals(s).name for s in received)
 
 
-def train(cfg: Config, preemption: PreemptionFlag | None = None, lock: bool = True) -> RunResult:
+def train(cfg: Config | Experiment, preemption: PreemptionFlag | None = None, lock: bool = True) -> RunResult:
     """Run one experiment. ``lock=False``: the caller holds the run folder's lock already (a grid task)."""
     return Trainer(cfg, preemption, lock).run()

@@ -17,16 +17,15 @@ from ..atomic import write_json
 from ..config import Config
 from ..data import load_data
 from ..errors import ConfigError
-from ..experiment import budget_of, resolve
-from ..factory import make_request
+from ..experiment import Experiment, resolve
 from ..plugins import create_method
 from .phase import (PhaseContext, execute_phase, read_artifact, shared_artifact_path, shared_phase_key,
                     shared_work_dir)
 
 
-def shared_phase_target(cfg: Config, phase_name: str, phase_dir: str | Path) -> tuple[str, Path]:
-    """(key, artifact path) of ``phase_name`` for ``cfg``; ConfigError if the phase cannot be shared."""
-    cfg = resolve(cfg)
+def shared_phase_target(exp: Config | Experiment, phase_name: str, phase_dir: str | Path) -> tuple[str, Path]:
+    """(key, artifact path) of ``phase_name`` for ``exp``; ConfigError if the phase cannot be shared."""
+    cfg = resolve(exp).config
     method = create_method(cfg.method.name, cfg.method.options)
     key = shared_phase_key(method, phase_name, cfg)
     if key is None:
@@ -35,12 +34,13 @@ def shared_phase_target(cfg: Config, phase_name: str, phase_dir: str | Path) -> 
     return key, shared_artifact_path(phase_dir, method.name, phase_name, key)
 
 
-def run_shared_phase(cfg: Config, phase_name: str, phase_dir: str | Path, progress: bool = False) -> Path:
-    """Compute (or find) the shared artifact of ``phase_name`` for ``cfg``; returns its path."""
+def run_shared_phase(exp: Config | Experiment, phase_name: str, phase_dir: str | Path, progress: bool = False) -> Path:
+    """Compute (or find) the shared artifact of ``phase_name`` for ``exp``; returns its path."""
     from .environment import resolve_device
 
-    cfg = resolve(cfg)
-    key, path = shared_phase_target(cfg, phase_name, phase_dir)
+    experiment = resolve(exp)  # once, for both steps
+    cfg = experiment.config
+    key, path = shared_phase_target(experiment, phase_name, phase_dir)
     if read_artifact(path, "key", key) is not None:
         return path
     if cfg.train.threads > 0:
@@ -48,8 +48,7 @@ def run_shared_phase(cfg: Config, phase_name: str, phase_dir: str | Path, progre
     method = create_method(cfg.method.name, cfg.method.options)
     device = resolve_device(cfg.train.device)
     data = load_data(cfg.data)
-    request = make_request(cfg.model.arch, cfg.data.name, budget_of(cfg), num_classes=data.num_classes,
-                           image_size=data.input_shape[1])
+    request = experiment.request(num_classes=data.num_classes, image_size=data.input_shape[1])
     phases = {p.name: p for p in method.phases(request)}
     if phase_name not in phases:
         raise ConfigError(f"method {cfg.method.name!r} has no phase {phase_name!r} for this run "
