@@ -156,3 +156,11 @@ def test_the_config_reference_is_npas_config():
     page = (ROOT / "docs" / "config.md").read_text()
     block = re.search(r"```text\n(.*?)```", page, re.S).group(1)
     assert block == out.getvalue(), "docs/config.md differs from `npas config`: regenerate its block"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_link_of_a_page_points_to_a_file(page):
+    """The README is a guide that links the reference: a link to a moved or renamed page fails here."""
+    links = [t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()) if "://" not in t]
+    missing = [t for t in links if not (page.parent / t).exists()]
+    assert not missing, f"{page.name} links to {missing}"

@@ -175,8 +175,7 @@ def _follower(results: Path, manifest: Manifest, rid: str, threads: int) -> int:
 
 
 def _phase_task(results: Path, manifest: Manifest, key: str, threads: int) -> int:
-    from ..trainer.phase import shared_work_dir
-    from ..trainer.shared_phase import run_shared_phase
+    from ..trainer.phase import run_shared_phase, shared_work_dir
 
     if key not in manifest.phases:
         print(f"grid task: phase {key} is not in {results / 'grid.json'}", file=sys.stderr)

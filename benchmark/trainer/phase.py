@@ -1,10 +1,18 @@
-"""Phases before training (e.g. a method's search phase) and the context they run in.
+"""Phases before training (e.g. a method's search phase), the context they run in, and phases shared by runs.
 
 A phase returns a JSON-able artifact. It is written atomically to ``<run>/artifacts/<phase>.json``
-together with the config hash, and handed to ``Method.build`` as ``request.artifacts[<phase>]``.
+together with the run id, and handed to ``Method.build`` as ``request.artifacts[<phase>]``.
 A resumed run reuses a finished artifact instead of searching again; a phase interrupted midway
 is re-run from its start (phases are short by design: minutes to an hour, not days). Under DDP,
 rank 0 runs the phase and broadcasts the artifact to the other ranks.
+
+Shared phases (the grid's "phase jobs"): a method declares what one of its phases depends on
+(``Method.phase_inputs``); a grid runs such a phase once per distinct input (and seed) on its own
+(``run_shared_phase``) and stores the artifact under a hash of the inputs in ``<results>/phases``. Every
+training run of the grid then finds it there (``run_phases``) instead of repeating the search. The phase
+sees the same context as inside a run (config, data, device, request), so the artifact is the one the run
+would have computed itself (tests compare them). The grid only schedules these jobs (``grid.runner``) and
+wraps them in a task (``grid.task``); all phase code is here.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ from tqdm.auto import tqdm
 from ..atomic import write_json
 from ..run_folder import RunFolder
 from ..contract import BuildRequest, Method, NPASModel, Phase, RunContext, T
-from ..data import DataBundle, make_loader
+from ..config import Config
+from ..data import DataBundle, load_data, make_loader
 from ..errors import ConfigError
+from ..experiment import Experiment, resolve
+from ..plugins import create_method
 from .distributed import DistInfo, broadcast_object
 from .optim import build_optimizer, set_lr
 from .schedule import LRSchedule
@@ -172,3 +183,44 @@ def run_phases(method: Method, request: BuildRequest, ctx: PhaseContext, dist: D
         artifact = broadcast_object(artifact, dist)
         artifacts[phase.name] = artifact
     return artifacts
+
+
+def shared_phase_target(exp: Config | Experiment, phase_name: str, phase_dir: str | Path) -> tuple[str, Path]:
+    """(key, artifact path) of ``phase_name`` for ``exp``; ConfigError if the phase cannot be shared."""
+    cfg = resolve(exp).config
+    method = create_method(cfg.method.name, cfg.method.options)
+    key = shared_phase_key(method, phase_name, cfg)
+    if key is None:
+        raise ConfigError(f"method {cfg.method.name!r} does not declare the inputs of phase {phase_name!r} "
+                          "(Method.phase_inputs), so it runs inside each training run.")
+    return key, shared_artifact_path(phase_dir, method.name, phase_name, key)
+
+
+def run_shared_phase(exp: Config | Experiment, phase_name: str, phase_dir: str | Path, progress: bool = False) -> Path:
+    """Compute (or find) the shared artifact of ``phase_name`` for ``exp``; returns its path."""
+    from .environment import resolve_device
+
+    experiment = resolve(exp)  # once, for both steps
+    cfg = experiment.config
+    key, path = shared_phase_target(experiment, phase_name, phase_dir)
+    if read_artifact(path, "key", key) is not None:
+        return path
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    method = create_method(cfg.method.name, cfg.method.options)
+    device = resolve_device(cfg.train.device)
+    data = load_data(cfg.data)
+    request = experiment.request(num_classes=data.num_classes, image_size=data.input_shape[1])
+    phases = {p.name: p for p in method.phases(request)}
+    if phase_name not in phases:
+        raise ConfigError(f"method {cfg.method.name!r} has no phase {phase_name!r} for this run "
+                          f"(its phases: {', '.join(phases) or 'none'}).")
+    if list(phases)[0] != phase_name:
+        raise ConfigError(f"phase {phase_name!r} of {cfg.method.name!r} follows other phases; only a first phase "
+                          "can run on its own.")
+    work = shared_work_dir(phase_dir, method.name, phase_name, key)
+    ctx = PhaseContext(cfg=cfg, data=data, device=device, run_dir=work, request=request, run_id=key,
+                       progress=progress)
+    artifact, seconds = execute_phase(method, phases[phase_name], request, ctx, {})
+    write_json(path, {"phase": phase_name, "method": method.name, "key": key, "seconds": seconds, "artifact": artifact})
+    return path
