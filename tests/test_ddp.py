@@ -64,13 +64,14 @@ PROBE = textwrap.dedent(
         from pathlib import Path
 
         import torch
+        from npasbench import run_folder as _run_folder
         from npasbench.trainer import loop as _loop
 
         _rank = int(os.environ["RANK"])
         _out = Path(_dir)
         (_out / f"rank{_rank}.pid").write_text(str(os.getpid()))
         _orig_finish = _loop.Trainer.finish
-        _orig_write_json = _loop.write_json
+        _orig_write_json = _run_folder.write_json  # the trainer writes its run folder's files through RunFolder
 
         def _finish(self, status, t_start):
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
@@ -85,7 +86,7 @@ PROBE = textwrap.dedent(
             return _orig_write_json(path, *args, **kwargs)
 
         _loop.Trainer.finish = _finish
-        _loop.write_json = _write_json
+        _run_folder.write_json = _write_json
     '''
 )
 
