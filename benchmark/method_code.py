@@ -53,7 +53,7 @@ class MethodCode:
         return describe(self.to_dict())
 
 
-def describe(code: dict[str, Any] | None) -> str:
+def describe(code: Mapping[str, Any] | None) -> str:
     """``0.2.0 a1b2c3d4`` (version and the digest's first 8 hex digits): how a status line names a code version."""
     if not code:
         return "unknown code"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+from types import MappingProxyType
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -97,6 +98,15 @@ def _obj(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
+def _frozen(v: Any) -> Any:
+    """``v`` read-only all the way down: objects as mapping proxies, lists as tuples."""
+    if isinstance(v, dict):
+        return MappingProxyType({k: _frozen(x) for k, x in v.items()})
+    if isinstance(v, list):
+        return tuple(_frozen(x) for x in v)
+    return v
+
+
 @dataclass(frozen=True)
 class Record(Mapping):
     """One run's record, checked (``read_record``) and in the current schema: what every reader reads.
@@ -135,16 +145,21 @@ class Record(Mapping):
     git_dirty: bool
     selection_split: str
     stopped_stage: str | None
+    # config.method.options and method_code, read-only views (no copy: a leaderboard reads them for every record)
+    method_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    method_code: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     path: str = ""
     migrated_from: int | None = None  # the schema it was written in, when older than this suite's
     _data: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def of(cls, rec: Mapping[str, Any], path: str | Path = "", migrated_from: int | None = None) -> "Record":
-        """The typed value of a current-schema record object (``read_record`` checks one read from a file)."""
+    def of(cls, rec: Mapping[str, Any], path: str | Path = "", migrated_from: int | None = None,
+           owned: bool = False) -> "Record":
+        """The typed value of a current-schema record object (``read_record`` checks one read from a file).
+        ``owned``: nobody else holds ``rec`` (it was just parsed), so it is kept without a copy."""
         if isinstance(rec, Record):
             return rec.at(path) if path else rec
-        data = copy.deepcopy(dict(rec))
+        data = dict(rec) if owned else copy.deepcopy(dict(rec))
         ds, budget, params, metrics = (_obj(data.get(k)) for k in ("dataset", "budget", "params", "metrics"))
         flops = _obj(params.get("flops"))
         config = _obj(data.get("config"))
@@ -170,8 +185,10 @@ class Record(Mapping):
             world_size=data.get("world_size") or 1, train_s=_num(timing.get("train_s")), wall_s=_num(timing.get("wall_s")),
             device=str(_obj(data.get("hardware")).get("device", "cpu")), git_sha=str(git.get("sha") or ""),
             git_dirty=bool(git.get("dirty")), selection_split=str(_obj(data.get("selection")).get("split", "none")),
-            stopped_stage=_obj(data.get("stopped")).get("stage"), path=str(path), migrated_from=migrated_from,
-            _data=data)
+            stopped_stage=_obj(data.get("stopped")).get("stage"),
+            method_options=_frozen(_obj(_obj(config.get("method")).get("options"))),
+            method_code=_frozen(data["method_code"]) if isinstance(data.get("method_code"), dict) else None,
+            path=str(path), migrated_from=migrated_from, _data=data)
 
     def at(self, path: str | Path) -> "Record":
         """The same record, read from ``path``."""
@@ -291,11 +308,11 @@ _KIND_TEXT = {"int": "an integer", "count": "an integer >= 0", "positive": "an i
               "list[str]": "a list of strings", "list[number]": "a list of numbers", "list[dict]": "a list of objects"}
 
 
-def _lookup(rec: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+def _lookup(rec: dict[str, Any], dotted: str) -> tuple[bool, Any]:
     """(found, value) of a dotted key; a parent that is not an object counts as not found (its own row says so)."""
     node: Any = rec
     for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+        if not isinstance(node, dict) or part not in node:
             return False, None
         node = node[part]
     return True, node
@@ -304,6 +321,9 @@ def _lookup(rec: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
 def field_problem(rec: Mapping[str, Any]) -> str:
     """The first field of a final record that a reader would trip over ('' when none): its dotted name,
     what it should be and what it is."""
+    if isinstance(rec, Record):
+        rec = rec._data  # read, never changed (a copy of 10,000 records would cost the leaderboard a third)
+    assert isinstance(rec, dict)
     for dotted, kind, required in FIELDS:
         found, value = _lookup(rec, dotted)
         if not found or value is None:
@@ -373,4 +393,4 @@ def read_record(path: str | Path) -> tuple[Record | None, RecordProblem | None]:
     problem = problem or _shape_problem(rec)
     if problem:
         return None, RecordProblem(path, problem)
-    return Record.of(rec, path, migrated_from=written_in if written_in != SCHEMA_VERSION else None), None
+    return Record.of(rec, path, migrated_from=written_in if written_in != SCHEMA_VERSION else None, owned=True), None

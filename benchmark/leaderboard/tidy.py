@@ -4,6 +4,7 @@ ensemble and each member), with the columns every table, plot and CSV is compute
 from __future__ import annotations
 
 from functools import lru_cache
+from collections.abc import Mapping
 from typing import Any, Iterable
 
 import pandas as pd
@@ -19,7 +20,7 @@ def method_code_label(code: Any) -> str:
     """``0.2.0 a1b2c3d4`` for a record's method code (``method_code.describe``); "" where the record has none."""
     from ..method_code import describe
 
-    return describe(code) if isinstance(code, dict) and code.get("digest") else ""
+    return describe(code) if isinstance(code, Mapping) and code.get("digest") else ""
 
 
 @lru_cache(maxsize=256)
@@ -33,7 +34,7 @@ def _defaults(method: str) -> dict[str, Any]:
         return {}
 
 
-def variant_of(method: str, options: dict[str, Any]) -> str:
+def variant_of(method: str, options: Mapping[str, Any]) -> str:
     """The options that differ from the method's defaults, ``k=v`` sorted ("" = the defaults)."""
     defaults = _defaults(method)
     parts = []
@@ -119,12 +120,12 @@ def rows_of(rec: Record | dict[str, Any]) -> list[dict[str, Any]]:
     base = {
         "dataset": _dataset(rec), "synthetic": rec.synthetic, "arch": rec.arch,
         "members": ",".join(rec.members or (rec.arch,)), "method": rec.method, "label": label_of(rec),
-        "variant": variant_of(rec.method, (cfg.get("method") or {}).get("options") or {}), "recipe": recipe_of(cfg),
+        "variant": variant_of(rec.method, rec.method_options), "recipe": recipe_of(cfg),
         "budget": rec.budget_params, "budget_mode": rec.budget_mode,
         "budget_pct": pct, "params": rec.params_total, "budget_used_pct": used, "status": rec.status, "seed": rec.seed,
         "epochs": rec.epochs, "train_s": (rec.train_s or 0.0) * rec.world_size,
         "device": "gpu" if rec.device.startswith("cuda") else "cpu", "git_sha": rec.git_sha,
-        "dirty": rec.git_dirty, "method_code": method_code_label(rec.get("method_code")),
+        "dirty": rec.git_dirty, "method_code": method_code_label(rec.method_code),
         "selection": rec.selection_split, "run_id": rec.run_id,
         "path": rec.path,
     }
