@@ -92,12 +92,7 @@ class Experiment:
                 image_size: int | None = None) -> BuildRequest:
         """The ``BuildRequest``: from the config alone (a grid plan's preview, a phase list), or with the loaded
         data's classes and image size (a run; the same numbers: a test checks data sets against ``dataset_info``)."""
-        cfg = self.config
-        synthetic = cfg.data.name == "synthetic"
-        return make_request(cfg.model.arch, cfg.data.name, self.budget if with_budget else None,
-                            num_classes=num_classes if num_classes is not None else _num_classes(cfg),
-                            image_size=image_size if image_size is not None else (
-                                cfg.data.synthetic_size if synthetic else None))
+        return _request(self.config, self.budget if with_budget else None, num_classes, image_size)
 
     def with_run(self, **fields: Any) -> "Experiment":
         """The same experiment with other ``run`` settings (its folder, name, progress): the ``run`` section is not
@@ -152,9 +147,21 @@ def resolve_config(cfg: Config) -> Config:
     )
 
 
+def _request(cfg: Config, budget: Budget | None, num_classes: int | None = None,
+             image_size: int | None = None) -> BuildRequest:
+    synthetic = cfg.data.name == "synthetic"
+    return make_request(cfg.model.arch, cfg.data.name, budget,
+                        num_classes=num_classes if num_classes is not None else _num_classes(cfg),
+                        image_size=image_size if image_size is not None else (
+                            cfg.data.synthetic_size if synthetic else None))
+
+
 def config_request(cfg: Config | Experiment, with_budget: bool = True) -> BuildRequest:
-    """The ``BuildRequest`` of an experiment from its config alone (``Experiment.request``)."""
-    return resolve(cfg).request(with_budget)
+    """The ``BuildRequest`` of a config that is resolved already (a grid manifest's), from the config alone: it
+    is not resolved again (``Experiment.request`` for an Experiment)."""
+    if isinstance(cfg, Experiment):
+        return cfg.request(with_budget)
+    return _request(cfg, budget_of(cfg) if with_budget else None)
 
 
 def budget_of(cfg: Config) -> Budget | None:
