@@ -7,7 +7,8 @@ A run folder holds what one run writes::
     result.json      the record (``records.Record``): final (completed, diverged) or a stop (preempted)
     history.jsonl    one line per process start, resume, stop, loss (``trainer.history``)
     metrics.jsonl    the per-epoch metrics
-    checkpoints/     ckpt-e<epoch>-s<step>.pt, best.pt
+    checkpoints/     ckpt-e<epoch>-s<step>.pt
+    best.pt          the weights the validation split chose (with data.val_fraction > 0)
     artifacts/       <phase>.json: what a shared phase (e.g. a search) gave this run
     tensorboard/     event files, when TensorBoard is installed
     superseded/      earlier runs made by other method code (``grid.supersede``); never read
@@ -39,6 +40,7 @@ RESULT = "result.json"
 HISTORY = "history.jsonl"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+BEST = "best.pt"
 ARTIFACTS = "artifacts"
 TENSORBOARD = "tensorboard"
 SUPERSEDED = "superseded"
@@ -84,6 +86,10 @@ class RunFolder:
     @property
     def checkpoints(self) -> Path:
         return self.root / CHECKPOINTS
+
+    @property
+    def best(self) -> Path:
+        return self.root / BEST
 
     @property
     def artifacts(self) -> Path:

@@ -21,9 +21,9 @@ import torch
 from ..atomic import atomic_open
 from ..errors import CheckpointError
 from ..records import with_run_id
+from ..run_folder import RunFolder
 from .state import BEST_KEYS, CHECKPOINT_KEYS, FORMAT_VERSION
 
-BEST_NAME = "best.pt"
 _NAME = re.compile(r"^ckpt-e(\d{5})-s(\d{9})\.pt$")
 
 
@@ -71,14 +71,14 @@ def load_checkpoint(path: str | os.PathLike, run_id: str | None = None) -> dict[
 
 def save_best(run_dir: Path, payload: dict[str, Any]) -> Path:
     """Write ``best.pt`` (``state.best_payload``) atomically."""
-    path = run_dir / BEST_NAME
+    path = RunFolder(run_dir).best
     save_atomic(path, dict(payload, format_version=FORMAT_VERSION))
     return path
 
 
 def load_best(run_dir: Path, run_id: str) -> dict[str, Any]:
     """``best.pt``, checked like a checkpoint (format, keys, config id)."""
-    return _load_checked(run_dir / BEST_NAME, run_id, BEST_KEYS, "best weights")
+    return _load_checked(RunFolder(run_dir).best, run_id, BEST_KEYS, "best weights")
 
 
 def _load_checked(p: Path, run_id: str | None, required: tuple[str, ...], what: str) -> dict[str, Any]:

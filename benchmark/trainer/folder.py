@@ -10,10 +10,9 @@ from typing import Any, Callable
 import torch
 
 from ..records import FINAL, with_run_id
-from ..run_folder import RunFolder
+from ..run_folder import HISTORY, RunFolder
 from ..storage import check_free_space, folder_lock, probe_writable
 from .record import stopped_record
-from .history import HISTORY
 
 
 def claim_run_folder(run_dir: Path, phase_dir: str | None, held: contextlib.ExitStack | None,

@@ -28,7 +28,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-HISTORY = "history.jsonl"
+from ..run_folder import HISTORY  # the file's name, beside the run folder's others
+
 OPEN_KINDS = ("start", "resume")  # a process that last said one of these is still working (or was lost)
 
 

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..run_folder import TENSORBOARD
 
-FOLDER = "tensorboard"
+FOLDER = TENSORBOARD  # the run folder's subfolder (run_folder names it)
 INSTALL = "pip install -e '.[tensorboard]'"
 SKIPPED = {"kind", "step", "epoch", "examples"}  # bookkeeping, not curves
 _NAME = re.compile(r"events\.out\.tfevents\.(\d+)\.")
