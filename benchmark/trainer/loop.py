@@ -39,7 +39,7 @@ from ..contract import Method, NPASModel
 from ..data import DataBundle, Loader, load_data, make_loader
 from ..errors import ConfigError
 from ..experiment import Experiment, resolve
-from ..factory import build_checked, make_request
+from ..factory import build_checked
 from ..accounting import param_report
 from ..method_code import method_code
 from ..plugins import create_method
@@ -154,8 +154,7 @@ class Trainer:
         self.method: Method = create_method(cfg.method.name, cfg.method.options)
         self.method_code = method_code(cfg.method.name).to_dict()  # the files as this process loaded them
         budget = self.experiment.budget
-        request = make_request(cfg.model.arch, cfg.data.name, budget, num_classes=self.data.num_classes,
-                               image_size=self.data.input_shape[1])
+        request = self.experiment.request(num_classes=self.data.num_classes, image_size=self.data.input_shape[1])
         ctx = PhaseContext(cfg=cfg, data=self.data, device=self.device, run_dir=self.run_dir, request=request,
                            run_id=self.run_id, progress=self.progress, dist=self.dist)
         artifacts = run_phases(self.method, request, ctx, self.dist)
