@@ -73,12 +73,12 @@ PROBE = textwrap.dedent(
         _orig_finish = _loop.Trainer.finish
         _orig_write_json = _run_folder.write_json  # the trainer writes its run folder's files through RunFolder
 
-        def _finish(self, status, t_start):
+        def _finish(self, status):
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             params = {k: p.detach().cpu().clone() for k, p in self.model.named_parameters()}
             torch.save({"status": status, "step": self.state.step, "model": state, "params": params},
                        _out / f"rank{_rank}-{status}.pt")
-            return _orig_finish(self, status, t_start)
+            return _orig_finish(self, status)
 
         def _write_json(path, *args, **kwargs):
             with open(_out / f"rank{_rank}-write_json.log", "a") as fh:

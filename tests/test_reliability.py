@@ -208,7 +208,7 @@ def test_a_stop_in_the_data_stage_is_recorded_as_such(tiny):
     from npasbench.trainer.loop import Trainer
 
     class StopInData(Trainer):
-        def setup_data(self):
+        def setup_data(self, runtime):
             os.kill(os.getpid(), signal.SIGTERM)  # a real signal, delivered while the data would load
             time.sleep(1)
 
@@ -225,7 +225,7 @@ def test_a_stop_never_overwrites_a_finished_record(tiny):
     record = (first.run_dir / "result.json").read_bytes()
 
     class StopInData(Trainer):
-        def setup_data(self):
+        def setup_data(self, runtime):
             os.kill(os.getpid(), signal.SIGTERM)  # a real signal, delivered during set-up
             time.sleep(1)
 

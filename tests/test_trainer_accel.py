@@ -55,12 +55,12 @@ TIMING_KEYS = {"timing", "wall_s", "train_s", "eval_s", "train_images_per_s", "e
 class ProbedTrainer(Trainer):
     """The real trainer, plus: the initial weights, and what every Conv forward saw."""
 
-    def wrap_model(self) -> None:
-        super().wrap_model()
+    def wrap_model(self, model, runtime) -> Any:
+        net = super().wrap_model(model, runtime)
         if not hasattr(self, "initial_state"):  # the first wrap: after restore, before the first step
-            self.initial_state = copy.deepcopy(self.model.state_dict())
+            self.initial_state = copy.deepcopy(model.state_dict())
         if getattr(self, "_probed", False) or self.cfg.train.compile:
-            return  # hooks once; no Python side effects inside a compiled graph
+            return net  # hooks once; no Python side effects inside a compiled graph
         self._probed = True
         self.conv_calls: list[dict[str, Any]] = []
 
@@ -76,9 +76,10 @@ class ProbedTrainer(Trainer):
                 "weight_contiguous": w.is_contiguous(),
             })
 
-        for m in self.model.modules():
+        for m in model.modules():
             if isinstance(m, Conv):
                 m.register_forward_hook(hook)
+        return net
 
 
 def run(out: Path, **overrides: Any) -> ProbedTrainer:

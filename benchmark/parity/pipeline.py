@@ -22,16 +22,18 @@ import torch.nn.functional as F
 from ..config import Config
 from ..factory import build_checked
 from ..trainer.loop import Trainer
+from ..trainer.setup import BuiltModel, RunData, Runtime
 from .steps import official_optimizer
 
 
 class RecordingTrainer(Trainer):
     """A real ``Trainer`` that keeps its initial weights and every (batch, learning rate) it trains on."""
 
-    def setup_model(self) -> None:
-        super().setup_model()
-        self.initial_state = copy.deepcopy(self.model.state_dict())
+    def setup_model(self, runtime: Runtime, data: RunData) -> BuiltModel:
+        built = super().setup_model(runtime, data)
+        self.initial_state = copy.deepcopy(built.model.state_dict())
         self.recorded: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+        return built
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.recorded.append((x.clone(), y.clone(), float(self.optimizer.param_groups[0]["lr"])))

@@ -81,6 +81,12 @@ def _single_node() -> bool:
     return local_world is not None and local_world == os.environ.get("WORLD_SIZE")
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of the launch torchrun describes (or the only process): what
+    ``init_distributed(...).is_main`` will say, known before the process group is joined."""
+    return _env_int("WORLD_SIZE", 1) <= 1 or os.environ.get("RANK", "0") == "0"
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group torchrun describes (a no-op for a single process).
 

@@ -37,7 +37,9 @@ def _no_timing() -> dict[str, float]:
 
 @dataclass
 class TrainState:
-    """The progress of one run that survives a restart (everything else is rebuilt from the config)."""
+    """The mutable state of one run: its progress, which survives a restart (everything else is rebuilt from
+    the config, ``setup.py``), and what this process has seen of the run so far (the fields below the line).
+    """
 
     step: int = 0
     loss_sum: float = 0.0  # this rank's running training loss over the current epoch (sum over examples)
@@ -46,6 +48,19 @@ class TrainState:
     timing: dict[str, float] = field(default_factory=_no_timing)  # train/eval seconds and images, all processes
     wall_before: float = 0.0  # wall seconds spent by the processes before this one
     resumed_from: str | None = None
+    # -- this process's, not checkpointed
+    stage: str = "start"  # what the run is doing (a stop before training names it: "data", "model and phases", ...)
+    claimed: bool = False  # this process holds the run folder's lock (a stop may then write to the folder)
+    started: float = 0.0  # time.perf_counter() when this process started the run
+    setup_s: float = 0.0  # this process: start of the run to its first training step
+    last_eval: tuple[int, dict[str, Any]] | None = None  # (epoch, metrics) of the newest evaluation
+    diverged_at: dict[str, Any] | None = None  # where the run went non-finite
+
+    def resume(self, payload: dict[str, Any], path: str, rank: int, world_size: int) -> None:
+        """Take the progress of a checkpoint (``from_payload``); this process's fields stay."""
+        restored = TrainState.from_payload(payload, path, rank, world_size)
+        for name in CHECKPOINTED_FIELDS:
+            setattr(self, name, getattr(restored, name))
 
     def reset_epoch_loss(self) -> None:
         self.loss_sum, self.seen = 0.0, 0
@@ -85,6 +100,9 @@ class TrainState:
         wall_before = float(timing.pop("wall_s_before"))
         return cls(step=int(payload["step"]), loss_sum=loss_sum, seen=seen, best=dict(payload["best"]),
                    timing={**_no_timing(), **timing}, wall_before=wall_before, resumed_from=path)
+
+
+CHECKPOINTED_FIELDS = ("step", "loss_sum", "seen", "best", "timing", "wall_before", "resumed_from")
 
 
 def rng_state() -> dict[str, Any]:
