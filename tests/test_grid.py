@@ -482,9 +482,13 @@ def test_progress_lines_in_a_log(tmp_path):
     assert stream.getvalue().splitlines() == ["start  r1", "[3/5 done] running: r1 epoch 2/7"]
 
 
-def test_bad_executor_writes_nothing(tmp_path):
+def test_bad_executor_writes_nothing(tmp_path, monkeypatch):
     spec = write_spec(tmp_path, GRID)
-    with pytest.raises(NPASError, match="--executor: 'slurm' is not an executor here.*npas grid submit SPEC"):
+    with pytest.raises(NPASError, match="--executor: 'kubernetes' is not an executor here.*slurm.*npas grid submit SPEC"):
+        run_grid(spec, "kubernetes", progress=False)
+    assert not (tmp_path / "res").exists()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no SLURM here: the slurm executor says so, writes nothing
+    with pytest.raises(NPASError, match="scontrol is not on PATH"):
         run_grid(spec, "slurm", progress=False)
     assert not (tmp_path / "res").exists()
     with pytest.raises(NPASError, match="runs at once must be >= 1"):

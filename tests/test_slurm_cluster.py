@@ -635,3 +635,75 @@ def test_the_overhead_benchmark_runs_on_the_cluster(cluster, tmp_path):
     assert "--submit-samples 1" in md and "| every core busy |" in md
     left = subprocess.run(["squeue", "-h", "-n", "npas-slurm-overhead", "-t", "PENDING,RUNNING"], capture_output=True, text=True, timeout=30)
     assert left.returncode == 0 and left.stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_grid_run_with_the_slurm_executor(cluster, tmp_path, capsys):
+    """`npas grid run --executor slurm`: the runner submits the shared SSN search as a job, then each run as its
+    own job once the phase's artifact exists, at most -j at a time; every run ends done, its record names its
+    job, slurm.json holds every job (so status and cancel reach them); a second run finds nothing to do."""
+    import json
+
+    from npasbench.cli import main
+    from npasbench.grid.runner import grid_status
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(TWO_PHASE.format(results=tmp_path / "res"))
+    assert main(["grid", "run", str(spec), "--executor", "slurm", "-j", "2", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "(slurm executor, 2 at a time)" in captured.err + captured.out
+    assert grid_status(spec, None).counts.get("done", 0) == 3
+    state = json.loads((tmp_path / "res" / "slurm.json").read_text())
+    jobs = state["arrays"]
+    assert [j["kind"] for j in jobs] == ["phase", "train", "train", "train"]
+    assert all(j["via"] == "npas grid run --executor slurm" and len(j["tasks"]) == 1 for j in jobs)
+    assert jobs[0]["parameters"]["name"] == "npas-two-phase" and jobs[1]["parameters"]["name"] == "npas-two"
+    by_run = {j["tasks"][0]: j["job_id"] for j in jobs[1:]}
+    for folder in (tmp_path / "res").glob("*_s0_*"):
+        rec = _record(folder)
+        assert rec["status"] == "completed" and rec["slurm"]["job_id"] == by_run[rec["run_id"]], folder
+    assert main(["grid", "run", str(spec), "--executor", "slurm", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "0 to run" in out.err + out.out
+    assert len(json.loads((tmp_path / "res" / "slurm.json").read_text())["arrays"]) == 4  # nothing submitted again
+
+
+@pytest.mark.slow
+def test_leaving_a_slurm_executor_runner_cancels_its_jobs_and_resumes(cluster, tmp_path, capsys):
+    """While `npas grid run --executor slurm` runs, `npas grid status` shows its job; Ctrl-C of the runner once
+    its run has checkpointed: the runner scancels the job (SIGTERM: the run checkpoints and ends resumable, not
+    requeued) and exits 130 once the job has ended; the same command again resumes the run from its checkpoint
+    and finishes it."""
+    import signal
+    import sys
+
+    from npasbench.cli import main
+
+    spec = tmp_path / "g.toml"
+    spec.write_text(small_grid_toml("stop", 30).format(results=tmp_path / "res").replace("seeds = [0, 1]", "seeds = [0]"))
+    cmd = [sys.executable, "-m", "npasbench.cli", "grid", "run", str(spec), "--executor", "slurm", "--no-progress"]
+    runner = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait(lambda: any(_first_checkpoint(f)() for f in (tmp_path / "res").glob("unshared_*")), 240, "a checkpoint")
+        assert main(["grid", "status", str(spec)]) == 0
+        assert " RUNNING on " in capsys.readouterr().out  # the runner's job, from slurm.json and squeue
+        runner.send_signal(signal.SIGINT)
+        out, _ = runner.communicate(timeout=180)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 130, out
+    assert "stopping: 1 running task(s) checkpoint and exit" in out and "interrupted: run again to resume" in out
+    (folder,) = (tmp_path / "res").glob("unshared_*")
+    assert _record(folder) is None or _record(folder)["status"] == "preempted"
+    import json
+
+    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "stop" and e.get("signals") == ["SIGTERM"] for e in history), history
+    assert not any(e["kind"] == "requeue" for e in history)  # a cancel is not a preemption
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rec = _record(folder)
+    assert rec["status"] == "completed" and rec["resumed_from"], rec
+    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in history].count("resume") == 1

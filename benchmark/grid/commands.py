@@ -63,9 +63,12 @@ def add_grid_parser(sub) -> None:
                            help="keep finished runs whose method code has changed since (state `stale`; by default "
                                 "they run again, the old run moved to <run>/superseded/)")
         if name == "run":
-            p.add_argument("--executor", default="local", help="local (processes, default) | debug (in-process)")
+            p.add_argument("--executor", default="local",
+                           help="local (processes, default) | debug (in-process) | slurm (one SLURM job per task, "
+                                "this runner attached; `npas grid submit` for detached job arrays)")
             p.add_argument("-j", "--parallel", type=int, default=0,
-                           help="runs at once (default: resources.max_parallel, else one per core / GPU)")
+                           help="runs at once (default: resources.max_parallel, else one per core / GPU; slurm: "
+                                "jobs in the queue at once, else 256)")
             p.add_argument("--no-progress", action="store_true",
                            help="no bar and no periodic lines; one line per start and end is still printed")
 

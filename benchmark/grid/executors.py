@@ -6,8 +6,11 @@
   dies (even by ``kill -9``), the kernel sends its tasks SIGTERM (``PR_SET_PDEATHSIG``): they
   checkpoint and stop, and the next ``npas grid run`` resumes them.
 - ``DebugExecutor``: in-process, one task at a time, exceptions surface with their traceback.
+- ``SlurmExecutor`` (slurm_executor.py): each task one SLURM job, submitted when the runner starts it and
+  polled until it ends; the runner stays attached (``npas grid run SPEC --executor slurm``).
 
-SLURM (part 2) submits the same task function as array jobs; it needs no runner loop.
+``npas grid submit`` (submit.py) is SLURM without a runner: the same task function as job arrays, detached.
+``executor_factory.make_executor`` picks one by its ``--executor`` name.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -42,6 +45,7 @@ class Running:
     proc: subprocess.Popen | None = None
     code: int | None = None
     log_fh: object | None = field(default=None, repr=False)
+    job: Any = field(default=None, repr=False)  # the SLURM executor's submitit job
 
 
 class Executor(Protocol):
@@ -149,17 +153,3 @@ class DebugExecutor:
 
     def stop(self, running: list[Running], grace_s: float = 0.0) -> None:
         return None
-
-
-def make_executor(name: str, results: Path, parallel: int = 0) -> Executor:
-    from ..errors import ConfigError
-
-    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 0:
-        raise ConfigError(f"--parallel / resources.max_parallel: runs at once must be >= 1 (0 = one per core or GPU), "
-                          f"got {parallel!r}.")
-    if name == "local":
-        return LocalExecutor(results, parallel)
-    if name == "debug":
-        return DebugExecutor(results)
-    raise ConfigError(f"--executor: {name!r} is not an executor here; use local (processes, at most N at a time) "
-                      "or debug (in-process). To run the grid on SLURM, submit it: npas grid submit SPEC.")

@@ -29,7 +29,8 @@ from ..experiment import digest
 from ..plugins import create_method
 from ..trainer.phase import shared_phase_key
 from .compute import GridCost, format_hours, grid_cost
-from .executors import Executor, Running, Task, make_executor
+from .executor_factory import make_executor
+from .executors import Executor, Running, Task
 from .expand import GridRun, Previewer, expand
 from .manifest import PHASES, Manifest, PhaseJob, RunEntry
 from .queue import QueueView, merge, queue_view
@@ -306,7 +307,8 @@ def run_grid(spec_path: str | Path, executor: str = "local", parallel: int = 0, 
     now: ``method_code``) unless ``keep_stale``; returns the final counts by state."""
     plan = plan_grid(spec_path, results, write=False)
     res = plan.results
-    ex = make_executor(executor, res.resolve(), parallel or plan.spec.resources.max_parallel)  # checked first
+    ex = make_executor(executor, res.resolve(), parallel or plan.spec.resources.max_parallel,  # checked first
+                       plan.spec.resources, plan.spec.name)
     from ..storage import probe_writable
 
     probe_writable(res, "grid.results")  # a read-only or unwritable folder: one line, before anything

@@ -70,7 +70,7 @@ class Resources:
     account: str = ""
     qos: str = ""
     array_parallelism: int = 0  # SLURM's %N; 0 = no throttle
-    max_parallel: int = 0  # local executor: runs at once; 0 = one per core (one per GPU on a GPU machine)
+    max_parallel: int = 0  # npas grid run: runs at once; 0 = one per core (per GPU), slurm executor: 256 jobs
     tasks_per_run: int = 0  # SLURM: DDP processes of one run; 0 = one per GPU (1 without GPUs; CPU DDP uses gloo)
     max_timeouts: int = 3  # SLURM: a run that hits its time limit is requeued at most this many times
     max_array_size: int = 0  # SLURM: arrays are cut under this; 0 = the cluster's MaxArraySize (1001 in a dry run without one)
