@@ -1,6 +1,7 @@
 """docs/architectures.md runs: every command its bash block shows is run as a user types it (the training command
-with overrides appended that cut it to a few steps on a slice of CIFAR-100), and the counts its table gives are the
-built models'."""
+with overrides appended that cut it to a few steps on a slice of CIFAR-100), the counts its table gives are the
+built models', and the learning table it links (results/grids/architectures-cpu.md) quotes the committed
+leaderboards."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from conftest import cifar100_root
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "architectures.md"
+LEARNED = ROOT / "results" / "grids" / "architectures-cpu.md"  # the guide's learning table
 
 
 def _commands() -> list[str]:
@@ -74,7 +76,8 @@ _ROWS = {"unshared (100%)": ("unshared", "", "model"), "reduced": ("reduced", ""
 def test_the_guides_learning_table_quotes_the_committed_leaderboards():
     import pandas as pd
 
-    text = GUIDE.read_text().split("## Shown to learn", 1)[1].split("## ", 1)[0]
+    assert "(../results/grids/architectures-cpu.md)" in GUIDE.read_text()  # the guide links the table
+    text = LEARNED.read_text().split("## Shown to learn", 1)[1].split("## ", 1)[0]
     rows = {m[0].strip(): m[1:] for m in re.findall(r"^\| ([^|]+) \| ([\d.]+)[^|]* \| ([\d.]+)[^|]* \|$", text, re.M)}
     assert set(rows) == set(_ROWS)
     for col, grid in enumerate(("vit-cifar100-cpu", "densenet-cifar100-cpu")):
