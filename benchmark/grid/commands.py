@@ -180,7 +180,8 @@ def grid_resubmit(args: argparse.Namespace) -> int:
 def _report_arrays(plan: Any, arrays: list[Any], which: str, dry_run: bool) -> int:
     """What ``submit``/``resubmit`` did: one line per array (and, dry, its sbatch header and tasks)."""
     from .expand import star_left_out
-    from .submit import SLURM_STATE, sbatch_header
+    from .queue import SLURM_STATE
+    from .submit import sbatch_header
 
     for line in star_left_out(plan.spec):
         print(line)

@@ -14,13 +14,16 @@ state the queue holds) makes it ``queued``; otherwise the folder's own state sta
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json
 from ..errors import NPASError
+from ..provenance import git_info
 from ..records import read_json_object
 
 SLURM_STATE = "slurm.json"
@@ -29,6 +32,18 @@ JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")  # "123" or "123_4": anything else ne
 ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
                    "DEADLINE", "SPECIAL_EXIT", "REVOKED"})
 ACTIVE = frozenset({"RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"})
+
+
+def record_submission(results: Path, job_id: str, kind: str, tasks: list[str], task_jobs: list[str],
+                      parameters: dict[str, Any], code: Path | str, max_timeouts: int, **extra: Any) -> None:
+    """Add one submission (an array, or one job of ``npas grid run --executor slurm``) to ``slurm.json``, written at
+    once: a crash between submissions loses none of those made. ``task_jobs``: each task's own job id."""
+    state = read_json_object(results / SLURM_STATE) or {"arrays": []}
+    state["arrays"].append({"job_id": job_id, "kind": kind, "tasks": tasks, "task_jobs": task_jobs,
+                            "parameters": parameters, "git": git_info(), "code": str(code),
+                            "max_timeouts": max_timeouts, **extra,
+                            "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    write_json(results / SLURM_STATE, state)
 
 
 @dataclass(frozen=True)

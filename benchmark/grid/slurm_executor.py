@@ -20,22 +20,18 @@ the runner (Ctrl-C, SIGTERM) cancels its jobs cleanly, and ``npas grid run`` aga
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_json
-from ..provenance import git_info
-from ..records import read_json_object
-from .code_snapshot import CodeSnapshot, python_command, take_snapshot
+from .code_snapshot import CodeSnapshot
 from .executors import Running, Task
-from .queue import SLURM_STATE
+from .queue import record_submission
 from .slurm_cluster import query_cluster, sbatch_parameters
+from .slurm_job import GridJob, job_executor, job_state
 from .spec import Resources
-from .slurm_job import GridJob, job_state
 from .task import EXIT_PREEMPTED
 
 DEFAULT_JOBS = 256  # jobs in the queue at once when neither --parallel nor resources.max_parallel says
@@ -63,12 +59,7 @@ class SlurmExecutor:
 
     def _executor(self) -> Any:
         if self._submitit is None:
-            import submitit
-
-            self._code = take_snapshot(self.results / "submitit")
-            self._submitit = submitit.AutoExecutor(folder=self.results / "submitit", cluster="slurm",
-                                                   slurm_python=python_command(self._code),
-                                                   slurm_max_num_timeout=self.resources.max_timeouts)
+            self._submitit, self._code = job_executor(self.results, self.resources.max_timeouts)
         return self._submitit
 
     def start(self, task: Task, slot: int) -> Running:
@@ -78,21 +69,14 @@ class SlurmExecutor:
         executor = self._executor()
         executor.update_parameters(**params)
         job = executor.submit(GridJob(self.results, 0), task.task_id)
-        self._record(task.task_id, "phase" if phase else "train", job.job_id, params)
+        # in slurm.json like a submitted array (of one task): status and cancel reach it
+        record_submission(self.results, job.job_id, "phase" if phase else "train", [task.task_id], [job.job_id], params,
+                          self._code.path if self._code else "", self.resources.max_timeouts,
+                          via="npas grid run --executor slurm")
         # the job's own log is where its output goes (the runner names it when a task fails)
         running = Running(Task(task.task_id, task.label, Path(job.paths.stderr)), time.monotonic(), slot)
         running.job = job
         return running
-
-    def _record(self, task_id: str, kind: str, job_id: str, params: dict[str, Any]) -> None:
-        """The job in slurm.json, as ``npas grid submit`` records an array (one task), written at once."""
-        state = read_json_object(self.results / SLURM_STATE) or {"arrays": []}
-        state["arrays"].append({"job_id": job_id, "kind": kind, "tasks": [task_id], "task_jobs": [job_id],
-                                "parameters": params, "git": git_info(),
-                                "code": str(self._code.path) if self._code else "",
-                                "max_timeouts": self.resources.max_timeouts, "via": "npas grid run --executor slurm",
-                                "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-        write_json(self.results / SLURM_STATE, state)
 
     def poll(self, running: Running) -> int | None:
         """The task's exit status once its job has ended, else None (a requeued job has not ended)."""

@@ -48,11 +48,22 @@ from submitit.slurm import slurm as submitit_slurm
 from ..errors import NPASError
 from ..trainer.history import append_event, describe_checkpoint, last_checkpoint, read_history
 from ..trainer.signals import forget_signals, stop_signals_received
+from .code_snapshot import CodeSnapshot, python_command, take_snapshot
 from .manifest import Manifest
 from .task import EXIT_BUSY, EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, run_task
 
 
 PREEMPTION_GRACE_S = 10.0  # well under SLURM's KillWait (30 s by default)
+
+
+def job_executor(results: Path, max_timeouts: int) -> tuple[Any, CodeSnapshot]:
+    """submitit's SLURM executor for a grid's jobs (``npas grid submit`` and ``--executor slurm`` alike): its folder
+    ``<results>/submitit``, the jobs running the code snapshot taken now (what they run however the checkout
+    changes while they queue), a timeout requeued at most ``max_timeouts`` times; and that snapshot."""
+    code = take_snapshot(results / "submitit")
+    executor = submitit.AutoExecutor(folder=results / "submitit", cluster="slurm", slurm_python=python_command(code),
+                                     slurm_max_num_timeout=max_timeouts)
+    return executor, code
 
 
 class GridJob(submitit.helpers.Checkpointable):

@@ -22,22 +22,17 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_json
 from ..errors import NPASError
-from ..provenance import git_info
-from ..records import read_json_object
 from ..storage import probe_writable
 from .manifest import PHASES
 from .runner import plan_grid
-from .code_snapshot import python_command, take_snapshot
 from .slurm_cluster import array_chunks, check_shared_folder, query_cluster, sbatch_parameters
-from .queue import SLURM_STATE, QueueView, queue_view
+from .queue import QueueView, queue_view, record_submission
 from .slurm_cluster import SlurmUnavailable
 from .state import current_record
 
@@ -136,16 +131,12 @@ def submit_grid(spec_path: str | Path, results: str | Path | None = None, dry_ru
 
 def _submit(plan: Any, arrays: list[ArrayPlan], res: Path, threads: int) -> tuple[Any, list[ArrayPlan]]:
     """The submission itself, under the results folder's lock (``submit_grid``)."""
-    import submitit
-
-    from .slurm_job import GridJob
+    from .slurm_job import GridJob, job_executor
 
     plan.manifest.save(res)  # the tasks read their configs from it
     (res / PHASES).mkdir(parents=True, exist_ok=True)
-    state = read_json_object(res / SLURM_STATE) or {"arrays": []}
-    code = take_snapshot(res / "submitit")  # what the jobs run, however the checkout changes while they queue
-    executor = submitit.AutoExecutor(folder=res / "submitit", cluster="slurm", slurm_python=python_command(code),
-                                     slurm_max_num_timeout=plan.spec.resources.max_timeouts)
+    max_timeouts = plan.spec.resources.max_timeouts
+    executor, code = job_executor(res, max_timeouts)
     phase_jobs: list[str] = []
     for array in arrays:
         params = dict(array.parameters)
@@ -157,12 +148,8 @@ def _submit(plan: Any, arrays: list[ArrayPlan], res: Path, threads: int) -> tupl
         if array.kind == "phase":
             phase_jobs.append(array.job_id)
         # submitit submits a one-task "array" as a plain job ("123", not "123_0"): keep each task's real id
-        state["arrays"].append({"job_id": array.job_id, "kind": array.kind, "tasks": array.task_ids,
-                                "task_jobs": [j.job_id for j in jobs],
-                                "parameters": params, "git": git_info(), "code": str(code.path),
-                                "max_timeouts": plan.spec.resources.max_timeouts,
-                                "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-        write_json(res / SLURM_STATE, state)  # after every array: a crash between arrays loses nothing
+        record_submission(res, array.job_id, array.kind, array.task_ids, [j.job_id for j in jobs], params, code.path,
+                          max_timeouts)
     return plan, arrays
 
 
