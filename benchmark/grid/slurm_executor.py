@@ -28,16 +28,15 @@ from typing import Any
 
 from .code_snapshot import CodeSnapshot
 from .executors import Running, Task
-from .queue import record_submission
+from .queue import ENDED, record_submission
 from .slurm_cluster import query_cluster, sbatch_parameters
 from .slurm_job import GridJob, job_executor, job_state
 from .spec import Resources
 from .task import EXIT_PREEMPTED
 
 DEFAULT_JOBS = 256  # jobs in the queue at once when neither --parallel nor resources.max_parallel says
-# a job that ended without a result: stopped from outside (its run resumes from its checkpoint), or broken
-STOPPED_STATES = ("CANCELLED", "PREEMPTED", "TIMEOUT", "NODE_FAIL", "DEADLINE")
-BROKEN_STATES = ("COMPLETED", "FAILED", "OUT_OF_MEMORY", "BOOT_FAIL")
+# of the ended states (queue.ENDED), those of a job stopped from outside: its run resumes from its checkpoint
+STOPPED_STATES = frozenset({"CANCELLED", "PREEMPTED", "TIMEOUT", "NODE_FAIL", "DEADLINE"})
 ASK_EVERY_S = 15.0  # how often a job with no result yet is looked up in slurmctld (a job that ended without one)
 FAILED = 1  # a task that raised (its traceback: the run's failed.json and the job's log)
 
@@ -91,7 +90,7 @@ class SlurmExecutor:
             return None
         self._asked[job.job_id] = now
         state = job_state(job.job_id)
-        if state not in STOPPED_STATES + BROKEN_STATES:
+        if state not in ENDED | STOPPED_STATES:
             return None  # pending, running, requeued -- or slurmctld cannot say now: asked again later
         time.sleep(1.0)  # its result may be being written
         if job.paths.result_pickle.exists():
